@@ -1,0 +1,3 @@
+from medsft.cli import main
+
+raise SystemExit(main())

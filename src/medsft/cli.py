@@ -1,0 +1,89 @@
+"""The command line: parse, then call one function per command. User errors are one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from medsft.errors import UserError
+
+
+def cmd_train(args) -> int:
+    from medsft.recipe import load_recipe
+    from medsft.train.run import train
+
+    recipe = load_recipe(args.recipe, args.set)
+    train(recipe)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from medsft.lab.demo import run_demo
+
+    run_demo(args.out)
+    return 0
+
+
+def cmd_data_inspect(args) -> int:
+    from medsft.data.inspect import inspect_command
+
+    return inspect_command(args.files, tokenizer=args.tokenizer, template=args.template,
+                           max_length=args.max_length, as_json=args.json)
+
+
+def cmd_data_mix(args) -> int:
+    from medsft.recipe import load_recipe
+    from medsft.train.run import write_mix
+
+    recipe = load_recipe(args.recipe, args.set)
+    write_mix(recipe, args.out, args.stage)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medsft", description="Domain SFT for chat LLMs, without the forgetting.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="the embedded default: a small run on a tiny local model, on CPU")
+    demo.add_argument("--out", default="runs/demo", help="where the demo writes (default runs/demo)")
+    demo.set_defaults(func=cmd_demo)
+
+    train = commands.add_parser("train", help="run SFT from a recipe")
+    train.add_argument("recipe", help="recipe YAML file")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe field, e.g. --set train.learning_rate=1e-5 (repeatable)")
+    train.set_defaults(func=cmd_train)
+
+    data = commands.add_parser("data", help="look at and mix data without training")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    inspect = data_commands.add_parser("inspect", help="counts, lengths, duplicates and warnings per file")
+    inspect.add_argument("files", nargs="+", help="data files or folders; each is one source")
+    inspect.add_argument("--tokenizer", help="model folder or hub id: lengths in tokens instead of characters")
+    inspect.add_argument("--template", default=None, help="chat template for token counts (default: tokenizer's)")
+    inspect.add_argument("--max-length", type=int, default=None, help="warn about records cut at this length")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    inspect.set_defaults(func=cmd_data_inspect)
+
+    mix = data_commands.add_parser("mix", help="write the records a stage trains on, and the manifest")
+    mix.add_argument("recipe", help="recipe YAML file")
+    mix.add_argument("--out", required=True, help="output JSONL; the manifest goes beside it")
+    mix.add_argument("--stage", default=None, help="stage name (default: every stage, tagged)")
+    mix.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    mix.set_defaults(func=cmd_data_mix)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as error:
+        print(f"medsft: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("medsft: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

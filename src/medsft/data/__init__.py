@@ -1,0 +1,1 @@
+"""Data: records, readers, mixture, templates, encoding, inspection. Pure Python, no torch."""

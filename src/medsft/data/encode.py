@@ -1,0 +1,171 @@
+"""Rendered exchanges -> input_ids and labels, in batches, cached by content hash.
+
+Labels are -100 everywhere but on the answers (assistant text + end-of-turn token) that the
+recipe supervises. A record longer than max_length loses whole later exchanges, never the end of
+an answer; a record whose first exchange alone does not fit cannot be trained on and is rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from medsft.data.templates import Exchange
+
+IGNORE = -100
+ENCODING_VERSION = "1"  # bump when the encoding rules change, so old caches are not reused
+
+
+def _stitch(
+    prompt_ids: list[list[int]],
+    answer_ids: list[list[int]],
+    separator_ids: list[list[int]],
+    supervised: list[bool],
+    max_length: int,
+) -> dict:
+    """One record's token ids and labels from its exchanges' pieces, truncated by whole exchanges."""
+    input_ids: list[int] = []
+    labels: list[int] = []
+    answer_lengths: list[int] = []
+    kept = 0
+    for i, (prompt, answer) in enumerate(zip(prompt_ids, answer_ids)):
+        before = separator_ids[i - 1] if i > 0 else []
+        if len(input_ids) + len(before) + len(prompt) + len(answer) > max_length:
+            break
+        input_ids += before + prompt + answer
+        if supervised[i]:
+            labels += [IGNORE] * (len(before) + len(prompt)) + answer
+            answer_lengths.append(len(answer))
+        else:
+            labels += [IGNORE] * (len(before) + len(prompt) + len(answer))
+        kept += 1
+    total = len(prompt_ids)
+    if kept < total and supervised[-1] and not any(supervised[:-1]):
+        kept = 0  # last_assistant: the one supervised answer was cut, nothing is left to learn
+    if kept == 0:
+        input_ids, labels, answer_lengths = [], [], []
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "length": len(input_ids),
+        "supervised_tokens": sum(answer_lengths),
+        "answer_lengths": answer_lengths,
+        "exchanges": total,
+        "exchanges_dropped": total - kept,
+    }
+
+
+def encode_batch(
+    exchanges: list[list[Exchange]],
+    supervised: list[list[bool]],
+    tokenize: Callable[[list[str]], list[list[int]]],
+    max_length: int,
+) -> dict[str, list]:
+    """Encode many records with ONE tokenizer call over all their pieces (fast tokenizers batch in Rust)."""
+    pieces: list[str] = []
+    for record in exchanges:
+        for ex in record:
+            pieces += [ex.prompt, ex.answer, ex.separator]
+    ids = tokenize(pieces)
+    columns: dict[str, list] = {}
+    cursor = 0
+    for record, flags in zip(exchanges, supervised):
+        n = len(record)
+        chunk = ids[cursor : cursor + 3 * n]
+        cursor += 3 * n
+        row = _stitch(chunk[0::3], chunk[1::3], chunk[2::3], flags, max_length)
+        for key, value in row.items():
+            columns.setdefault(key, []).append(value)
+    return columns
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Identifies what a tokenizer does to text, for the encoding cache."""
+    digest = hashlib.sha256()
+    digest.update(type(tokenizer).__name__.encode())
+    digest.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode("utf-8"))
+    digest.update(json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def content_fingerprint(exchanges: list[list[Exchange]], supervised: list[list[bool]]) -> str:
+    digest = hashlib.sha256()
+    for record, flags in zip(exchanges, supervised):
+        for ex, flag in zip(record, flags):
+            for text in (ex.prompt, ex.answer, ex.separator):
+                digest.update(text.encode("utf-8"))
+                digest.update(b"\x00")
+            digest.update(b"1" if flag else b"0")
+        digest.update(b"\x01")
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MEDSFT_CACHE") or Path.home() / ".cache" / "medsft")
+
+
+def encode_records(
+    exchanges: list[list[Exchange]],
+    supervised: list[list[bool]],
+    tokenizer,
+    max_length: int,
+    cache_dir: str | Path | None = None,
+    num_proc: int | None = None,
+):
+    """A `datasets.Dataset` with one encoded row per record, in the same order.
+
+    The result is saved under the cache folder, keyed by a hash of the rendered text, the
+    tokenizer and max_length: the second run of the same recipe loads it instead of tokenizing.
+    Returns (dataset, cache_hit).
+    """
+    import datasets
+
+    key = hashlib.sha256(
+        "|".join(
+            [ENCODING_VERSION, content_fingerprint(exchanges, supervised), tokenizer_fingerprint(tokenizer), str(max_length)]
+        ).encode()
+    ).hexdigest()[:32]
+    folder = Path(cache_dir or default_cache_dir()) / "encoded" / key
+    if (folder / "dataset_info.json").exists():
+        return datasets.load_from_disk(str(folder)), True
+
+    table = datasets.Dataset.from_dict(
+        {
+            "prompt": [[ex.prompt for ex in record] for record in exchanges],
+            "answer": [[ex.answer for ex in record] for record in exchanges],
+            "separator": [[ex.separator for ex in record] for record in exchanges],
+            "supervised": supervised,
+        }
+    )
+
+    def tokenize(texts: list[str]) -> list[list[int]]:
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def encode(batch: dict) -> dict:
+        rebuilt = [
+            [Exchange(p, a, s) for p, a, s in zip(ps, as_, ss)]
+            for ps, as_, ss in zip(batch["prompt"], batch["answer"], batch["separator"])
+        ]
+        return encode_batch(rebuilt, batch["supervised"], tokenize, max_length)
+
+    if num_proc is None:  # worker processes only pay off on large sets
+        num_proc = min(os.cpu_count() or 1, 8) if len(exchanges) >= 50_000 else None
+    encoded = table.map(
+        encode,
+        batched=True,
+        batch_size=1000,
+        num_proc=num_proc,
+        remove_columns=table.column_names,
+        desc="Tokenizing",
+    )
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    encoded.save_to_disk(str(tmp))
+    if folder.exists():  # another process finished the same encoding first
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, folder)
+    return datasets.load_from_disk(str(folder)), False

@@ -1,0 +1,156 @@
+"""`medsft data inspect`: what a practitioner needs to know about data files before training on them."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+
+from medsft.data.readers import read_source
+from medsft.data.records import SourceRecords
+
+# An answer-length gap this large between sources teaches the model the shorter style.
+LENGTH_GAP_WARNING = 1.5
+
+
+def _stats(values: list[int]) -> dict:
+    if not values:
+        return {"median": 0, "p90": 0, "mean": 0.0}
+    ordered = sorted(values)
+    return {
+        "median": statistics.median(ordered),
+        "p90": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
+        "mean": round(sum(ordered) / len(ordered), 1),
+    }
+
+
+def _source_name(path: str, taken: set[str]) -> str:
+    base = Path(path.rstrip("/")).stem or "data"
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def inspect_sources(sources: list[SourceRecords], count=None, encode=None, max_length: int | None = None) -> dict:
+    """Stats per source. `count(texts) -> token lengths`, or None for characters; `encode(conversations)`
+    -> the encoded rows (to find what max_length cuts), or None."""
+    unit = "characters" if count is None else "tokens"
+    count = count or (lambda texts: [len(t) for t in texts])
+    report: dict = {"unit": unit, "max_length": max_length, "sources": {}, "warnings": []}
+    for source in sources:
+        conversations = source.conversations
+        prompts = [p for c in conversations for p in c.prompts()]
+        answers = [a for c in conversations for a in c.answers()]
+        reasons = [r.reason for r in source.rejects]
+        keys = Counter(c.content_key for c in conversations)
+        entry = {
+            "files": source.files,
+            "records": source.read,
+            "usable": len(conversations),
+            "malformed": len(source.rejects),
+            "turns": _stats([len(c.messages) for c in conversations]),
+            "prompt_length": _stats(count(prompts)),
+            "answer_length": _stats(count(answers)),
+            "exact_duplicates": sum(n - 1 for n in keys.values() if n > 1),
+            "empty_answers": sum(1 for r in reasons if "empty content" in r and ("(assistant)" in r or "(function_call)" in r)),
+            "nothing_to_supervise": sum(1 for r in reasons if "nothing to supervise" in r or r == "no messages"),
+        }
+        if encode is not None and max_length and conversations:
+            rows = encode(conversations)
+            entry["too_long"] = sum(1 for n in rows["length"] if n == 0)
+            entry["answers_cut"] = sum(rows["exchanges_dropped"])
+        report["sources"][source.name] = entry
+    report["warnings"] = _warnings(report)
+    return report
+
+
+def _warnings(report: dict) -> list[str]:
+    notes = []
+    sources = report["sources"]
+    unit = report["unit"]
+    medians = {n: s["answer_length"]["median"] for n, s in sources.items() if s["usable"]}
+    if len(medians) > 1:
+        short = min(medians, key=medians.get)
+        long = max(medians, key=medians.get)
+        if medians[short] > 0 and medians[long] / medians[short] >= LENGTH_GAP_WARNING:
+            notes.append(
+                f"answers in {short} are {medians[long] / medians[short]:.1f}x shorter than in {long} "
+                f"(median {medians[short]:g} vs {medians[long]:g} {unit}): training on it will shorten answers"
+            )
+    for name, s in sources.items():
+        if s["empty_answers"]:
+            notes.append(f"{name}: {s['empty_answers']} records have an empty answer")
+        if s["nothing_to_supervise"]:
+            notes.append(f"{name}: {s['nothing_to_supervise']} records have nothing to supervise (no final answer)")
+        if s["malformed"] - s["empty_answers"] - s["nothing_to_supervise"] > 0:
+            other = s["malformed"] - s["empty_answers"] - s["nothing_to_supervise"]
+            notes.append(f"{name}: {other} malformed records (run `medsft train` with on_bad_record: skip to list them)")
+        if s["exact_duplicates"]:
+            notes.append(f"{name}: {s['exact_duplicates']} exact duplicates (they weigh double in training)")
+        if s.get("too_long"):
+            notes.append(f"{name}: {s['too_long']} records do not fit in max_length={report['max_length']} at all")
+        if s.get("answers_cut"):
+            notes.append(
+                f"{name}: {s['answers_cut']} later answers would be dropped to fit max_length={report['max_length']}"
+            )
+    return notes
+
+
+def format_report(report: dict) -> str:
+    unit = report["unit"]
+    header = (f"{'source':<16}{'records':>8}{'bad':>6}{'dups':>6}{'turns':>7}"
+              f"{'prompt med/p90':>18}{'answer med/p90':>18}")
+    lines = [f"lengths in {unit}", header, "-" * len(header)]
+    for name, s in report["sources"].items():
+        lines.append(
+            f"{name[:15]:<16}{s['records']:>8}{s['malformed']:>6}{s['exact_duplicates']:>6}"
+            f"{s['turns']['median']:>7g}"
+            f"{s['prompt_length']['median']:>11g}/{s['prompt_length']['p90']:<6g}"
+            f"{s['answer_length']['median']:>11g}/{s['answer_length']['p90']:<6g}"
+        )
+    for warning in report["warnings"]:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)
+
+
+def inspect_command(files: list[str], tokenizer: str | None = None, template: str | None = None,
+                    max_length: int | None = None, as_json: bool = False) -> int:
+    taken: set[str] = set()
+    sources = []
+    for path in files:
+        name = _source_name(path, taken)
+        taken.add(name)
+        sources.append(read_source(name, path, "auto", on_bad_record="skip"))
+    count = encode = None
+    if tokenizer:
+        count, encode = _token_counters(tokenizer, template, max_length)
+    report = inspect_sources(sources, count, encode, max_length)
+    print(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_report(report))
+    return 0
+
+
+def _token_counters(tokenizer_path: str, template_name: str | None, max_length: int | None):
+    """Token counting and encoding through the model's tokenizer (imports transformers)."""
+    from types import SimpleNamespace
+
+    from medsft.data.encode import encode_batch
+    from medsft.data.templates import get_template, supervised_exchanges
+    from medsft.train.model import load_tokenizer
+
+    tok = load_tokenizer(SimpleNamespace(name_or_path=tokenizer_path, trust_remote_code=False))
+
+    def count(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+    if not max_length:
+        return count, None
+    template = get_template(template_name or ("tokenizer" if tok.chat_template else "chatml"), tok)
+
+    def encode(conversations):
+        exchanges = [template.render(c) for c in conversations]
+        flags = [supervised_exchanges(e, "all_assistant") for e in exchanges]
+        return encode_batch(exchanges, flags, lambda t: tok(t, add_special_tokens=False)["input_ids"], max_length)
+
+    return count, encode

@@ -1,0 +1,157 @@
+"""Validation split and stage mixing: which records a stage trains on, in which order.
+
+An epoch is one pass over the stage's anchor source. Every other source is drawn to hit its
+share (by samples or by tokens), without replacement, from a permutation that is reshuffled on
+each new pass, so the order is never the same twice and a small source cycles when exhausted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+def in_validation(content_key: str, val_fraction: float) -> bool:
+    """Stable per record: adding data never moves an old record between train and validation."""
+    if val_fraction <= 0:
+        return False
+    bucket = int(hashlib.sha256(content_key.encode()).hexdigest()[:12], 16) / float(16**12)
+    return bucket < val_fraction
+
+
+class _Stream:
+    """Indices of one source without replacement; a fresh shuffle on every pass."""
+
+    def __init__(self, indices: Sequence[int], rng: random.Random):
+        self.indices = list(indices)
+        self.rng = rng
+        self.order: list[int] = []
+        self.passes = 0
+
+    def _refill(self) -> None:
+        self.order = self.indices[:]
+        self.rng.shuffle(self.order)
+        self.order.reverse()  # pop() from the end walks the shuffle in order
+        self.passes += 1
+
+    def peek(self) -> int:
+        if not self.order:
+            self._refill()
+        return self.order[-1]
+
+    def next(self) -> int:
+        value = self.peek()
+        self.order.pop()
+        return value
+
+
+@dataclass
+class StagePlan:
+    name: str
+    order: list[int]  # record indices in training order
+    asked_share: dict[str, float]  # by samples or tokens, as the recipe asked
+    ratio_by: str
+    samples: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+    passes: dict[str, float] = field(default_factory=dict)  # how many times each source was gone through
+
+    @property
+    def realized_share_samples(self) -> dict[str, float]:
+        total = sum(self.samples.values()) or 1
+        return {k: v / total for k, v in self.samples.items()}
+
+    @property
+    def realized_share_tokens(self) -> dict[str, float]:
+        total = sum(self.tokens.values()) or 1
+        return {k: v / total for k, v in self.tokens.items()}
+
+
+def plan_stage(
+    name: str,
+    pools: dict[str, list[int]],
+    lengths: Sequence[int],
+    weights: dict[str, float] | None,
+    epochs: float,
+    ratio_by: str = "samples",
+    anchor: str | None = None,
+    seed: int = 0,
+) -> StagePlan:
+    """The records of one stage in training order.
+
+    pools: training record indices per source; lengths: tokens per record (indexed globally);
+    weights: share per source summing to 1, or None for every source once per epoch, unmixed.
+    """
+    rng = random.Random(f"{seed}:{name}")
+    if weights is None:
+        weights = {s: len(p) for s, p in pools.items()}
+        total = sum(weights.values()) or 1
+        weights = {s: w / total for s, w in weights.items() if w}
+        plan = StagePlan(name, [], weights, "samples")
+        everything = [i for s in weights for i in pools[s]]
+        for epoch in range(math.ceil(epochs)):
+            chunk = everything[:]
+            rng.shuffle(chunk)
+            take = len(chunk) if epoch + 1 <= epochs else round(len(chunk) * (epochs - epoch))
+            plan.order += chunk[:take]
+        _count(plan, pools, lengths)
+        return plan
+
+    empty = [s for s in weights if not pools.get(s)]
+    if empty:
+        raise ValueError(f"stage {name!r}: source {empty[0]!r} has no training records")
+    anchor = anchor or max(weights, key=lambda s: weights[s])
+    streams = {s: _Stream(pools[s], random.Random(f"{seed}:{name}:{s}")) for s in weights}
+    plan = StagePlan(name, [], dict(weights), ratio_by)
+    anchor_count = round(len(pools[anchor]) * epochs)
+    # Cumulative targets: each draw aims at the share of what the anchor has contributed so far,
+    # so rounding never accumulates into drift over many epochs.
+    drawn_count = dict.fromkeys(weights, 0)
+    drawn_tokens = dict.fromkeys(weights, 0)
+    epoch_items: list[int] = []
+    per_epoch = len(pools[anchor])
+    for step in range(anchor_count):
+        index = streams[anchor].next()
+        epoch_items.append(index)
+        drawn_count[anchor] += 1
+        drawn_tokens[anchor] += lengths[index]
+        for source, weight in weights.items():
+            if source == anchor:
+                continue
+            ratio = weight / weights[anchor]
+            if ratio_by == "samples":
+                while drawn_count[source] < round(drawn_count[anchor] * ratio):
+                    epoch_items.append(_draw(streams[source], drawn_count, drawn_tokens, lengths, source))
+            else:
+                target = drawn_tokens[anchor] * ratio
+                # Take the next record when that lands nearer the target than stopping short does.
+                while drawn_tokens[source] + lengths[streams[source].peek()] / 2 <= target:
+                    epoch_items.append(_draw(streams[source], drawn_count, drawn_tokens, lengths, source))
+        if (step + 1) % per_epoch == 0 or step + 1 == anchor_count:
+            rng.shuffle(epoch_items)
+            plan.order += epoch_items
+            epoch_items = []
+    _count(plan, pools, lengths)
+    return plan
+
+
+def _draw(stream: _Stream, counts: dict, tokens: dict, lengths: Sequence[int], source: str) -> int:
+    index = stream.next()
+    counts[source] += 1
+    tokens[source] += lengths[index]
+    return index
+
+
+def _count(plan: StagePlan, pools: dict[str, list[int]], lengths: Sequence[int]) -> None:
+    owner = {i: s for s, p in pools.items() for i in p}
+    for source in plan.asked_share:
+        plan.samples[source] = 0
+        plan.tokens[source] = 0
+    for index in plan.order:
+        source = owner[index]
+        plan.samples[source] += 1
+        plan.tokens[source] += lengths[index]
+    for source in plan.asked_share:
+        plan.passes[source] = plan.samples[source] / max(len(pools[source]), 1)

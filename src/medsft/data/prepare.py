@@ -1,0 +1,209 @@
+"""From a recipe's sources to encoded, split and mixed training data, with its manifest.
+
+Used by `medsft train` and `medsft data mix`, so what `data mix` writes is exactly what a stage
+trains on. The tokenizer is passed in (this module imports no torch).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medsft.data.encode import encode_records
+from medsft.data.mixture import StagePlan, in_validation, plan_stage
+from medsft.data.readers import read_source
+from medsft.data.records import Conversation, Reject
+from medsft.data.templates import supervised_exchanges
+from medsft.errors import UserError
+
+
+@dataclass
+class PreparedData:
+    conversations: list[Conversation]  # every usable record; its index is its row in `encoded`
+    encoded: object  # datasets.Dataset: input_ids, labels, length, supervised_tokens, ...
+    source_names: list[str]
+    source_index: list[int]  # per record: index into source_names
+    train_pools: dict[str, list[int]]
+    val_pools: dict[str, list[int]]
+    plans: list[StagePlan]
+    rejects: list[Reject]
+    manifest: dict
+    cache_hit: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+def _quantiles(values: list[int]) -> dict:
+    if not values:
+        return {"count": 0, "median": 0, "p90": 0, "mean": 0}
+    ordered = sorted(values)
+    return {
+        "count": len(ordered),
+        "median": statistics.median(ordered),
+        "p90": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
+        "mean": round(sum(ordered) / len(ordered), 2),
+    }
+
+
+def prepare_data(recipe, tokenizer, template) -> PreparedData:
+    """Read every source, reject what cannot be used, encode, split, and plan every stage."""
+    data = recipe.data
+    conversations: list[Conversation] = []
+    rejects: list[Reject] = []
+    per_source: dict[str, dict] = {}
+    for source in data.sources:
+        records = read_source(source.name, source.path, source.format, data.on_bad_record)
+        conversations += records.conversations
+        rejects += records.rejects
+        per_source[source.name] = {
+            "role": source.role,
+            "path": source.path,
+            "files": records.files,
+            "read": records.read,
+            "malformed": len(records.rejects),
+        }
+
+    exchanges = [template.render(c, recipe.model.system_prompt) for c in conversations]
+    supervised = [supervised_exchanges(e, data.train_on) for e in exchanges]
+    encoded, cache_hit = encode_records(exchanges, supervised, tokenizer, data.max_length, data.cache_dir)
+
+    lengths = encoded["length"]
+    names = [s.name for s in data.sources]
+    position = {n: i for i, n in enumerate(names)}
+    source_index = [position[c.source] for c in conversations]
+    train_pools: dict[str, list[int]] = {n: [] for n in names}
+    val_pools: dict[str, list[int]] = {n: [] for n in names}
+    too_long = Counter()
+    for i, conversation in enumerate(conversations):
+        if lengths[i] == 0:
+            too_long[conversation.source] += 1
+            rejects.append(
+                Reject(
+                    conversation.source,
+                    conversation.provenance,
+                    f"longer than max_length={data.max_length} tokens even with only its first exchange",
+                    json.dumps(conversation.to_json(), ensure_ascii=False),
+                )
+            )
+            continue
+        pool = val_pools if in_validation(conversation.content_key, data.val_fraction) else train_pools
+        pool[conversation.source].append(i)
+
+    for stage in recipe.resolved_stages:
+        _check_stage(stage, train_pools)
+    plans = [
+        plan_stage(
+            stage.name,
+            train_pools,
+            lengths,
+            stage.weights,
+            stage.epochs,
+            data.ratio_by,
+            stage.anchor,
+            recipe.train.seed,
+        )
+        for stage in recipe.resolved_stages
+    ]
+    prepared = PreparedData(
+        conversations, encoded, names, source_index, train_pools, val_pools, plans, rejects, {}, cache_hit
+    )
+    prepared.manifest = _manifest(recipe, prepared, per_source, too_long)
+    prepared.warnings = _warnings(prepared.manifest, data.max_length)
+    return prepared
+
+
+def _check_stage(stage, train_pools: dict[str, list[int]]) -> None:
+    for source in stage.weights or {}:
+        if not train_pools[source]:
+            raise UserError(f"stages: {stage.name!r} draws from {source!r}, which has no usable training records")
+    if not any(train_pools[s] for s in stage.weights or train_pools):
+        raise UserError(f"stages: {stage.name!r} has no usable training records")
+
+
+def _manifest(recipe, prepared: PreparedData, per_source: dict[str, dict], too_long: Counter) -> dict:
+    encoded = prepared.encoded
+    lengths = encoded["length"]
+    supervised_tokens = encoded["supervised_tokens"]
+    answer_lengths = encoded["answer_lengths"]
+    dropped = encoded["exchanges_dropped"]
+    sources = {}
+    for name, info in per_source.items():
+        rows = prepared.train_pools[name] + prepared.val_pools[name]
+        keys = Counter(prepared.conversations[i].content_key for i in rows)
+        answers = [n for i in rows for n in answer_lengths[i]]
+        answer_chars = [len(a) for i in rows for a in prepared.conversations[i].answers()]
+        total_tokens = sum(lengths[i] for i in rows)
+        supervised = sum(supervised_tokens[i] for i in rows)
+        rejected = info["malformed"] + too_long[name]
+        sources[name] = {
+            **info,
+            "too_long": too_long[name],
+            "rejected": rejected,
+            "used": len(rows),
+            "train": len(prepared.train_pools[name]),
+            "validation": len(prepared.val_pools[name]),
+            "truncated_records": sum(1 for i in rows if dropped[i] > 0),
+            "exchanges_dropped": sum(dropped[i] for i in rows),
+            "exact_duplicates": sum(n - 1 for n in keys.values() if n > 1),
+            "tokens": total_tokens,
+            "supervised_tokens": supervised,
+            "supervised_fraction": round(supervised / total_tokens, 4) if total_tokens else 0.0,
+            "answer_tokens": _quantiles(answers),
+            "answer_chars": _quantiles(answer_chars),
+        }
+        assert info["read"] == len(rows) + rejected, f"{name}: read != used + rejected"
+    stages = []
+    for stage, plan in zip(recipe.resolved_stages, prepared.plans):
+        stages.append(
+            {
+                "name": plan.name,
+                "epochs": stage.epochs,
+                "max_steps": stage.max_steps,
+                "ratio_by": plan.ratio_by,
+                "asked_share": {k: round(v, 4) for k, v in plan.asked_share.items()},
+                "realized_share_samples": {k: round(v, 4) for k, v in plan.realized_share_samples.items()},
+                "realized_share_tokens": {k: round(v, 4) for k, v in plan.realized_share_tokens.items()},
+                "samples": plan.samples,
+                "tokens": plan.tokens,
+                "passes": {k: round(v, 3) for k, v in plan.passes.items()},
+                "records": len(plan.order),
+            }
+        )
+    return {
+        "max_length": recipe.data.max_length,
+        "template": recipe.model.template,
+        "val_fraction": recipe.data.val_fraction,
+        "on_bad_record": recipe.data.on_bad_record,
+        "train_on": recipe.data.train_on,
+        "encoding_cache_hit": prepared.cache_hit,
+        "totals": {
+            "read": sum(s["read"] for s in sources.values()),
+            "used": sum(s["used"] for s in sources.values()),
+            "rejected": sum(s["rejected"] for s in sources.values()),
+        },
+        "sources": sources,
+        "stages": stages,
+    }
+
+
+def _warnings(manifest: dict, max_length: int) -> list[str]:
+    notes = []
+    for name, s in manifest["sources"].items():
+        if s["too_long"]:
+            notes.append(f"{name}: {s['too_long']} records longer than max_length={max_length} were left out")
+        if s["truncated_records"]:
+            notes.append(
+                f"{name}: {s['truncated_records']} records lost later turns to max_length={max_length} "
+                f"({s['exchanges_dropped']} exchanges dropped)"
+            )
+        if s["malformed"]:
+            notes.append(f"{name}: {s['malformed']} malformed records skipped (see rejects.jsonl)")
+    return notes
+
+
+def write_rejects(rejects: list[Reject], path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        for reject in rejects:
+            out.write(json.dumps(reject.to_json(), ensure_ascii=False) + "\n")

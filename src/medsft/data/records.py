@@ -1,0 +1,127 @@
+"""The one record shape every reader produces: a conversation with its provenance."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+# Roles after normalization. `observation` (a tool's output) sits on the user side of the chat,
+# `function_call` (the model calling a tool) on the assistant side and is supervised like an answer.
+USER_SIDE = ("user", "observation")
+ASSISTANT_SIDE = ("assistant", "function_call")
+ROLES = USER_SIDE + ASSISTANT_SIDE
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # one of ROLES
+    content: str
+
+
+@dataclass(frozen=True)
+class Provenance:
+    file: str
+    line: int  # 1-based line where the record starts (row number for Parquet)
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A chat: optional system prompt and tools, then user/assistant turns that alternate."""
+
+    messages: tuple[Message, ...]
+    system: str | None = None
+    tools: str | None = None  # tool schema text, as ShareGPT's `tools` field carries it
+    source: str = ""
+    provenance: Provenance | None = None
+
+    def to_json(self) -> dict:
+        """The normalized form written by `data mix` (OpenAI-messages layout plus source and provenance)."""
+        messages = []
+        if self.system is not None:
+            messages.append({"role": "system", "content": self.system})
+        messages += [{"role": m.role, "content": m.content} for m in self.messages]
+        out: dict = {"messages": messages}
+        if self.tools is not None:
+            out["tools"] = self.tools
+        out["source"] = self.source
+        if self.provenance is not None:
+            out["file"], out["line"] = self.provenance.file, self.provenance.line
+        return out
+
+    @property
+    def content_key(self) -> str:
+        """Stable hash of what the model sees (not where it came from): duplicates share it."""
+        payload = json.dumps(
+            [self.system, self.tools, [(m.role, m.content) for m in self.messages]],
+            ensure_ascii=False,
+        )
+        return hashlib.sha1(payload.encode("utf-8")).hexdigest()
+
+    def answers(self) -> list[str]:
+        return [m.content for m in self.messages if m.role in ASSISTANT_SIDE]
+
+    def prompts(self) -> list[str]:
+        return [m.content for m in self.messages if m.role in USER_SIDE]
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record that could not be used, with the reason and the raw text so nothing is lost."""
+
+    source: str
+    provenance: Provenance
+    reason: str
+    raw: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.provenance}: {self.reason}"
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source,
+            "file": self.provenance.file,
+            "line": self.provenance.line,
+            "reason": self.reason,
+            "raw": self.raw,
+        }
+
+
+def check_turns(messages: list[Message]) -> str | None:
+    """Why these turns cannot be a chat to train on, or None when they can.
+
+    A trainable chat starts on the user side, alternates sides, ends with an answer, and has no
+    empty message.
+    """
+    if not messages:
+        return "no messages"
+    for i, m in enumerate(messages):
+        if m.role not in ROLES:
+            return f"message {i + 1}: unknown role {m.role!r}"
+        if not m.content.strip():
+            return f"message {i + 1} ({m.role}): empty content"
+    for i, m in enumerate(messages):
+        expected = USER_SIDE if i % 2 == 0 else ASSISTANT_SIDE
+        if m.role not in expected:
+            side = "user" if i % 2 == 0 else "assistant"
+            return f"message {i + 1}: role {m.role!r} where a {side} turn must come (turns must alternate, user first)"
+    if messages[-1].role not in ASSISTANT_SIDE:
+        return "the last message is not an answer: nothing to supervise"
+    return None
+
+
+@dataclass
+class SourceRecords:
+    """What reading one source gave: the usable conversations and the rejects, in file order."""
+
+    name: str
+    conversations: list[Conversation] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def read(self) -> int:
+        return len(self.conversations) + len(self.rejects)

@@ -1,0 +1,209 @@
+"""Chat templates: a conversation becomes exchanges of (prompt, answer, separator) text.
+
+The prompt and separator are never supervised; the answer is the assistant's text followed by
+its end-of-turn token, and is what the model learns to produce. Keeping the three apart as text
+(and tokenizing them apart) makes the assistant-only labels exact by construction: no offsets
+to recover, no token to guess at the seams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medsft.data.records import Conversation
+from medsft.errors import UserError
+
+
+@dataclass(frozen=True)
+class Exchange:
+    prompt: str  # everything before the answer: system, earlier context, the user turn, the assistant header
+    answer: str  # the assistant text plus its end-of-turn token (supervised)
+    separator: str = ""  # text after the end token and before the next prompt (not supervised)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A chat format as text patterns. `{content}` is the message; `{bos}`/`{eos}` the tokenizer's."""
+
+    name: str
+    user: str  # a user turn followed by the assistant header
+    end: str  # end-of-turn token(s) the model must learn to emit after an answer
+    separator: str = ""
+    system: str = "{content}"
+    default_system: str = ""
+    prefix: str = ""  # once at the very start (after nothing)
+    observation: str | None = None  # a tool result turn; default: like a user turn
+    system_in_first_user: bool = False  # templates with no system slot fold it into the first user turn
+
+    def resolve(self, bos: str, eos: str) -> Template:
+        """The same template with {bos} and {eos} replaced by the tokenizer's strings."""
+        fields = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, str) and key != "name":
+                value = value.replace("{bos}", bos).replace("{eos}", eos)
+            fields[key] = value
+        return Template(**fields)
+
+    def render(self, conversation: Conversation, system_prompt: str | None = None) -> list[Exchange]:
+        system = conversation.system if conversation.system is not None else system_prompt
+        if system is None:
+            system = self.default_system
+        if conversation.tools:
+            system = f"{system}\n\n{conversation.tools}" if system else conversation.tools
+        head = self.prefix
+        if system and not self.system_in_first_user:
+            head += self.system.replace("{content}", system)
+
+        exchanges: list[Exchange] = []
+        pending = head
+        messages = conversation.messages
+        for i in range(0, len(messages), 2):
+            asked, answered = messages[i], messages[i + 1]
+            content = asked.content
+            if i == 0 and system and self.system_in_first_user:
+                content = self.system.replace("{content}", system) + content
+            pattern = self.observation if asked.role == "observation" and self.observation else self.user
+            pending += pattern.replace("{content}", content)
+            exchanges.append(Exchange(prompt=pending, answer=answered.content + self.end, separator=self.separator))
+            pending = ""
+        return exchanges
+
+
+_CHATML = Template(
+    name="chatml",
+    system="<|im_start|>system\n{content}<|im_end|>\n",
+    user="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",
+    observation="<|im_start|>tool\n{content}<|im_end|>\n<|im_start|>assistant\n",
+    end="<|im_end|>",
+    separator="\n",
+)
+
+BUILTIN: dict[str, Template] = {
+    "chatml": _CHATML,
+    "qwen": Template(**{**_CHATML.__dict__, "name": "qwen", "default_system": "You are a helpful assistant."}),
+    # Baichuan and Baichuan2 mark turns with reserved tokens (user 195/196 ids in their vocabularies).
+    "baichuan": Template(name="baichuan", user="<reserved_102>{content}<reserved_103>", end="{eos}"),
+    "baichuan2": Template(name="baichuan2", user="<reserved_106>{content}<reserved_107>", end="{eos}"),
+    "llama2": Template(
+        name="llama2",
+        user="{bos}[INST] {content} [/INST]",
+        system="<<SYS>>\n{content}\n<</SYS>>\n\n",
+        system_in_first_user=True,
+        end="{eos}",
+    ),
+    "llama3": Template(
+        name="llama3",
+        prefix="{bos}",
+        system="<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>",
+        user="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        observation="<|start_header_id|>ipython<|end_header_id|>\n\n{content}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        end="<|eot_id|>",
+    ),
+    "mistral": Template(
+        name="mistral",
+        prefix="{bos}",
+        user="[INST] {content} [/INST]",
+        system="{content}\n\n",
+        system_in_first_user=True,
+        end="{eos}",
+    ),
+    "vicuna": Template(
+        name="vicuna",
+        default_system="A chat between a curious user and an artificial intelligence assistant. "
+        "The assistant gives helpful, detailed, and polite answers to the user's questions.",
+        system="{content} ",
+        user="USER: {content} ASSISTANT: ",
+        end="{eos}",
+    ),
+    "alpaca": Template(
+        name="alpaca",
+        default_system="Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request.",
+        system="{content}\n\n",
+        user="### Instruction:\n{content}\n\n### Response:\n",
+        end="{eos}",
+        separator="\n\n",
+    ),
+}
+# llama2 folds the system block into the first user turn, inside [INST]:
+# "<s>[INST] <<SYS>>\n...\n<</SYS>>\n\nquestion [/INST]".
+
+
+class TokenizerTemplate:
+    """The tokenizer's own Jinja chat template, split into exchanges by rendering prefixes.
+
+    For each answer we render the chat up to the question with the generation prompt and the chat
+    up to the answer; the difference is the answer block. This needs a template that does not
+    rewrite earlier turns, which we check instead of assuming.
+    """
+
+    name = "tokenizer"
+
+    def __init__(self, tokenizer):
+        if not getattr(tokenizer, "chat_template", None):
+            raise UserError(
+                "model.template: `tokenizer` was asked for, but this tokenizer has no chat template; "
+                f"pick a built-in one ({', '.join(BUILTIN)})"
+            )
+        self.tokenizer = tokenizer
+        self.end = ""
+
+    def _text(self, messages: list[dict], generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation_prompt
+        )
+
+    def render(self, conversation: Conversation, system_prompt: str | None = None) -> list[Exchange]:
+        system = conversation.system if conversation.system is not None else system_prompt
+        chat: list[dict] = [{"role": "system", "content": system}] if system is not None else []
+        exchanges: list[Exchange] = []
+        done = ""  # text already assigned to earlier exchanges
+        messages = conversation.messages
+        for i in range(0, len(messages), 2):
+            asked, answered = messages[i], messages[i + 1]
+            chat.append({"role": "tool" if asked.role == "observation" else "user", "content": asked.content})
+            before = self._text(chat, generation_prompt=True)
+            chat.append({"role": "assistant", "content": answered.content})
+            after = self._text(chat, generation_prompt=False)
+            if not before.startswith(done) or not after.startswith(before):
+                raise UserError(
+                    "model.template: the tokenizer's chat template rewrites earlier turns, so answers "
+                    f"cannot be located; pick a built-in template ({', '.join(BUILTIN)})"
+                )
+            block = after[len(before):]
+            if not block.startswith(answered.content):
+                raise UserError(
+                    "model.template: the tokenizer's chat template changes the answer text; pick a built-in template"
+                )
+            tail = block[len(answered.content):]
+            end = tail.rstrip()
+            exchanges.append(Exchange(before[len(done):], answered.content + end, tail[len(end):]))
+            done = after
+        return exchanges
+
+
+def get_template(name: str, tokenizer=None):
+    """A renderer with .render(conversation, system_prompt) -> list[Exchange]."""
+    if name == "tokenizer":
+        if tokenizer is None:
+            raise UserError("model.template: `tokenizer` needs the model's tokenizer")
+        return TokenizerTemplate(tokenizer)
+    if name not in BUILTIN:
+        raise UserError(f"model.template: unknown template {name!r} (known: tokenizer, {', '.join(BUILTIN)})")
+    template = BUILTIN[name]
+    if tokenizer is None:  # rendering text only (e.g. `data mix` previews): conventional strings
+        bos, eos = "<s>", "</s>"
+    else:
+        bos, eos = tokenizer.bos_token or "", tokenizer.eos_token or ""
+    if "{eos}" in template.end and not eos:
+        raise UserError(f"model.template: {name!r} ends answers with the EOS token, but the tokenizer has none")
+    return template.resolve(bos, eos)
+
+
+def supervised_exchanges(exchanges: list[Exchange], train_on: str) -> list[bool]:
+    """Which exchanges' answers carry loss."""
+    if train_on == "last_assistant":
+        return [i == len(exchanges) - 1 for i in range(len(exchanges))]
+    return [True] * len(exchanges)

@@ -1,0 +1,314 @@
+"""The Recipe: everything a run needs, validated before any model is loaded.
+
+Every field is documented once, here; `medsft train --help-recipe` and the README's recipe
+reference come from these descriptions. Relative paths are relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medsft.errors import UserError
+
+TEMPLATE_NAMES = (
+    "tokenizer",
+    "qwen",
+    "chatml",
+    "baichuan",
+    "baichuan2",
+    "llama2",
+    "llama3",
+    "mistral",
+    "vicuna",
+    "alpaca",
+)
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo like `learning_rat` must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name_or_path: str = Field(description="Local folder or hub id of the base chat model.")
+    template: Literal[TEMPLATE_NAMES] = Field(  # type: ignore[valid-type]
+        "tokenizer",
+        description="Chat template: a built-in one (qwen, chatml, baichuan, baichuan2, llama2, llama3, "
+        "mistral, vicuna, alpaca) or `tokenizer` for the tokenizer's own chat template.",
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run the model folder's own Python code (Baichuan needs it). Off unless set."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype: `auto` is bf16 on a GPU that supports it, fp32 on CPU."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+        None, description="Attention kernel; default lets transformers choose (sdpa)."
+    )
+    system_prompt: str | None = Field(
+        None, description="System prompt for records that have none; default: the template's own."
+    )
+
+
+class LoraConfig(_Section):
+    rank: int = Field(8, ge=1, description="LoRA rank r.")
+    alpha: float = Field(16, gt=0, description="LoRA alpha; the update is scaled by alpha/rank.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: str | list[str] = Field(
+        "all-linear",
+        description="`all-linear`, or module names such as [q_proj, v_proj] or Baichuan's [W_pack, o_proj].",
+    )
+    rslora: bool = Field(False, description="Rank-stabilized LoRA: scale by alpha/sqrt(rank).")
+    dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    modules_to_save: list[str] | None = Field(
+        None, description="Modules trained in full next to the adapter, e.g. [embed_tokens, lm_head]."
+    )
+
+
+class FinetuneConfig(_Section):
+    method: Literal["lora", "full"] = Field("lora", description="`lora` trains an adapter; `full` all weights.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (method: lora).")
+
+
+class SourceConfig(_Section):
+    name: str = Field(description="Short name used in stage weights, metrics and the manifest.")
+    path: str = Field(description="A file (.json, .jsonl, .csv, .parquet) or a folder read recursively.")
+    format: Literal["auto", "alpaca", "sharegpt", "messages"] = Field(
+        "auto", description="Record layout; `auto` detects it per file."
+    )
+    role: Literal["domain", "general"] = Field(
+        "domain", description="What the source teaches: domain knowledge or general ability."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_." for c in v):
+            raise ValueError(f"source name {v!r} must be letters, digits, '-', '_' or '.'")
+        return v
+
+
+class DataConfig(_Section):
+    sources: list[SourceConfig] = Field(min_length=1, description="The data sources.")
+    ratio_by: Literal["samples", "tokens"] = Field(
+        "samples", description="Whether stage weights count records or tokens."
+    )
+    max_length: int = Field(1024, ge=16, description="Longest sequence in tokens; later turns are dropped to fit.")
+    val_fraction: float = Field(
+        0.02, ge=0, lt=1, description="Share of each source held out for validation (stable hash per record)."
+    )
+    on_bad_record: Literal["fail", "skip"] = Field(
+        "fail", description="`fail` stops at the first malformed record; `skip` writes it to rejects.jsonl."
+    )
+    train_on: Literal["all_assistant", "last_assistant"] = Field(
+        "all_assistant", description="Which assistant turns carry loss."
+    )
+    cache_dir: str | None = Field(
+        None, description="Where encoded sets are cached by content hash; default $MEDSFT_CACHE or ~/.cache/medsft."
+    )
+
+
+class StageConfig(_Section):
+    name: str = Field(description="Stage name, carried by every metric of the stage.")
+    weights: dict[str, float] | None = Field(
+        None,
+        description="Mix by source name, e.g. {medical: 0.7, general: 0.3} (normalized to sum 1). "
+        "Omitted: every source once per epoch, unmixed.",
+    )
+    epochs: float = Field(1.0, gt=0, description="Passes over the anchor source (the one with the largest weight).")
+    anchor: str | None = Field(None, description="Source that defines an epoch; default the largest weight.")
+    max_steps: int | None = Field(None, ge=1, description="Cap on optimizer steps for this stage (smoke runs).")
+    learning_rate: float | None = Field(None, gt=0, description="This stage's learning rate; default train.learning_rate.")
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("weights must name at least one source")
+        bad = [k for k, w in v.items() if not w > 0]
+        if bad:
+            raise ValueError(f"weight of {bad[0]!r} must be > 0")
+        total = sum(v.values())
+        return {k: w / total for k, w in v.items()}
+
+
+class TrainConfig(_Section):
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(4, ge=1, description="Sequences per device per step.")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule within each stage."
+    )
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of a stage's steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    seed: int = Field(42, description="Seed for data order, splits' shuffles and initialization.")
+    logging_steps: int = Field(10, ge=1, description="Train metrics every N optimizer steps.")
+    eval_steps: int | None = Field(
+        None, ge=1, description="Validation loss every N steps; default: at the end of each stage only."
+    )
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps; default: end of each stage.")
+    save_total_limit: int | None = Field(None, ge=1, description="Keep at most N checkpoints per stage.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    report_to: Literal["none", "tensorboard"] = Field("none", description="Live logging besides metrics.jsonl.")
+
+
+class Recipe(_Section):
+    model: ModelConfig
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    data: DataConfig
+    stages: list[StageConfig] | None = Field(
+        None, description="Progressive training: each stage continues from the previous one's weights. "
+        "Omitted: one stage `sft`, every source once per epoch."
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output_dir: str = Field("runs/medsft", description="The run directory.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        names = [s.name for s in self.data.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"data.sources: name {dupes[0]!r} used twice")
+        for i, stage in enumerate(self.stages or []):
+            for source in stage.weights or {}:
+                if source not in names:
+                    raise ValueError(
+                        f"stages.{i}.weights: {source!r} names no source (sources: {', '.join(names)})"
+                    )
+            if stage.anchor is not None and stage.anchor not in (stage.weights or dict.fromkeys(names)):
+                raise ValueError(f"stages.{i}.anchor: {stage.anchor!r} is not weighted in this stage")
+        stage_names = [s.name for s in self.stages or []]
+        if len(set(stage_names)) != len(stage_names):
+            raise ValueError("stages: stage names must be unique")
+        return self
+
+    @property
+    def resolved_stages(self) -> list[StageConfig]:
+        return self.stages or [StageConfig(name="sft")]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.0.c` in a nested dict/list tree, creating dicts on the way."""
+    keys = dotted.split(".")
+    node: Any = tree
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise UserError(f"--set {dotted}: {key!r} is not an index of a list of {len(node)}")
+            key = int(key)
+        elif not isinstance(node, dict):
+            raise UserError(f"--set {dotted}: {'.'.join(keys[:i])} is not a section")
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and node.get(key) is None:
+                node[key] = {}
+            node = node[key]
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """Apply `key.path=value` overrides; the value is read as YAML (so `3`, `1e-5`, `true`, `[a, b]` work)."""
+    tree = copy.deepcopy(tree)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected key=value")
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        _set_path(tree, key.strip(), value)
+    return tree
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    """One line for the first problem pydantic found, naming the field."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif first["type"] == "missing":
+        message = "required field is missing"
+    elif first["type"] == "literal_error":
+        message = f"{message}, got {first['input']!r}"
+    message = message.removeprefix("Value error, ")
+    prefix = f"{origin}: " if origin else ""
+    return f"{prefix}{where}: {message}" if where else f"{prefix}{message}"
+
+
+def parse_recipe(tree: Any, origin: str = "") -> Recipe:
+    if not isinstance(tree, dict):
+        raise UserError(f"{origin}: a recipe is a YAML mapping (model:, data:, ...)")
+    try:
+        return Recipe.model_validate(tree)
+    except ValidationError as error:
+        raise UserError(_describe(error, origin)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> Recipe:
+    """Read, override, validate. With `check_files`, data paths must exist (the model is checked later)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: recipe file not found")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{line}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid UTF-8") from None
+    recipe = parse_recipe(apply_overrides(tree or {}, overrides or []), str(path))
+    if check_files:
+        check_data_paths(recipe, str(path))
+    return recipe
+
+
+def check_data_paths(recipe: Recipe, origin: str = "recipe") -> None:
+    for i, source in enumerate(recipe.data.sources):
+        if not Path(source.path).exists():
+            raise UserError(f"{origin}: data.sources.{i}.path: {source.path}: no such file or directory")
+
+
+def field_reference() -> str:
+    """The recipe reference as Markdown, generated from the schema's descriptions."""
+    lines: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            annotation = info.annotation
+            nested = _section_type(annotation)
+            key = f"{prefix}{name}"
+            if nested is not None:
+                if info.description:
+                    lines.append(f"| `{key}` | | {info.description} |")
+                walk(nested, f"{key}." if nested is not SourceConfig and nested is not StageConfig else f"{key}[].")
+                continue
+            default = "required" if info.is_required() else f"`{info.get_default(call_default_factory=True)!r}`"
+            lines.append(f"| `{key}` | {default} | {info.description or ''} |")
+
+    walk(Recipe, "")
+    return "| field | default | meaning |\n|---|---|---|\n" + "\n".join(lines)
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    args = getattr(annotation, "__args__", None) or ()
+    for candidate in (annotation, *args):
+        inner = getattr(candidate, "__args__", None) or ()
+        for c in (candidate, *inner):
+            if isinstance(c, type) and issubclass(c, _Section):
+                return c
+    return None

@@ -1,0 +1,1 @@
+"""Training: model loading, PEFT, the trainer and the stage loop."""

@@ -1,0 +1,171 @@
+"""`medsft train`: recipe -> run directory. Reads top to bottom as the run happens."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+from medsft.data.prepare import PreparedData, prepare_data, write_rejects
+from medsft.data.templates import get_template
+from medsft.errors import UserError
+from medsft.train.model import choose_dtype, load_model, load_tokenizer
+
+
+def train(recipe, log=print) -> Path:
+    """Run every stage of the recipe and write the run directory. Returns its path."""
+    run_dir = Path(recipe.output_dir)
+    if recipe.train.report_to == "tensorboard" and not (
+        importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
+    ):
+        raise UserError("train.report_to: tensorboard is not installed (pip install tensorboard)")
+
+    tokenizer, prepared = prepare(recipe)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    if prepared.rejects:
+        write_rejects(prepared.rejects, run_dir / "rejects.jsonl")
+    _write_json(run_dir / "data_manifest.json", prepared.manifest)
+    _report_data(prepared, log)
+
+    import transformers
+
+    transformers.set_seed(recipe.train.seed)
+    model = load_model(recipe, tokenizer)
+    encoded = prepared.encoded.add_column("source_id", prepared.source_index)
+    val_sets = {
+        name: encoded.select(rows) for name, rows in prepared.val_pools.items() if rows
+    }
+    step = 0
+    for stage, plan in zip(recipe.resolved_stages, prepared.plans):
+        log(f"stage {stage.name}: {len(plan.order)} records, "
+            + ", ".join(f"{k} {v:.1%}" for k, v in plan.realized_share_samples.items()))
+        trainer = _stage_trainer(recipe, stage, model, tokenizer, encoded.select(plan.order), val_sets,
+                                 prepared.source_names, run_dir, step)
+        trainer.train()
+        if val_sets:
+            trainer.evaluate()
+        _save_stage_end(trainer, run_dir / "checkpoints" / stage.name)
+        prepared.manifest["stages"][recipe.resolved_stages.index(stage)]["steps"] = trainer.state.global_step
+        step += trainer.state.global_step
+
+    final = run_dir / ("adapter" if recipe.finetune.method == "lora" else "model")
+    model.save_pretrained(final)
+    tokenizer.save_pretrained(final)
+    _write_json(run_dir / "data_manifest.json", prepared.manifest)
+    log(f"run directory: {run_dir}  (weights in {final.name}/, metrics in metrics.jsonl)")
+    return run_dir
+
+
+def prepare(recipe):
+    """Tokenizer and prepared data. Everything a user can get wrong is caught here, before weights load."""
+    tokenizer = load_tokenizer(recipe.model)
+    template = get_template(recipe.model.template, tokenizer)
+    return tokenizer, prepare_data(recipe, tokenizer, template)
+
+
+def write_mix(recipe, out: str | Path, stage_name: str | None = None, log=print) -> Path:
+    """`medsft data mix`: the records each stage trains on, in training order, and the manifest."""
+    _, prepared = prepare(recipe)
+    names = [s.name for s in recipe.resolved_stages]
+    if stage_name is not None and stage_name not in names:
+        raise UserError(f"--stage: no stage {stage_name!r} (stages: {', '.join(names)})")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with open(out, "w", encoding="utf-8") as handle:
+        for name, plan in zip(names, prepared.plans):
+            if stage_name is not None and name != stage_name:
+                continue
+            for position, index in enumerate(plan.order):
+                record = prepared.conversations[index].to_json()
+                record["stage"], record["position"] = name, position
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                written += 1
+    manifest_path = out.with_name(out.stem + ".manifest.json")
+    _write_json(manifest_path, prepared.manifest)
+    if prepared.rejects:
+        write_rejects(prepared.rejects, out.with_name(out.stem + ".rejects.jsonl"))
+    _report_data(prepared, log)
+    log(f"wrote {written} records to {out}; manifest {manifest_path}")
+    return out
+
+
+def _stage_trainer(recipe, stage, model, tokenizer, train_set, val_sets, source_names, run_dir, step_offset):
+    import torch
+    from transformers import TrainingArguments
+
+    from medsft.train.trainer import Collator, MedsftTrainer, MetricsWriter
+
+    cfg = recipe.train
+    _, mixed = choose_dtype(recipe.model.dtype, recipe.finetune.method)
+    per_step = cfg.batch_size * cfg.grad_accum
+    steps = math.ceil(len(train_set) / per_step)
+    if stage.max_steps:
+        steps = min(steps, stage.max_steps)
+    args = TrainingArguments(
+        output_dir=str(run_dir / "checkpoints" / stage.name),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=1,  # the stage's epochs are already laid out in train_set, in order
+        max_steps=stage.max_steps or -1,
+        learning_rate=stage.learning_rate or cfg.learning_rate,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup_ratio if cfg.warmup_ratio < 1 else int(cfg.warmup_ratio),
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        train_sampling_strategy="sequential",
+        logging_steps=min(cfg.logging_steps, max(steps, 1)),
+        logging_first_step=True,
+        eval_strategy="steps" if cfg.eval_steps and val_sets else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit,
+        bf16=mixed == "bf16",
+        fp16=mixed == "fp16",
+        gradient_checkpointing=False,  # enabled on the model itself before PEFT wraps it
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        logging_dir=str(run_dir / "tensorboard"),
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    multiple_of = 8 if torch.cuda.is_available() else 1
+    return MedsftTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        data_collator=Collator(tokenizer.pad_token_id, multiple_of),
+        processing_class=tokenizer,
+        source_names=source_names,
+        val_sets=val_sets,
+        callbacks=[MetricsWriter(run_dir / "metrics.jsonl", stage.name, step_offset)],
+    )
+
+
+def _save_stage_end(trainer, stage_dir: Path) -> None:
+    """The weights at the end of a stage, kept next to the step checkpoints."""
+    target = stage_dir / f"checkpoint-{trainer.state.global_step}"
+    if not target.exists():
+        trainer.save_model(str(target))
+
+
+def _report_data(prepared: PreparedData, log) -> None:
+    totals = prepared.manifest["totals"]
+    log(f"data: {totals['read']} records read, {totals['used']} used, {totals['rejected']} rejected"
+        + (" (encoding cache hit)" if prepared.cache_hit else ""))
+    for warning in prepared.warnings:
+        log(f"warning: {warning}")
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,160 @@
+"""The HF Trainer, with only what medsft must change: the loss split by source, and eval per source."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback
+
+IGNORE = -100
+
+
+class Collator:
+    """Right-pads a batch; labels pad with -100 so padding never carries loss."""
+
+    def __init__(self, pad_id: int, multiple_of: int = 1):
+        self.pad_id = pad_id
+        self.multiple_of = multiple_of
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(r["input_ids"]) for r in rows)
+        longest = math.ceil(longest / self.multiple_of) * self.multiple_of
+        input_ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), longest), IGNORE, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row["input_ids"])
+            input_ids[i, :n] = torch.tensor(row["input_ids"])
+            labels[i, :n] = torch.tensor(row["labels"])
+            attention_mask[i, :n] = 1
+        return {
+            "input_ids": input_ids,
+            "labels": labels,
+            "attention_mask": attention_mask,
+            "source_ids": torch.tensor([r["source_id"] for r in rows], dtype=torch.long),
+        }
+
+
+def token_losses(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-token loss, supervised mask, source ids) for a batch; the loss is next-token cross-entropy."""
+    source_ids = inputs["source_ids"]
+    labels = inputs["labels"]
+    outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    logits = outputs.logits[:, :-1, :].float()
+    targets = labels[:, 1:]
+    losses = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="none"
+    ).view(targets.shape)
+    return losses, targets != IGNORE, source_ids
+
+
+class MedsftTrainer(Trainer):
+    """Trainer whose loss is the mean over supervised tokens (exact under gradient accumulation,
+    using the token count of the whole accumulated batch), logged per source, and whose evaluation
+    is the validation loss per source."""
+
+    def __init__(self, *args, source_names: list[str], val_sets: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.source_names = source_names
+        self.val_sets = val_sets
+        # Always count supervised tokens over the accumulated batch, and say our loss is already
+        # normalized by that count, so the Trainer does not divide it again.
+        self.model_accepts_loss_kwargs = True
+        self._loss_sums = torch.zeros(len(source_names), dtype=torch.float64)
+        self._token_counts = torch.zeros(len(source_names), dtype=torch.float64)
+        self.supervised_tokens_seen = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        losses, mask, source_ids = token_losses(model, inputs)
+        supervised = mask.sum()
+        if model.training:
+            per_sample = losses.detach().sum(dim=1).double().cpu()
+            counts = mask.sum(dim=1).double().cpu()
+            ids = source_ids.cpu()
+            self._loss_sums.index_add_(0, ids, per_sample)
+            self._token_counts.index_add_(0, ids, counts)
+            self.supervised_tokens_seen += int(supervised)
+        denominator = num_items_in_batch if num_items_in_batch is not None else supervised.clamp(min=1)
+        self.loss_is_scaled_for_ga = num_items_in_batch is not None
+        loss = losses.sum() / denominator
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # num_items_in_batch counts every device's tokens, and DDP averages gradients over devices.
+            loss = loss * self.accelerator.num_processes
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            sums, counts = self._loss_sums.clone(), self._token_counts.clone()
+            if self.accelerator.num_processes > 1:
+                both = self.accelerator.reduce(torch.stack([sums, counts]).to(self.args.device), "sum").cpu()
+                sums, counts = both[0], both[1]
+            for i, name in enumerate(self.source_names):
+                if counts[i] > 0:
+                    logs[f"train_loss/{name}"] = float(sums[i] / counts[i])
+            self._loss_sums.zero_()
+            self._token_counts.zero_()
+            logs["supervised_tokens_seen"] = self.supervised_tokens_seen
+        super().log(logs, start_time)
+
+    @torch.no_grad()
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Token-weighted validation loss per source (and over all of them)."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        metrics: dict[str, float] = {}
+        total_loss, total_tokens = 0.0, 0
+        for name, dataset in self.val_sets.items():
+            loss_sum, tokens = 0.0, 0
+            for batch in self.get_eval_dataloader(dataset):
+                batch = self._prepare_inputs(batch)
+                losses, mask, _ = token_losses(model, batch)
+                loss_sum += float(losses.sum())
+                tokens += int(mask.sum())
+            if self.accelerator.num_processes > 1:
+                pair = self.accelerator.reduce(torch.tensor([loss_sum, tokens], device=self.args.device), "sum")
+                loss_sum, tokens = float(pair[0]), int(pair[1])
+            if tokens:
+                metrics[f"{metric_key_prefix}_loss/{name}"] = loss_sum / tokens
+                total_loss += loss_sum
+                total_tokens += tokens
+        if total_tokens:
+            metrics[f"{metric_key_prefix}_loss"] = total_loss / total_tokens
+        if was_training:
+            model.train()
+        if metrics:
+            self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+class MetricsWriter(TrainerCallback):
+    """Appends every log event to metrics.jsonl, tagged with the stage and the run-wide step."""
+
+    RENAME = {"loss": "train_loss"}
+
+    def __init__(self, path: Path, stage: str, step_offset: int):
+        self.path = path
+        self.stage = stage
+        self.step_offset = step_offset
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        if any(k.startswith("eval_") for k in logs):
+            event = "eval"
+        elif "train_runtime" in logs:
+            event = "stage_end"
+        else:
+            event = "train"
+        record = {"event": event, "stage": self.stage, "step": self.step_offset + state.global_step,
+                  "stage_step": state.global_step, "time": round(time.time(), 3)}
+        for key, value in logs.items():
+            record[self.RENAME.get(key, key)] = value
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")

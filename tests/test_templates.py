@@ -1,0 +1,120 @@
+"""Labels decode to exactly the assistant texts plus their end tokens, for every template."""
+
+from __future__ import annotations
+
+import pytest
+
+from medsft.data.encode import IGNORE, encode_batch
+from medsft.data.records import Conversation, Message
+from medsft.data.templates import BUILTIN, get_template, supervised_exchanges
+
+SINGLE_EN = Conversation((Message("user", "What is a fever?"), Message("assistant", "A body temperature above 38 C.")))
+SINGLE_ZH = Conversation((Message("user", "发烧怎么办？"), Message("assistant", "多喝水，注意休息，必要时就医。")), system="你是医生。")
+MULTI = Conversation(
+    (
+        Message("user", "Hi, I have a cough."),
+        Message("assistant", "How long have you had it?"),
+        Message("user", "两周了。"),
+        Message("assistant", "咳嗽超过两周，建议去医院检查。"),
+    ),
+    system="You are a careful doctor.",
+)
+TOOLS = Conversation(
+    (
+        Message("user", "Look up drug X."),
+        Message("function_call", '{"name": "lookup", "arguments": {"drug": "X"}}'),
+        Message("observation", '{"dose": "10 mg"}'),
+        Message("assistant", "The usual dose is 10 mg."),
+    )
+)
+
+
+def _supervised_spans(labels: list[int]) -> list[list[int]]:
+    spans, current = [], []
+    for token in labels:
+        if token == IGNORE:
+            if current:
+                spans.append(current)
+            current = []
+        else:
+            current.append(token)
+    if current:
+        spans.append(current)
+    return spans
+
+
+def _encode(tokenizer, template, conversation, train_on="all_assistant", max_length=4096):
+    exchanges = template.render(conversation)
+    flags = supervised_exchanges(exchanges, train_on)
+    tokenize = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]  # noqa: E731
+    row = encode_batch([exchanges], [flags], tokenize, max_length)
+    return {k: v[0] for k, v in row.items()}
+
+
+def _end_text(tokenizer, name: str) -> str:
+    end = BUILTIN[name].end if name != "tokenizer" else "<|im_end|>"
+    return end.replace("{eos}", tokenizer.eos_token)
+
+
+@pytest.mark.parametrize("name", ["tokenizer", *BUILTIN])
+@pytest.mark.parametrize("conversation", [SINGLE_EN, SINGLE_ZH, MULTI, TOOLS], ids=["en", "zh", "multi", "tools"])
+def test_supervised_tokens_are_exactly_the_answers(tiny_tokenizer, name, conversation):
+    template = get_template(name, tiny_tokenizer)
+    row = _encode(tiny_tokenizer, template, conversation)
+    spans = _supervised_spans(row["labels"])
+    decoded = [tiny_tokenizer.decode(span) for span in spans]
+    end = _end_text(tiny_tokenizer, name)
+    assert decoded == [answer + end for answer in conversation.answers()]
+    # Every supervised token is the input token at that position (labels are not shifted here).
+    for token, label in zip(row["input_ids"], row["labels"]):
+        assert label in (IGNORE, token)
+    # The whole sequence decodes to the rendered text: nothing is lost at the seams.
+    full = "".join(e.prompt + e.answer + e.separator for e in template.render(conversation))
+    assert tiny_tokenizer.decode(row["input_ids"]) == full[: len(full) - len(template.render(conversation)[-1].separator)]
+
+
+def test_last_assistant_supervises_only_the_final_answer(tiny_tokenizer):
+    template = get_template("qwen", tiny_tokenizer)
+    row = _encode(tiny_tokenizer, template, MULTI, train_on="last_assistant")
+    decoded = [tiny_tokenizer.decode(s) for s in _supervised_spans(row["labels"])]
+    assert decoded == ["咳嗽超过两周，建议去医院检查。<|im_end|>"]
+
+
+def test_qwen_matches_the_tokenizers_own_chatml(tiny_tokenizer):
+    """Our built-in ChatML renders the same text as the tokenizer's Jinja ChatML template."""
+    ours = get_template("qwen", tiny_tokenizer).render(MULTI)
+    theirs = get_template("tokenizer", tiny_tokenizer).render(MULTI)
+    assert [(e.prompt, e.answer) for e in ours] == [(e.prompt, e.answer) for e in theirs]
+
+
+def test_llama2_puts_the_system_prompt_inside_the_first_inst(tiny_tokenizer):
+    exchanges = get_template("llama2", tiny_tokenizer).render(MULTI)
+    assert exchanges[0].prompt == "<s>[INST] <<SYS>>\nYou are a careful doctor.\n<</SYS>>\n\nHi, I have a cough. [/INST]"
+    assert exchanges[1].prompt == "<s>[INST] 两周了。 [/INST]"
+    assert exchanges[0].answer == "How long have you had it?</s>"
+
+
+def test_truncation_drops_whole_later_turns_never_an_end_token(tiny_tokenizer):
+    template = get_template("qwen", tiny_tokenizer)
+    full = _encode(tiny_tokenizer, template, MULTI)
+    first_exchange = _encode(
+        tiny_tokenizer, template, Conversation(MULTI.messages[:2], system=MULTI.system)
+    )
+    cut = _encode(tiny_tokenizer, template, MULTI, max_length=full["length"] - 1)
+    assert cut["exchanges_dropped"] == 1
+    assert cut["input_ids"] == first_exchange["input_ids"]
+    decoded = [tiny_tokenizer.decode(s) for s in _supervised_spans(cut["labels"])]
+    assert decoded == ["How long have you had it?<|im_end|>"]
+    too_short = _encode(tiny_tokenizer, template, MULTI, max_length=first_exchange["length"] - 1)
+    assert too_short["length"] == 0 and too_short["exchanges_dropped"] == 2
+
+
+def test_template_errors_are_user_errors(tiny_tokenizer):
+    from medsft.errors import UserError
+
+    with pytest.raises(UserError, match="unknown template"):
+        get_template("gpt5", tiny_tokenizer)
+    tiny_tokenizer_copy = tiny_tokenizer.__class__.from_pretrained(tiny_tokenizer.name_or_path)
+    tiny_tokenizer_copy.chat_template = None
+    with pytest.raises(UserError, match="no chat template"):
+        get_template("tokenizer", tiny_tokenizer_copy)
