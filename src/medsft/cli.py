@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from medsft.errors import UserError
 
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Deprecation chatter from the libraries says nothing a medsft user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         return args.func(args)
     except UserError as error:

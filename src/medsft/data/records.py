@@ -90,24 +90,25 @@ class Reject:
         }
 
 
-def check_turns(messages: list[Message]) -> str | None:
+def check_turns(messages: list[Message], first_number: int = 1) -> str | None:
     """Why these turns cannot be a chat to train on, or None when they can.
 
     A trainable chat starts on the user side, alternates sides, ends with an answer, and has no
-    empty message.
+    empty message. `first_number` is the number the file gives the first turn (2 after a system message).
     """
     if not messages:
         return "no messages"
-    for i, m in enumerate(messages):
+    for i, m in enumerate(messages, start=first_number):
         if m.role not in ROLES:
-            return f"message {i + 1}: unknown role {m.role!r}"
+            return f"message {i}: unknown role {m.role!r}"
         if not m.content.strip():
-            return f"message {i + 1} ({m.role}): empty content"
+            return f"message {i} ({m.role}): empty content"
     for i, m in enumerate(messages):
         expected = USER_SIDE if i % 2 == 0 else ASSISTANT_SIDE
         if m.role not in expected:
-            side = "user" if i % 2 == 0 else "assistant"
-            return f"message {i + 1}: role {m.role!r} where a {side} turn must come (turns must alternate, user first)"
+            side = "a user" if i % 2 == 0 else "an assistant"
+            return (f"message {i + first_number}: role {m.role!r} where {side} turn must come "
+                    "(turns must alternate, user first)")
     if messages[-1].role not in ASSISTANT_SIDE:
         return "the last message is not an answer: nothing to supervise"
     return None

@@ -16,7 +16,7 @@ DEMO_RECIPE = {
     "finetune": {"method": "lora", "lora": {"rank": 8, "alpha": 16, "dropout": 0.0}},
     "data": {
         "ratio_by": "samples",
-        "max_length": 512,
+        "max_length": 1024,
         "val_fraction": 0.1,
         "on_bad_record": "skip",
     },
@@ -59,7 +59,7 @@ def run_demo(out: str | Path = "runs/demo") -> Path:
     recipe["output_dir"] = str(out / "run")
     recipe_path = out / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    run_dir = train(load_recipe(recipe_path))
+    run_dir = train(load_recipe(recipe_path)).run_dir
     print(f"demo finished in {time.time() - started:.0f}s")
     print(f"recipe:        {recipe_path}")
     print(f"run directory: {run_dir}")

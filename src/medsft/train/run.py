@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import dataclass
 import math
+import os
 from pathlib import Path
 
 from medsft.data.prepare import PreparedData, prepare_data, write_rejects
@@ -13,8 +15,14 @@ from medsft.errors import UserError
 from medsft.train.model import choose_dtype, load_model, load_tokenizer
 
 
-def train(recipe, log=print) -> Path:
-    """Run every stage of the recipe and write the run directory. Returns its path."""
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: object  # the trained model (a PeftModel for LoRA), still in memory
+
+
+def train(recipe, log=print) -> TrainResult:
+    """Run every stage of the recipe and write the run directory."""
     run_dir = Path(recipe.output_dir)
     if recipe.train.report_to == "tensorboard" and not (
         importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
@@ -58,7 +66,7 @@ def train(recipe, log=print) -> Path:
     tokenizer.save_pretrained(final)
     _write_json(run_dir / "data_manifest.json", prepared.manifest)
     log(f"run directory: {run_dir}  (weights in {final.name}/, metrics in metrics.jsonl)")
-    return run_dir
+    return TrainResult(run_dir, model)
 
 
 def prepare(recipe):
@@ -135,15 +143,18 @@ def _stage_trainer(recipe, stage, model, tokenizer, train_set, val_sets, source_
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
-        logging_dir=str(run_dir / "tensorboard"),
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
     )
+    if cfg.report_to == "tensorboard":  # transformers 5 takes the folder from the environment only
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard" / stage.name)
     multiple_of = 8 if torch.cuda.is_available() else 1
     return MedsftTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
+        # The Trainer wants an eval set to schedule evaluation; our evaluate() walks every source's set.
+        eval_dataset=next(iter(val_sets.values()), None),
         data_collator=Collator(tokenizer.pad_token_id, multiple_of),
         processing_class=tokenizer,
         source_names=source_names,

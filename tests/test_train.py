@@ -1,0 +1,172 @@
+"""Training end to end on a tiny local Llama: run directory, metrics, stages, adapter reload, loss."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from medsft.cli import main
+from medsft.data.sample import write_sample
+from medsft.recipe import load_recipe
+from medsft.train.run import train
+
+
+def _recipe_file(tmp_path: Path, model_dir: Path, **overrides) -> Path:
+    files = write_sample(tmp_path / "data")
+    tree = {
+        "model": {"name_or_path": str(model_dir), "template": "qwen"},
+        "finetune": {"method": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": 0.0}},
+        "data": {
+            "sources": [
+                {"name": "medical", "path": str(files["medical"]), "role": "domain"},
+                {"name": "general", "path": str(files["general"]), "role": "general"},
+            ],
+            "max_length": 1024,
+            "val_fraction": 0.15,
+        },
+        "stages": [
+            {"name": "warmup", "epochs": 1, "weights": {"general": 1.0}, "max_steps": 3},
+            {"name": "mixed", "epochs": 1, "weights": {"medical": 0.7, "general": 0.3}, "max_steps": 4,
+             "learning_rate": 5e-3},
+        ],
+        "train": {"learning_rate": 5e-3, "batch_size": 4, "logging_steps": 1, "eval_steps": 2, "save_steps": 2,
+                  "seed": 7},
+        "output_dir": str(tmp_path / "run"),
+    }
+    tree.update(overrides)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tree, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _events(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_cli_train_writes_the_run_directory(tmp_path, tiny_model_dir, capsys):
+    recipe = _recipe_file(tmp_path, tiny_model_dir)
+    assert main(["train", str(recipe)]) == 0
+    run = tmp_path / "run"
+    for name in ["recipe.yaml", "data_manifest.json", "metrics.jsonl", "adapter/adapter_model.safetensors"]:
+        assert (run / name).exists(), name
+    assert not list(run.rglob("*.bin")) or all(p.name == "training_args.bin" for p in run.rglob("*.bin"))
+    assert load_recipe(run / "recipe.yaml", check_files=False).train.seed == 7  # resolved, re-loadable
+
+    events = _events(run)
+    train_events = [e for e in events if e["event"] == "train"]
+    assert {e["stage"] for e in train_events} == {"warmup", "mixed"}
+    assert all(k in train_events[0] for k in ["train_loss", "learning_rate", "grad_norm", "num_input_tokens_seen"])
+    # The warm-up sees only general data; the mixed stage logs loss for both sources.
+    assert all("train_loss/medical" not in e for e in train_events if e["stage"] == "warmup")
+    assert any("train_loss/medical" in e and "train_loss/general" in e for e in train_events if e["stage"] == "mixed")
+    evals = [e for e in events if e["event"] == "eval"]
+    assert evals and all("eval_loss/medical" in e and "eval_loss/general" in e for e in evals)
+    # Steps run on across stages: warm-up steps 1..3, then the mixed stage's 1..4 are 4..7.
+    steps = [(e["stage"], e["step"]) for e in train_events]
+    assert ("warmup", 3) in steps and ("mixed", 7) in steps
+    assert [s for _, s in steps] == sorted(s for _, s in steps)
+
+    manifest = json.loads((run / "data_manifest.json").read_text())
+    for source in manifest["sources"].values():
+        assert source["read"] == source["used"] + source["rejected"]
+    assert [s["steps"] for s in manifest["stages"]] == [3, 4]
+    assert (run / "checkpoints" / "mixed" / "checkpoint-2").is_dir()
+    assert "run directory" in capsys.readouterr().out
+
+
+def test_adapter_reload_reproduces_trained_logits(tmp_path, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    result = train(load_recipe(_recipe_file(tmp_path, tiny_model_dir)), log=lambda *_: None)
+    trained = result.model.eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    reloaded = PeftModel.from_pretrained(base, result.run_dir / "adapter").eval()
+    ids = torch.tensor([[5, 40, 300, 17, 99, 250, 8]])
+    with torch.no_grad():
+        a, b = trained(input_ids=ids).logits, reloaded(input_ids=ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=ids).logits
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, plain, atol=1e-3)  # training changed the model
+
+
+def test_second_stage_starts_from_the_first_stages_weights(tmp_path, tiny_model_dir):
+    """With a vanishing learning rate in stage two, the final adapter is stage one's adapter."""
+    from safetensors.torch import load_file
+
+    stages = [
+        {"name": "first", "epochs": 1, "weights": {"medical": 1.0}, "max_steps": 3},
+        {"name": "second", "epochs": 1, "weights": {"general": 1.0}, "max_steps": 1, "learning_rate": 1e-12},
+    ]
+    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir, stages=stages))
+    train(recipe, log=lambda *_: None)
+    run = Path(recipe.output_dir)
+    after_first = load_file(run / "checkpoints" / "first" / "checkpoint-3" / "adapter_model.safetensors")
+    final = load_file(run / "adapter" / "adapter_model.safetensors")
+    lora_b = [k for k in final if "lora_B" in k]
+    assert lora_b and any(after_first[k].abs().max() > 1e-4 for k in lora_b)  # stage one learned something
+    for key in final:
+        assert torch.allclose(final[key], after_first[key], atol=1e-7), key
+
+
+def test_full_finetune_saves_a_loadable_model(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    stages = [{"name": "only", "epochs": 1, "weights": {"medical": 0.7, "general": 0.3}, "max_steps": 2}]
+    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir, stages=stages), ["finetune.method=full"])
+    result = train(recipe, log=lambda *_: None)
+    folder = result.run_dir / "model"
+    assert (folder / "model.safetensors").exists() and not (folder / "pytorch_model.bin").exists()
+    loaded = AutoModelForCausalLM.from_pretrained(folder)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(loaded.state_dict()[name], base.state_dict()[name])
+    assert torch.equal(loaded.state_dict()[name], result.model.state_dict()[name].cpu())
+
+
+def test_same_recipe_and_seed_give_the_same_numbers(tmp_path, tiny_model_dir):
+    def losses(out: Path) -> list:
+        recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir), [f"output_dir={out}"])
+        train(recipe, log=lambda *_: None)
+        return [(e["step"], e.get("train_loss"), e.get("eval_loss")) for e in _events(out) if e["event"] != "stage_end"]
+
+    first = losses(tmp_path / "a")
+    second = losses(tmp_path / "b")  # also served from the encoding cache
+    assert first == second
+    assert json.loads((tmp_path / "b" / "data_manifest.json").read_text())["encoding_cache_hit"] is True
+
+
+def test_loss_is_the_mean_over_supervised_tokens_under_gradient_accumulation(tmp_path, tiny_model_dir):
+    """Two micro-batches with different token counts give the gradient of the whole batch's token mean."""
+    from medsft.train.run import _stage_trainer, prepare
+    from medsft.train.model import load_model
+    from medsft.train.trainer import token_losses
+
+    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir), ["train.batch_size=2", "train.grad_accum=2"])
+    tokenizer, prepared = prepare(recipe)
+    model = load_model(recipe, tokenizer)
+    encoded = prepared.encoded.add_column("source_id", prepared.source_index)
+    rows = encoded.select(prepared.plans[1].order[:4])
+    trainer = _stage_trainer(recipe, recipe.resolved_stages[1], model, tokenizer, rows, {},
+                             prepared.source_names, tmp_path / "run", 0)
+    collate = trainer.data_collator
+    halves = [collate([rows[0], rows[1]]), collate([rows[2], rows[3]])]
+    counts = [int((h["labels"][:, 1:] != -100).sum()) for h in halves]
+    assert counts[0] != counts[1]
+    total = torch.tensor(sum(counts))
+
+    model.zero_grad()
+    for half in halves:
+        trainer.training_step(model, half, num_items_in_batch=total)
+    accumulated = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    model.zero_grad()
+    losses, mask, _ = token_losses(model, collate([rows[i] for i in range(4)]))
+    (losses.sum() / mask.sum()).backward()
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert torch.allclose(accumulated[name], param.grad, atol=1e-6, rtol=1e-4), name
