@@ -148,7 +148,7 @@ class MetricsWriter(TrainerCallback):
             return
         if any(k.startswith("eval_") for k in logs):
             event = "eval"
-        elif "train_runtime" in logs:
+        elif "train_samples_per_second" in logs:  # the Trainer's summary at the end of train()
             event = "stage_end"
         else:
             event = "train"
