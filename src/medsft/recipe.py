@@ -7,6 +7,7 @@ reference come from these descriptions. Relative paths are relative to the curre
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -297,7 +298,7 @@ def field_reference() -> str:
                     lines.append(f"| `{key}` | | {info.description} |")
                 walk(nested, f"{key}." if nested is not SourceConfig and nested is not StageConfig else f"{key}[].")
                 continue
-            default = "required" if info.is_required() else f"`{info.get_default(call_default_factory=True)!r}`"
+            default = "required" if info.is_required() else f"`{json.dumps(info.get_default(call_default_factory=True))}`"
             lines.append(f"| `{key}` | {default} | {info.description or ''} |")
 
     walk(Recipe, "")

@@ -1,0 +1,116 @@
+"""`medsft data mix` and `medsft data inspect`, and bad records through a whole run."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medsft.cli import main
+
+from conftest import write_jsonl
+
+
+def _big_sources(tmp_path: Path, n_medical=1400, n_general=700) -> dict[str, Path]:
+    rng = random.Random(0)
+    medical = [{"instruction": f"What treats condition {i}?", "input": "", "output": f"Drug {i}, {rng.randint(1, 9)} mg daily."}
+               for i in range(n_medical)]
+    general = [{"conversations": [{"from": "human", "value": f"Tell me about topic {i}."},
+                                  {"from": "gpt", "value": f"Topic {i} is interesting. " * rng.randint(3, 8)}]}
+               for i in range(n_general)]
+    return {"medical": write_jsonl(tmp_path / "medical.jsonl", medical),
+            "general": write_jsonl(tmp_path / "general.jsonl", general)}
+
+
+def _recipe(tmp_path: Path, model_dir: Path, sources: dict[str, Path], **data) -> Path:
+    tree = {
+        "model": {"name_or_path": str(model_dir), "template": "qwen"},
+        "data": {"sources": [{"name": n, "path": str(p)} for n, p in sources.items()], "val_fraction": 0.05, **data},
+        "stages": [{"name": "warmup", "epochs": 1, "weights": {"general": 1.0}},
+                   {"name": "mixed", "epochs": 2, "weights": {"medical": 0.7, "general": 0.3}}],
+        "output_dir": str(tmp_path / "run"),
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("ratio_by", ["samples", "tokens"])
+def test_data_mix_writes_exactly_the_stage_and_hits_the_ratio(tmp_path, tiny_model_dir, ratio_by):
+    sources = _big_sources(tmp_path)
+    recipe = _recipe(tmp_path, tiny_model_dir, sources, ratio_by=ratio_by)
+    out = tmp_path / "mixed.jsonl"
+    assert main(["data", "mix", str(recipe), "--out", str(out), "--stage", "mixed"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    manifest = json.loads((tmp_path / "mixed.manifest.json").read_text())
+    stage = manifest["stages"][1]
+    assert stage["name"] == "mixed" and len(rows) == stage["records"]
+    counts = Counter(r["source"] for r in rows)
+    assert counts == Counter(stage["samples"])
+    share = stage["realized_share_samples"] if ratio_by == "samples" else stage["realized_share_tokens"]
+    tolerance = 0.01 if ratio_by == "samples" else 0.02
+    assert abs(share["medical"] - 0.7) <= tolerance and abs(share["general"] - 0.3) <= tolerance
+    if ratio_by == "samples":
+        assert abs(counts["medical"] / len(rows) - 0.7) <= 0.01
+    # Normalized records carry provenance back to the file and line they came from.
+    first = rows[0]
+    assert first["stage"] == "mixed" and first["file"].endswith(".jsonl") and first["line"] >= 1
+    assert first["messages"][-1]["role"] == "assistant"
+    source_lines = (sources[first["source"]]).read_text().splitlines()
+    assert first["messages"][-1]["content"] in source_lines[first["line"] - 1] or "\\" in source_lines[first["line"] - 1]
+    # Medical is the anchor: every training record appears exactly twice over two epochs.
+    med = Counter((r["file"], r["line"]) for r in rows if r["source"] == "medical")
+    assert set(med.values()) == {2} and len(med) == manifest["sources"]["medical"]["train"]
+
+
+def test_bad_records_skip_into_rejects_and_counts_add_up(tmp_path, tiny_model_dir):
+    good = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(30)]
+    bad = ['{"instruction": "broken', {"instruction": "no answer"}, {"instruction": "q", "output": ""},
+           {"conversations": [{"from": "gpt", "value": "answer first"}, {"from": "human", "value": "q"}]}]
+    medical = write_jsonl(tmp_path / "med.jsonl", good[:10] + bad + good[10:])
+    general = write_jsonl(tmp_path / "gen.jsonl", [{"messages": [{"role": "user", "content": f"u{i}"},
+                                                                 {"role": "assistant", "content": f"v{i}"}]} for i in range(20)])
+    recipe = _recipe(tmp_path, tiny_model_dir, {"medical": medical, "general": general}, on_bad_record="skip")
+    assert main(["train", str(recipe), "--set", "stages.0.max_steps=1", "--set", "stages.1.max_steps=1"]) == 0
+    run = tmp_path / "run"
+    rejects = [json.loads(line) for line in (run / "rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [11, 12, 13, 14]
+    assert all(r["file"] == str(medical) and r["reason"] and r["raw"] for r in rejects)
+    manifest = json.loads((run / "data_manifest.json").read_text())
+    med = manifest["sources"]["medical"]
+    assert med["read"] == 34 and med["rejected"] == 4 and med["used"] == 30
+    assert manifest["totals"]["read"] == manifest["totals"]["used"] + manifest["totals"]["rejected"]
+
+
+def test_fail_mode_stops_at_the_first_bad_record_with_one_line(tmp_path, tiny_model_dir, capsys):
+    medical = write_jsonl(tmp_path / "med.jsonl", [{"instruction": "q", "output": "a"}, '{"instruction": ', {"instruction": "q"}])
+    recipe = _recipe(tmp_path, tiny_model_dir, {"medical": medical, "general": medical})
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"medsft: error: {medical}:2: malformed JSON") and "\n" not in err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing trained, no model loaded
+
+
+def test_inspect_reports_lengths_duplicates_and_the_length_gap(tmp_path, tiny_model_dir, capsys):
+    medical = write_jsonl(tmp_path / "medical.jsonl",
+                          [{"instruction": f"q{i}", "output": "Take rest."} for i in range(10)]
+                          + [{"instruction": "q0", "output": "Take rest."}, {"instruction": "q", "output": ""}])
+    general = write_jsonl(tmp_path / "general.jsonl",
+                          [{"instruction": f"g{i}", "output": "A long and complete answer. " * 4} for i in range(10)])
+    assert main(["data", "inspect", str(medical), str(general), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    med = report["sources"]["medical"]
+    assert report["unit"] == "characters"
+    assert med["records"] == 12 and med["exact_duplicates"] == 1 and med["empty_answers"] == 1
+    assert med["answer_length"]["median"] == len("Take rest.")
+    assert any("answers in medical are 11.2x shorter than in general" in w for w in report["warnings"])
+
+    assert main(["data", "inspect", str(medical), str(general), "--tokenizer", str(tiny_model_dir),
+                 "--max-length", "40"]) == 0
+    text = capsys.readouterr().out
+    assert "lengths in tokens" in text and "shorter than in general" in text
+    assert "do not fit in max_length=40" in text
