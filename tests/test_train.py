@@ -170,3 +170,26 @@ def test_loss_is_the_mean_over_supervised_tokens_under_gradient_accumulation(tmp
     for name, param in model.named_parameters():
         if param.requires_grad:
             assert torch.allclose(accumulated[name], param.grad, atol=1e-6, rtol=1e-4), name
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["finetune.lora.rslora=true", "finetune.lora.rank=16", "finetune.lora.alpha=32"],
+        ["finetune.lora.dora=true", "finetune.lora.target_modules=[q_proj, v_proj]"],
+        ["train.gradient_checkpointing=true", "train.grad_accum=2", "train.scheduler=linear"],
+    ],
+    ids=["rslora", "dora-explicit-targets", "grad-checkpointing"],
+)
+def test_lora_options_reach_the_saved_adapter(tmp_path, tiny_model_dir, overrides):
+    stages = [{"name": "only", "epochs": 1, "weights": {"medical": 0.7, "general": 0.3}, "max_steps": 2}]
+    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir, stages=stages), overrides)
+    result = train(recipe, log=lambda *_: None)
+    config = json.loads((result.run_dir / "adapter" / "adapter_config.json").read_text())
+    lora = recipe.finetune.lora
+    assert config["r"] == lora.rank and config["lora_alpha"] == lora.alpha
+    assert config["use_rslora"] == lora.rslora and config["use_dora"] == lora.dora
+    if isinstance(lora.target_modules, list):
+        assert sorted(config["target_modules"]) == sorted(lora.target_modules)
+    events = [e for e in _events(result.run_dir) if e["event"] == "train"]
+    assert events[-1]["stage_step"] == 2 and all(e["train_loss"] == e["train_loss"] for e in events)  # finite

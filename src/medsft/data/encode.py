@@ -83,6 +83,18 @@ def encode_batch(
     return columns
 
 
+def batch_tokenizer(tokenizer) -> Callable[[list[str]], list[list[int]]]:
+    """texts -> token ids, without special tokens added, in one call for the whole list.
+
+    A fast tokenizer goes straight to its Rust backend (`encode_batch_fast`, no offsets), which
+    is about twice as fast as the Python wrapper; a slow one (e.g. Baichuan's) takes the wrapper.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is not None and hasattr(backend, "encode_batch_fast"):
+        return lambda texts: [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+    return lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
 def tokenizer_fingerprint(tokenizer) -> str:
     """Identifies what a tokenizer does to text, for the encoding cache."""
     digest = hashlib.sha256()
@@ -142,8 +154,7 @@ def encode_records(
         }
     )
 
-    def tokenize(texts: list[str]) -> list[list[int]]:
-        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    tokenize = batch_tokenizer(tokenizer)
 
     def encode(batch: dict) -> dict:
         rebuilt = [

@@ -135,14 +135,15 @@ def _token_counters(tokenizer_path: str, template_name: str | None, max_length: 
     """Token counting and encoding through the model's tokenizer (imports transformers)."""
     from types import SimpleNamespace
 
-    from medsft.data.encode import encode_batch
+    from medsft.data.encode import batch_tokenizer, encode_batch
     from medsft.data.templates import get_template, supervised_exchanges
     from medsft.train.model import load_tokenizer
 
     tok = load_tokenizer(SimpleNamespace(name_or_path=tokenizer_path, trust_remote_code=False))
+    tokenize = batch_tokenizer(tok)
 
     def count(texts: list[str]) -> list[int]:
-        return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
+        return [len(ids) for ids in tokenize(texts)] if texts else []
 
     if not max_length:
         return count, None
@@ -151,6 +152,6 @@ def _token_counters(tokenizer_path: str, template_name: str | None, max_length: 
     def encode(conversations):
         exchanges = [template.render(c) for c in conversations]
         flags = [supervised_exchanges(e, "all_assistant") for e in exchanges]
-        return encode_batch(exchanges, flags, lambda t: tok(t, add_special_tokens=False)["input_ids"], max_length)
+        return encode_batch(exchanges, flags, tokenize, max_length)
 
     return count, encode
