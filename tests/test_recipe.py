@@ -117,3 +117,13 @@ def test_field_reference_documents_every_field():
     for key in ["model.name_or_path", "finetune.lora.rank", "data.sources[].path", "stages[].weights",
                 "train.grad_accum", "output_dir"]:
         assert f"`{key}`" in reference
+
+
+def test_pickle_only_model_needs_an_explicit_opt_in(tmp_path, capsys):
+    folder = tmp_path / "pickled-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"not really weights")
+    tree = _recipe(tmp_path, model__name_or_path=str(folder))
+    assert main(["train", str(_write(tmp_path, tree))]) == 2
+    assert "only pickle weights (pytorch_model.bin)" in capsys.readouterr().err

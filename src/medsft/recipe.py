@@ -45,6 +45,11 @@ class ModelConfig(_Section):
     trust_remote_code: bool = Field(
         False, description="Run the model folder's own Python code (Baichuan needs it). Off unless set."
     )
+    allow_pickle_weights: bool = Field(
+        False,
+        description="Load a model that has only pickle (.bin) weights. Unpickling can run code: "
+        "only for checkpoints you trust (Baichuan2 ships .bin). Off: safetensors only.",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype: `auto` is bf16 on a GPU that supports it, fp32 on CPU."
     )

@@ -139,7 +139,7 @@ def _token_counters(tokenizer_path: str, template_name: str | None, max_length: 
     from medsft.data.templates import get_template, supervised_exchanges
     from medsft.train.model import load_tokenizer
 
-    tok = load_tokenizer(SimpleNamespace(name_or_path=tokenizer_path, trust_remote_code=False))
+    tok = load_tokenizer(SimpleNamespace(name_or_path=tokenizer_path, trust_remote_code=False, allow_pickle_weights=True))
     tokenize = batch_tokenizer(tok)
 
     def count(texts: list[str]) -> list[int]:

@@ -20,6 +20,12 @@ def check_model_source(model_config) -> None:
             raise UserError(f"model.name_or_path: {name}: no such folder")
         if not (folder / "config.json").is_file():
             raise UserError(f"model.name_or_path: {name}: no config.json (is this a model folder?)")
+        pickled = list(folder.glob("*.bin")) or list(folder.glob("*.pt")) or list(folder.glob("*.pth"))
+        if pickled and not list(folder.glob("*.safetensors")) and not model_config.allow_pickle_weights:
+            raise UserError(
+                f"model.name_or_path: {name} has only pickle weights ({pickled[0].name}); unpickling can run code. "
+                "Convert them to safetensors, or set model.allow_pickle_weights: true if you trust them"
+            )
 
 
 def load_tokenizer(model_config):
@@ -72,14 +78,19 @@ def load_model(recipe, tokenizer):
 
     model_config = recipe.model
     dtype, _ = choose_dtype(model_config.dtype, recipe.finetune.method)
-    kwargs = {"dtype": dtype, "trust_remote_code": model_config.trust_remote_code, "use_safetensors": True}
+    kwargs = {
+        "dtype": dtype,
+        "trust_remote_code": model_config.trust_remote_code,
+        "use_safetensors": None if model_config.allow_pickle_weights else True,
+    }
     if model_config.attn_implementation:
         kwargs["attn_implementation"] = model_config.attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(model_config.name_or_path, **kwargs)
     except OSError as error:
+        hint = "" if model_config.allow_pickle_weights else " (safetensors only, unless model.allow_pickle_weights)"
         raise UserError(
-            f"model.name_or_path: cannot load weights: {str(error).strip().splitlines()[0]}"
+            f"model.name_or_path: cannot load weights{hint}: {str(error).strip().splitlines()[0]}"
         ) from None
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
