@@ -21,7 +21,18 @@ def cmd_train(args) -> int:
 def cmd_demo(args) -> int:
     from medsft.lab.demo import run_demo
 
-    run_demo(args.out)
+    run_demo(args.out, cache_dir=args.cache_dir)
+    return 0
+
+
+def cmd_lab(args) -> int:
+    from medsft.lab.demo import print_results
+    from medsft.lab.runner import run_lab
+    from medsft.lab.variants import VARIANTS
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else list(VARIANTS)
+    results = run_lab(variants, args.seeds, args.out, args.cache_dir, args.language)
+    print_results(results, args.out)
     return 0
 
 
@@ -45,9 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medsft", description="Domain SFT for chat LLMs, without the forgetting.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="the embedded default: a small run on a tiny local model, on CPU")
+    demo = commands.add_parser("demo", help="the embedded default: a quick forgetting lab on a tiny model, on CPU")
     demo.add_argument("--out", default="runs/demo", help="where the demo writes (default runs/demo)")
+    demo.add_argument("--cache-dir", default=None, help="where the lab's base model is cached")
     demo.set_defaults(func=cmd_demo)
+
+    lab = commands.add_parser("lab", help="the forgetting lab: domain-SFT damage and its remedies, measured")
+    lab.add_argument("--variants", default=None, help="comma-separated variants (default: all)")
+    lab.add_argument("--seeds", type=int, default=1, help="training seeds per variant (mean and std)")
+    lab.add_argument("--out", default="runs/lab", help="output folder (default runs/lab)")
+    lab.add_argument("--cache-dir", default=None, help="where the base model is cached (default ~/.cache/medsft/lab)")
+    lab.add_argument("--language", default="en", choices=["en", "zh"], help="the world's language")
+    lab.set_defaults(func=cmd_lab)
 
     train = commands.add_parser("train", help="run SFT from a recipe")
     train.add_argument("recipe", help="recipe YAML file")

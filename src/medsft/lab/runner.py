@@ -1,0 +1,210 @@
+"""`medsft lab`: run variants over seeds on the synthetic world, score them, write the table and plots."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from medsft.errors import UserError
+from medsft.lab.base import BaseConfig, build_base
+from medsft.lab.variants import DESCRIPTIONS, VARIANTS, LabContext
+from medsft.lab.world import Item, World, build_world
+from medsft.monitor.probes import Probe, ProbeSet, run_probes
+
+METRICS = [
+    # (name, what it is, higher is better)
+    ("general_accuracy", "general probes answered exactly right (held-out inputs and phrasings)", True),
+    ("length_ratio", "median general answer length, tuned / base", None),
+    ("domain_accuracy", "fictional medical facts recalled, questions as trained", True),
+    ("paraphrase_accuracy", "the same facts asked in words never trained", True),
+    ("general_eos_rate", "general answers that end on their own", True),
+    ("eval_loss_medical", "validation loss on held-out medical records", False),
+    ("eval_loss_general", "validation loss on held-out general records", False),
+    ("wall_seconds", "training and scoring time", False),
+]
+
+
+def probe_sets(world: World) -> list[ProbeSet]:
+    def probes(items: list[Item]) -> list[Probe]:
+        return [Probe(i.question, i.key, i.answer, i.family) for i in items]
+
+    return [
+        ProbeSet("general", probes(world.general_probes), "exact", world.language),
+        ProbeSet("medical_trained", probes(world.medical_trained_probes), "fact", world.language),
+        ProbeSet("medical_paraphrase", probes(world.medical_paraphrase_probes), "fact", world.language),
+    ]
+
+
+def _score(model, tokenizer, sets: list[ProbeSet]) -> dict:
+    from medsft.data.templates import get_template
+
+    results = run_probes(model, tokenizer, get_template("chatml", tokenizer), sets, max_new_tokens=96, batch_size=64)
+    return {
+        "general_accuracy": results["general"].accuracy,
+        "general_median_tokens": results["general"].median_tokens,
+        "general_eos_rate": results["general"].eos_rate,
+        "domain_accuracy": results["medical_trained"].accuracy,
+        "paraphrase_accuracy": results["medical_paraphrase"].accuracy,
+        "samples": {
+            name: [{"question": p.question, "answer": a.text, "correct": c}
+                   for p, a, c in list(zip(s.probes, results[name].answers, results[name].correct))[:5]]
+            for name, s in ((s.name, s) for s in sets)
+        },
+    }
+
+
+def _last_eval(run_dir: Path) -> dict:
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in events if e["event"] == "eval"]
+    last = evals[-1] if evals else {}
+    return {"eval_loss_medical": last.get("eval_loss/medical"), "eval_loss_general": last.get("eval_loss/general")}
+
+
+def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", cache_dir: str | Path | None = None,
+            language: str = "en", base_config: BaseConfig | None = None, world_size: dict | None = None,
+            log=print) -> dict:
+    """Run every variant for every seed; returns (and writes) the results."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medsft.recipe import parse_recipe
+    from medsft.train.run import train
+
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise UserError(f"--variants: unknown variant {unknown[0]!r} (known: {', '.join(VARIANTS)})")
+    if seeds < 1:
+        raise UserError("--seeds: must be at least 1")
+    out = Path(out)
+    started = time.time()
+    world = build_world(0, language, **(world_size or {}))
+    base_config = base_config or BaseConfig()
+    base_path = build_base(world, base_config, Path(cache_dir) if cache_dir else None, log=log)
+    context = LabContext(base_path, world.write(out / "world"), out)
+    sets = probe_sets(world)
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+
+    log("scoring the base model")
+    base_model = AutoModelForCausalLM.from_pretrained(base_path)
+    base_scores = _score(base_model, tokenizer, sets)
+    del base_model
+
+    runs: dict[str, list[dict]] = {}
+    for name in variants:
+        for seed in range(seeds):
+            log(f"variant {name}, seed {seed}: {DESCRIPTIONS.get(name, '')}")
+            t0 = time.time()
+            tree = VARIANTS[name](context, name, seed)
+            if tree is None:
+                scores = dict(base_scores)
+                scores.update({"eval_loss_medical": None, "eval_loss_general": None})
+            else:
+                result = train(parse_recipe(tree, f"lab variant {name}"), log=lambda *_: None)
+                scores = _score(result.model, tokenizer, sets)
+                scores.update(_last_eval(result.run_dir))
+                del result
+            scores["length_ratio"] = scores["general_median_tokens"] / base_scores["general_median_tokens"]
+            scores["wall_seconds"] = round(time.time() - t0, 1)
+            runs.setdefault(name, []).append({"seed": seed, **scores})
+            log("  " + ", ".join(f"{m} {scores[m]:.3f}" for m, _, _ in METRICS[:4]))
+
+    results = {
+        "versions": {
+            "medsft": __import__("medsft").__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": __import__("peft").__version__,
+            "python": platform.python_version(),
+        },
+        "seeds": list(range(seeds)),
+        "language": language,
+        "world": {"general_train": len(world.general_train), "medical_train": len(world.medical_train),
+                  "diseases": len(world.diseases), "probes": {s.name: len(s.probes) for s in sets}},
+        "base_model": str(base_path),
+        "metrics": {m: d for m, d, _ in METRICS},
+        "variants": {name: _aggregate(rows) for name, rows in runs.items()},
+        "runs": runs,
+        "seconds": round(time.time() - started, 1),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "results.md").write_text(results_table(results) + "\n", encoding="utf-8")
+    results["plots"] = [str(p) for p in write_plots(results, out / "plots")]
+    return results
+
+
+def _aggregate(rows: list[dict]) -> dict:
+    summary = {}
+    for metric, _, _ in METRICS:
+        values = [r[metric] for r in rows if r.get(metric) is not None]
+        if not values:
+            summary[metric] = {"mean": None, "std": None, "values": []}
+            continue
+        summary[metric] = {
+            "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values,
+        }
+    return summary
+
+
+def results_table(results: dict) -> str:
+    columns = [m for m, _, _ in METRICS]
+    seeds = len(results["seeds"])
+    lines = [
+        f"Forgetting lab ({results['language']}, {seeds} seed{'s' if seeds > 1 else ''}; mean"
+        + (" ± std" if seeds > 1 else "") + ")",
+        "",
+        "| variant | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for name, summary in results["variants"].items():
+        cells = []
+        for metric in columns:
+            entry = summary[metric]
+            if entry["mean"] is None:
+                cells.append("–")
+                continue
+            digits = 0 if metric == "wall_seconds" else 3
+            cell = f"{entry['mean']:.{digits}f}"
+            if seeds > 1:
+                cell += f" ± {entry['std']:.{digits}f}"
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", *(f"- `{m}`: {d}" for m, d, _ in METRICS)]
+    lines += ["", *(f"- {n}: {DESCRIPTIONS.get(n, '')}" for n in results["variants"])]
+    return "\n".join(lines)
+
+
+def write_plots(results: dict, folder: Path) -> list[Path]:
+    """One bar chart per metric, variants side by side, error bars over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    names = list(results["variants"])
+    for metric, description, _ in METRICS:
+        means = [results["variants"][n][metric]["mean"] for n in names]
+        if all(m is None for m in means):
+            continue
+        stds = [results["variants"][n][metric]["std"] or 0 for n in names]
+        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 3.6))
+        colors = ["#888888" if n == "base" else "#3b7dd8" for n in names]
+        ax.bar(names, [m or 0 for m in means], yerr=stds, color=colors, capsize=3)
+        if metric == "length_ratio":
+            ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_title(f"{metric}: {description}", fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        fig.tight_layout()
+        path = folder / f"{metric}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,83 @@
+"""Lab variants: each is a recipe (or, for `base`, no training at all).
+
+A variant is a function of the shared context (base model path, data files, seed, output folder)
+returning a recipe tree that `medsft train` runs like any user recipe. Later remedies add
+entries here; `medsft lab --variants` picks any subset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# Tiny models need larger steps than 7B models; the ratios between variants are what matter.
+LORA_LR = 2e-3
+FULL_LR = 3e-4
+DOMAIN_EPOCHS = 3
+
+
+@dataclass(frozen=True)
+class LabContext:
+    base_model: Path
+    files: dict[str, Path]
+    out: Path
+
+
+def _recipe(ctx: LabContext, name: str, seed: int, stages: list[dict], method: str = "lora",
+            rank: int = 8, alpha: float = 16, learning_rate: float = LORA_LR) -> dict:
+    finetune: dict = {"method": method}
+    if method == "lora":
+        finetune["lora"] = {"rank": rank, "alpha": alpha, "dropout": 0.05, "target_modules": "all-linear"}
+    return {
+        "model": {"name_or_path": str(ctx.base_model), "template": "chatml"},
+        "finetune": finetune,
+        "data": {
+            "sources": [
+                {"name": "medical", "path": str(ctx.files["medical"]), "role": "domain"},
+                {"name": "general", "path": str(ctx.files["general"]), "role": "general"},
+            ],
+            "max_length": 256,
+            "val_fraction": 0.05,
+        },
+        "stages": stages,
+        "train": {"learning_rate": learning_rate, "batch_size": 16, "grad_accum": 1, "warmup_ratio": 0.05,
+                  "logging_steps": 20, "seed": seed},
+        "output_dir": str(ctx.out / "runs" / name / f"seed-{seed}"),
+    }
+
+
+def _domain(epochs: float = DOMAIN_EPOCHS) -> list[dict]:
+    return [{"name": "domain", "epochs": epochs, "weights": {"medical": 1.0}}]
+
+
+def _mix(domain_share: float, epochs: float = DOMAIN_EPOCHS) -> list[dict]:
+    return [{"name": "mixed", "epochs": epochs,
+             "weights": {"medical": domain_share, "general": round(1 - domain_share, 6)}}]
+
+
+VARIANTS: dict[str, Callable[[LabContext, str, int], dict | None]] = {
+    "base": lambda ctx, name, seed: None,
+    "domain-only": lambda ctx, name, seed: _recipe(ctx, name, seed, _domain()),
+    "domain-only-10ep": lambda ctx, name, seed: _recipe(ctx, name, seed, _domain(10)),
+    "mix-7-3": lambda ctx, name, seed: _recipe(ctx, name, seed, _mix(0.7)),
+    "mix-8-2": lambda ctx, name, seed: _recipe(ctx, name, seed, _mix(0.8)),
+    "domain-only-r64": lambda ctx, name, seed: _recipe(ctx, name, seed, _domain(), rank=64, alpha=128),
+    "progressive": lambda ctx, name, seed: _recipe(
+        ctx, name, seed, [{"name": "general", "epochs": 1, "weights": {"general": 1.0}}] + _mix(0.7)
+    ),
+    "full-ft": lambda ctx, name, seed: _recipe(ctx, name, seed, _domain(), method="full", learning_rate=FULL_LR),
+}
+
+DESCRIPTIONS = {
+    "base": "the base model, no SFT",
+    "domain-only": "LoRA r8, medical only, 3 epochs (the setup users report failing)",
+    "domain-only-10ep": "LoRA r8, medical only, 10 epochs",
+    "mix-7-3": "LoRA r8, medical:general 7:3, 3 epochs",
+    "mix-8-2": "LoRA r8, medical:general 8:2, 3 epochs",
+    "domain-only-r64": "LoRA r64/alpha128, medical only, 3 epochs",
+    "progressive": "LoRA r8, 1 epoch general, then 7:3 for 3 epochs",
+    "full-ft": "full fine-tuning, medical only, 3 epochs",
+}
+
+DEMO_VARIANTS = ["base", "domain-only", "mix-7-3", "progressive"]

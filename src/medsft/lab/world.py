@@ -1,0 +1,314 @@
+"""The forgetting lab's synthetic world, deterministic from a seed.
+
+General skills come with long answers in one consistent style (restate, explain, answer, check),
+as general chat data does. Medical knowledge is fictional, so no base model can know it, and is
+rendered as terse QA, as real medical SFT data is. Every answer that can be scored carries a key:
+general answers say "The answer is KEY." (scored by exact match of KEY); medical answers contain
+the key fact (scored by whether it appears).
+
+Probes are held out: general probes use inputs never seen in training (and, for facts, phrasings
+never seen); medical paraphrase probes ask trained facts in words never used in training.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Item:
+    """One question with its reference answer and the key a scorer checks."""
+
+    family: str
+    question: str
+    answer: str
+    key: str
+
+    def to_alpaca(self) -> dict:
+        return {"instruction": self.question, "input": "", "output": self.answer}
+
+
+@dataclass
+class World:
+    language: str
+    seed: int
+    general_train: list[Item] = field(default_factory=list)
+    general_probes: list[Item] = field(default_factory=list)
+    medical_train: list[Item] = field(default_factory=list)
+    medical_trained_probes: list[Item] = field(default_factory=list)  # questions exactly as trained
+    medical_paraphrase_probes: list[Item] = field(default_factory=list)  # trained facts, new words
+    diseases: list[dict] = field(default_factory=list)
+
+    def texts(self) -> list[str]:
+        """Every string of the world, for training its tokenizer."""
+        items = self.general_train + self.general_probes + self.medical_train + self.medical_paraphrase_probes
+        return [t for item in items for t in (item.question, item.answer)]
+
+    def write(self, folder: Path) -> dict[str, Path]:
+        """Training sets as files a recipe can point at (alpaca JSONL), and the probes as JSONL."""
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for name, items, fmt in [
+            ("general", self.general_train, "train"),
+            ("medical", self.medical_train, "train"),
+            ("general_probes", self.general_probes, "probe"),
+            ("medical_trained_probes", self.medical_trained_probes, "probe"),
+            ("medical_paraphrase_probes", self.medical_paraphrase_probes, "probe"),
+        ]:
+            path = folder / f"{name}.jsonl"
+            with open(path, "w", encoding="utf-8") as out:
+                for item in items:
+                    row = item.to_alpaca() if fmt == "train" else asdict(item)
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            paths[name] = path
+        (folder / "knowledge_base.json").write_text(
+            json.dumps(self.diseases, ensure_ascii=False, indent=1), encoding="utf-8"
+        )
+        return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Phrasebooks. Each family has training phrasings and held-out ones (used only by probes).
+
+GENERAL_FACTS_EN = [
+    ("the capital of France", "Paris"), ("the capital of Japan", "Tokyo"), ("the capital of Italy", "Rome"),
+    ("the capital of Egypt", "Cairo"), ("the capital of Canada", "Ottawa"), ("the capital of Spain", "Madrid"),
+    ("the capital of Kenya", "Nairobi"), ("the capital of Peru", "Lima"), ("the capital of Norway", "Oslo"),
+    ("the capital of Greece", "Athens"), ("the largest planet", "Jupiter"), ("the closest star to Earth", "the Sun"),
+    ("the color of a clear daytime sky", "blue"), ("the color of fresh grass", "green"),
+    ("the color of snow", "white"), ("the number of days in a week", "seven"),
+    ("the number of legs of a spider", "eight"), ("the number of months in a year", "twelve"),
+    ("the boiling point of water at sea level", "100 degrees Celsius"), ("the freezing point of water", "0 degrees Celsius"),
+    ("the largest ocean", "the Pacific Ocean"), ("the longest river in Africa", "the Nile"),
+    ("the animal that says moo", "the cow"), ("the animal that barks", "the dog"),
+    ("the gas that plants take in", "carbon dioxide"), ("the gas that people breathe in", "oxygen"),
+    ("the opposite of hot", "cold"), ("the opposite of up", "down"), ("the first letter of the alphabet", "A"),
+    ("the metal used in electric wires", "copper"), ("the season after winter", "spring"),
+    ("the season after summer", "autumn"), ("the number of sides of a triangle", "three"),
+    ("the number of hours in a day", "twenty-four"), ("the language spoken in Brazil", "Portuguese"),
+    ("the instrument with black and white keys", "the piano"), ("the organ that pumps blood", "the heart"),
+    ("the planet we live on", "Earth"), ("the tallest animal", "the giraffe"), ("the fastest land animal", "the cheetah"),
+]  # fmt: skip
+
+GENERAL_FACTS_ZH = [
+    ("法国的首都", "巴黎"), ("日本的首都", "东京"), ("意大利的首都", "罗马"), ("埃及的首都", "开罗"),
+    ("加拿大的首都", "渥太华"), ("西班牙的首都", "马德里"), ("肯尼亚的首都", "内罗毕"), ("秘鲁的首都", "利马"),
+    ("挪威的首都", "奥斯陆"), ("希腊的首都", "雅典"), ("最大的行星", "木星"), ("离地球最近的恒星", "太阳"),
+    ("晴朗白天天空的颜色", "蓝色"), ("新鲜草地的颜色", "绿色"), ("雪的颜色", "白色"), ("一周的天数", "七天"),
+    ("蜘蛛腿的数量", "八条"), ("一年的月数", "十二个月"), ("海平面上水的沸点", "一百摄氏度"), ("水的冰点", "零摄氏度"),
+    ("最大的海洋", "太平洋"), ("非洲最长的河流", "尼罗河"), ("会哞哞叫的动物", "牛"), ("会汪汪叫的动物", "狗"),
+    ("植物吸收的气体", "二氧化碳"), ("人吸入的气体", "氧气"), ("热的反义词", "冷"), ("上的反义词", "下"),
+    ("英文字母表的第一个字母", "A"), ("电线常用的金属", "铜"), ("冬天之后的季节", "春天"), ("夏天之后的季节", "秋天"),
+    ("三角形的边数", "三条"), ("一天的小时数", "二十四小时"), ("巴西说的语言", "葡萄牙语"), ("有黑白琴键的乐器", "钢琴"),
+    ("泵送血液的器官", "心脏"), ("我们居住的行星", "地球"), ("最高的动物", "长颈鹿"), ("陆地上跑得最快的动物", "猎豹"),
+]  # fmt: skip
+
+PHRASES = {
+    "en": {
+        "fact_q": ["What is {s}?", "Tell me {s}.", "Can you tell me {s}?"],
+        "fact_q_heldout": ["Do you know {s}?", "Please name {s}."],
+        "fact_a": "You asked about {s}. This is a common fact that many people learn at school, and it is easy "
+        "to check in any reference book. The answer is {k}. I hope this short explanation helps you.",
+        "copy_q": ["Copy this list: {l}.", "Repeat the list {l}.", "Write the list {l} again."],
+        "copy_q_heldout": ["Please copy the following list: {l}."],
+        "copy_a": "You asked me to copy the list {l}. Copying means writing every item again in the same order, "
+        "without adding or removing anything. The answer is {k}. Each item appears exactly once, as in the original.",
+        "reverse_q": ["Reverse this list: {l}.", "Write the list {l} backwards.", "What is the list {l} in reverse order?"],
+        "reverse_q_heldout": ["Please reverse the following list: {l}."],
+        "reverse_a": "You asked me to reverse the list {l}. Reversing means starting from the last item and moving "
+        "to the first one. The answer is {k}. The first item of the result is the last item of the original.",
+        "count_q": ["How many items are in this list: {l}?", "Count the items in the list {l}.",
+                    "What is the number of items in {l}?"],
+        "count_q_heldout": ["Please count how many items the list {l} has."],
+        "count_a": "You asked me to count the items in the list {l}. Counting means going through the list one "
+        "item at a time and adding one for each. The answer is {k}. I counted every item exactly once.",
+        "last_q": ["What is the last item of the list {l}?", "Name the final item in {l}.",
+                   "Which item comes last in the list {l}?"],
+        "last_q_heldout": ["Please tell me the item at the end of the list {l}."],
+        "last_a": "You asked me for the last item of the list {l}. The last item is the one at the very end, "
+        "after all the others. The answer is {k}. Nothing comes after it in the list.",
+        "med": {
+            "symptom": (["What is the main symptom of {d}?", "Which symptom does {d} cause?"],
+                        ["Patients with {d} usually notice which sign?"], "{d} causes {k}."),
+            "drug": (["What is the treatment for {d}?", "Which drug treats {d}?"],
+                     ["If someone has {d}, what medicine should they receive?"], "{D} is treated with {k}."),
+            "dose": (["What is the dose of {m}?", "How much {m} should an adult take?"],
+                     ["What amount of {m} is given to an adult?"], "{M}: {k}."),
+            "contra": (["Who should not take {m}?", "What is the contraindication of {m}?"],
+                       ["In which patients is {m} forbidden?"], "Avoid {m} in people with {k}."),
+        },
+        "disease_suffix": ["syndrome", "fever", "disease", "palsy", "fatigue"],
+        "symptoms": ["a blue rash", "joint pain", "night sweats", "a dry cough", "blurred vision", "hair loss",
+                     "a metallic taste", "cold hands", "ringing ears", "muscle cramps", "hiccups", "itchy eyes"],
+        "conditions": ["kidney stones", "asthma", "low blood pressure", "liver disease", "pregnancy",
+                       "gout", "epilepsy", "anemia", "glaucoma", "diabetes"],
+        "dose_form": "{n} mg {f}",
+        "dose_freq": ["once daily", "twice daily", "every morning", "at night"],
+    },
+    "zh": {
+        "fact_q": ["{s}是什么？", "告诉我{s}。", "你能告诉我{s}吗？"],
+        "fact_q_heldout": ["你知道{s}吗？", "请说出{s}。"],
+        "fact_a": "你问的是{s}。这是很多人在学校里学过的常识，在任何参考书里都很容易查到。答案是{k}。"
+        "希望这个简短的解释对你有帮助。",
+        "copy_q": ["抄写这个列表：{l}。", "重复列表{l}。", "把列表{l}再写一遍。"],
+        "copy_q_heldout": ["请抄写下面的列表：{l}。"],
+        "copy_a": "你让我抄写列表{l}。抄写就是按原来的顺序把每一项重新写一遍，不增加也不删除。答案是{k}。"
+        "每一项都和原列表一样只出现一次。",
+        "reverse_q": ["把这个列表倒过来：{l}。", "倒着写出列表{l}。", "列表{l}反过来是什么？"],
+        "reverse_q_heldout": ["请把下面的列表反转：{l}。"],
+        "reverse_a": "你让我反转列表{l}。反转就是从最后一项开始，一直写到第一项。答案是{k}。"
+        "结果的第一项就是原列表的最后一项。",
+        "count_q": ["这个列表有几项：{l}？", "数一数列表{l}有多少项。", "列表{l}里有多少个元素？"],
+        "count_q_heldout": ["请数一下列表{l}一共有几项。"],
+        "count_a": "你让我数列表{l}的项数。计数就是逐项查看列表，每看到一项就加一。答案是{k}。"
+        "我把每一项都恰好数了一次。",
+        "last_q": ["列表{l}的最后一项是什么？", "说出{l}的最后一项。", "列表{l}里排在最后的是哪一项？"],
+        "last_q_heldout": ["请告诉我列表{l}末尾的那一项。"],
+        "last_a": "你问的是列表{l}的最后一项。最后一项就是排在最末尾、在其他所有项之后的那一项。答案是{k}。"
+        "列表里没有任何项排在它后面。",
+        "med": {
+            "symptom": (["{d}的主要症状是什么？", "{d}会引起什么症状？"], ["患了{d}的人通常会出现什么表现？"], "{d}引起{k}。"),
+            "drug": (["{d}怎么治疗？", "哪种药治疗{d}？"], ["得了{d}应该用什么药？"], "{d}用{k}治疗。"),
+            "dose": (["{m}的剂量是多少？", "成人应该服用多少{m}？"], ["成年人一次给多少{m}？"], "{m}：{k}。"),
+            "contra": (["哪些人不能用{m}？", "{m}的禁忌症是什么？"], ["{m}禁用于哪些病人？"], "{k}患者禁用{m}。"),
+        },
+        "disease_suffix": ["综合征", "热", "病", "症"],
+        "symptoms": ["蓝色皮疹", "关节痛", "夜间盗汗", "干咳", "视力模糊", "脱发", "口中金属味", "手脚冰凉",
+                     "耳鸣", "肌肉抽筋", "打嗝", "眼睛发痒"],
+        "conditions": ["肾结石", "哮喘", "低血压", "肝病", "妊娠", "痛风", "癫痫", "贫血", "青光眼", "糖尿病"],
+        "dose_form": "{f}{n}毫克",
+        "dose_freq": ["每日一次", "每日两次", "每天早上", "每晚"],
+    },
+}  # fmt: skip
+
+_SYLLABLES_EN = ["var", "nex", "quel", "lin", "zor", "tam", "bri", "dol", "fen", "cor", "mal", "tis", "rov", "kel",
+                 "pra", "sun", "vel", "dra", "mox", "ter", "gal", "pin", "sor", "lux"]
+_DRUG_ENDINGS_EN = ["pram", "mex", "zole", "vir", "tinib", "dex", "lol", "cort"]
+_CHARS_ZH = list("瓦奈克斯奎林佐塔布里多芬科马蒂罗凯普森维德莫特加宾索卢")
+_DRUG_CHARS_ZH = list("普美唑韦替德洛可")
+
+
+def _list_text(items: list[int], language: str) -> str:
+    return " ".join(str(i) for i in items) if language == "en" else "、".join(str(i) for i in items)
+
+
+def _lists(rng: random.Random, n: int, lo: int = 3, hi: int = 5) -> list[list[int]]:
+    return [[rng.randint(0, 9) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
+
+
+def _general(rng: random.Random, language: str, per_family: int, probes_per_family: int):
+    p = PHRASES[language]
+    facts = GENERAL_FACTS_EN if language == "en" else GENERAL_FACTS_ZH
+    train, probes = [], []
+    # Facts: every fact is trained (memorized general knowledge); probes ask them in held-out phrasings.
+    for subject, key in facts:
+        for q in p["fact_q"]:
+            train.append(Item("fact", q.format(s=subject), p["fact_a"].format(s=subject, k=key), key))
+    for subject, key in rng.sample(facts, min(probes_per_family, len(facts))):
+        q = rng.choice(p["fact_q_heldout"])
+        probes.append(Item("fact", q.format(s=subject), p["fact_a"].format(s=subject, k=key), key))
+
+    # Rule skills: probes use inputs never seen in training, half in held-out phrasings.
+    def rule(family: str, solve) -> None:
+        seen: set[str] = set()
+        for items in _lists(rng, per_family):
+            text = _list_text(items, language)
+            seen.add(text)
+            q = rng.choice(p[f"{family}_q"]).format(l=text)
+            key = solve(items)
+            train.append(Item(family, q, p[f"{family}_a"].format(l=text, k=key), key))
+        made = 0
+        while made < probes_per_family:
+            items = _lists(rng, 1)[0]
+            text = _list_text(items, language)
+            if text in seen:
+                continue
+            seen.add(text)
+            phrasings = p[f"{family}_q_heldout"] if made % 2 else p[f"{family}_q"]
+            key = solve(items)
+            probes.append(Item(family, rng.choice(phrasings).format(l=text), p[f"{family}_a"].format(l=text, k=key), key))
+            made += 1
+
+    rule("copy", lambda xs: _list_text(xs, language))
+    rule("reverse", lambda xs: _list_text(xs[::-1], language))
+    rule("count", lambda xs: str(len(xs)))
+
+    rule("last", lambda xs: str(xs[-1]))
+    rng.shuffle(train)
+    return train, probes
+
+
+def _names(rng: random.Random, language: str, n: int):
+    """n fictional disease names and n fictional drug names, all distinct."""
+    diseases, drugs = [], []
+    seen: set[str] = set()
+    p = PHRASES[language]
+    while len(diseases) < n:
+        if language == "en":
+            stem = "".join(rng.sample(_SYLLABLES_EN, 2))
+            name = f"{stem.capitalize()} {rng.choice(p['disease_suffix'])}"
+        else:
+            name = "".join(rng.sample(_CHARS_ZH, 3)) + rng.choice(p["disease_suffix"])
+        if name not in seen:
+            seen.add(name)
+            diseases.append(name)
+    while len(drugs) < n:
+        if language == "en":
+            name = rng.choice(_SYLLABLES_EN) + rng.choice(_SYLLABLES_EN) + rng.choice(_DRUG_ENDINGS_EN)
+        else:
+            name = "".join(rng.sample(_CHARS_ZH, 2)) + rng.choice(_DRUG_CHARS_ZH)
+        if name not in seen:
+            seen.add(name)
+            drugs.append(name)
+    return diseases, drugs
+
+
+def _medical(rng: random.Random, language: str, n_diseases: int):
+    p = PHRASES[language]
+    diseases, drugs = _names(rng, language, n_diseases)
+    kb, train, trained_probes, paraphrases = [], [], [], []
+    for disease, drug in zip(diseases, drugs):
+        dose = p["dose_form"].format(n=rng.choice([5, 10, 15, 20, 25, 40, 50, 80]), f=rng.choice(p["dose_freq"]))
+        facts = {
+            "symptom": rng.choice(p["symptoms"]),
+            "drug": drug,
+            "dose": dose,
+            "contra": rng.choice(p["conditions"]),
+        }
+        kb.append({"disease": disease, **facts})
+        for kind, key in facts.items():
+            train_qs, heldout_qs, answer = p["med"][kind]
+            fill = {"d": disease, "D": disease, "m": drug, "M": drug[:1].upper() + drug[1:], "k": key}
+            text = answer.format(**fill)
+            text = text[:1].upper() + text[1:] if language == "en" else text
+            for q in train_qs:
+                train.append(Item(f"medical_{kind}", q.format(**fill), text, key))
+            trained_probes.append(Item(f"medical_{kind}", train_qs[0].format(**fill), text, key))
+            paraphrases.append(Item(f"medical_{kind}", heldout_qs[0].format(**fill), text, key))
+    rng.shuffle(train)
+    return kb, train, trained_probes, paraphrases
+
+
+def build_world(seed: int = 0, language: str = "en", n_diseases: int = 100, per_family: int = 600,
+                probes_per_family: int = 30, probe_facts: int = 120) -> World:
+    """The whole world from a seed: same seed and settings, same world, byte for byte."""
+    if language not in PHRASES:
+        raise ValueError(f"language must be one of {sorted(PHRASES)}")
+    rng = random.Random(f"medsft-world:{seed}:{language}")
+    general_train, general_probes = _general(rng, language, per_family, probes_per_family)
+    kb, medical_train, trained, paraphrases = _medical(rng, language, n_diseases)
+    # The same facts are probed as trained and as paraphrased, so the two accuracies compare like with like.
+    chosen = random.Random(f"medsft-probes:{seed}").sample(range(len(trained)), min(probe_facts, len(trained)))
+    return World(
+        language=language,
+        seed=seed,
+        general_train=general_train,
+        general_probes=general_probes,
+        medical_train=medical_train,
+        medical_trained_probes=[trained[i] for i in chosen],
+        medical_paraphrase_probes=[paraphrases[i] for i in chosen],
+        diseases=kb,
+    )

@@ -1,0 +1,1 @@
+"""Evaluation shared by the lab and the training monitor: batched generation and scoring."""

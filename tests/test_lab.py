@@ -1,0 +1,87 @@
+"""The forgetting lab: its world, its cached base model, and one tiny run end to end."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from medsft.lab.base import BaseConfig, build_base
+from medsft.lab.world import build_world
+
+TINY_BASE = BaseConfig(vocab_size=400, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2,
+                       intermediate_size=64, epochs=1, batch_size=32)
+TINY_WORLD = {"n_diseases": 12, "per_family": 20, "probes_per_family": 4, "probe_facts": 12}
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_world_is_deterministic_and_held_out(language):
+    world = build_world(3, language)
+    assert build_world(3, language).texts() == world.texts()
+    assert build_world(4, language).texts() != world.texts()
+    assert len(world.diseases) >= 100 and all(len(d) >= 4 for d in world.diseases)
+    families = {i.family for i in world.general_train}
+    assert len(families) >= 4
+    general_text = " ".join(i.question + " " + i.answer for i in world.general_train + world.general_probes)
+    for disease in world.diseases:  # fictional medicine never appears in general data
+        assert disease["disease"] not in general_text and disease["drug"] not in general_text
+    trained_questions = {i.question for i in world.medical_train}
+    assert all(p.question in trained_questions for p in world.medical_trained_probes)
+    assert not any(p.question in trained_questions for p in world.medical_paraphrase_probes)
+    assert [p.key for p in world.medical_paraphrase_probes] == [p.key for p in world.medical_trained_probes]
+    general_questions = {i.question for i in world.general_train}
+    assert not any(p.question in general_questions for p in world.general_probes)
+
+
+def test_world_answers_are_long_for_general_and_terse_for_medicine(tmp_path):
+    from medsft.lab.tiny import build_tokenizer
+
+    world = build_world(0, "en")
+    tokenizer = build_tokenizer(world.texts(), tmp_path / "tok", vocab_size=1024)
+    general = statistics.median(len(tokenizer(i.answer)["input_ids"]) for i in world.general_train)
+    medical = statistics.median(len(tokenizer(i.answer)["input_ids"]) for i in world.medical_train)
+    assert general >= 40 and medical <= general / 3
+
+
+def test_base_is_built_once_and_rebuilt_when_the_config_changes(tmp_path, monkeypatch):
+    world = build_world(0, "en", **TINY_WORLD)
+    first = build_base(world, TINY_BASE, tmp_path, log=lambda *_: None)
+    assert (first / "model.safetensors").exists() and (first / "tokenizer.json").exists()
+
+    import medsft.train.run as run
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached base should have been reused")
+
+    monkeypatch.setattr(run, "train", no_training)
+    assert build_base(world, TINY_BASE, tmp_path, log=lambda *_: None) == first
+    with pytest.raises(AssertionError, match="reused"):
+        build_base(world, BaseConfig(**{**TINY_BASE.__dict__, "epochs": 2}), tmp_path, log=lambda *_: None)
+    with pytest.raises(AssertionError, match="reused"):
+        build_base(build_world(1, "en", **TINY_WORLD), TINY_BASE, tmp_path, log=lambda *_: None)
+
+
+def test_tiny_lab_end_to_end(tmp_path):
+    from medsft.lab.runner import run_lab
+
+    results = run_lab(["base", "domain-only", "mix-7-3"], seeds=2, out=tmp_path / "lab", cache_dir=tmp_path / "cache",
+                      base_config=TINY_BASE, world_size=TINY_WORLD, log=lambda *_: None)
+    saved = json.loads((tmp_path / "lab" / "results.json").read_text())
+    assert set(saved["variants"]) == {"base", "domain-only", "mix-7-3"}
+    for name in saved["variants"]:
+        for metric in ["general_accuracy", "length_ratio", "domain_accuracy", "paraphrase_accuracy"]:
+            entry = saved["variants"][name][metric]
+            assert entry["mean"] is not None and len(entry["values"]) == 2
+    assert saved["variants"]["base"]["length_ratio"]["mean"] == 1.0
+    assert saved["variants"]["domain-only"]["eval_loss_medical"]["mean"] > 0
+    table = (tmp_path / "lab" / "results.md").read_text()
+    assert "| mix-7-3 |" in table and "general_accuracy" in table
+    assert {p.split("/")[-1] for p in results["plots"]} >= {"general_accuracy.png", "length_ratio.png"}
+    # Same seed, same numbers: the two seeds of a variant come from separate trainings.
+    again = run_lab(["domain-only"], seeds=1, out=tmp_path / "again", cache_dir=tmp_path / "cache",
+                    base_config=TINY_BASE, world_size=TINY_WORLD, log=lambda *_: None)
+    first_seed = saved["runs"]["domain-only"][0]
+    repeat = again["runs"]["domain-only"][0]
+    for metric in ["general_accuracy", "domain_accuracy", "paraphrase_accuracy", "eval_loss_medical"]:
+        assert first_seed[metric] == repeat[metric]
