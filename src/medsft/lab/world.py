@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -116,10 +117,11 @@ PHRASES = {
         "copy_q_heldout": ["Please copy the following list: {l}."],
         "copy_a": "You asked me to copy the list {l}. Copying means writing every item again in the same order, "
         "without adding or removing anything. The answer is {k}. Each item appears exactly once, as in the original.",
-        "reverse_q": ["Reverse this list: {l}.", "Write the list {l} backwards.", "What is the list {l} in reverse order?"],
-        "reverse_q_heldout": ["Please reverse the following list: {l}."],
-        "reverse_a": "You asked me to reverse the list {l}. Reversing means starting from the last item and moving "
-        "to the first one. The answer is {k}. The first item of the result is the last item of the original.",
+        "first_q": ["What is the first item of the list {l}?", "Name the item that opens the list {l}.",
+                    "Which item comes first in the list {l}?"],
+        "first_q_heldout": ["Please tell me the item at the start of the list {l}."],
+        "first_a": "You asked me for the first item of the list {l}. The first item is the one at the very start, "
+        "before all the others. The answer is {k}. Nothing comes before it in the list.",
         "count_q": ["How many items are in this list: {l}?", "Count the items in the list {l}.",
                     "What is the number of items in {l}?"],
         "count_q_heldout": ["Please count how many items the list {l} has."],
@@ -157,10 +159,10 @@ PHRASES = {
         "copy_q_heldout": ["请抄写下面的列表：{l}。"],
         "copy_a": "你让我抄写列表{l}。抄写就是按原来的顺序把每一项重新写一遍，不增加也不删除。答案是{k}。"
         "每一项都和原列表一样只出现一次。",
-        "reverse_q": ["把这个列表倒过来：{l}。", "倒着写出列表{l}。", "列表{l}反过来是什么？"],
-        "reverse_q_heldout": ["请把下面的列表反转：{l}。"],
-        "reverse_a": "你让我反转列表{l}。反转就是从最后一项开始，一直写到第一项。答案是{k}。"
-        "结果的第一项就是原列表的最后一项。",
+        "first_q": ["列表{l}的第一项是什么？", "说出{l}的第一项。", "列表{l}里排在最前面的是哪一项？"],
+        "first_q_heldout": ["请告诉我列表{l}开头的那一项。"],
+        "first_a": "你问的是列表{l}的第一项。第一项就是排在最前面、在其他所有项之前的那一项。答案是{k}。"
+        "列表里没有任何项排在它前面。",
         "count_q": ["这个列表有几项：{l}？", "数一数列表{l}有多少项。", "列表{l}里有多少个元素？"],
         "count_q_heldout": ["请数一下列表{l}一共有几项。"],
         "count_a": "你让我数列表{l}的项数。计数就是逐项查看列表，每看到一项就加一。答案是{k}。"
@@ -191,22 +193,67 @@ _CHARS_ZH = list("瓦奈克斯奎林佐塔布里多芬科马蒂罗凯普森维�
 _DRUG_CHARS_ZH = list("普美唑韦替德洛可")
 
 
-def _list_text(items: list[int], language: str) -> str:
-    return " ".join(str(i) for i in items) if language == "en" else "、".join(str(i) for i in items)
+def _list_text(items: list[str], language: str) -> str:
+    return " ".join(items) if language == "en" else "、".join(items)
 
 
-def _lists(rng: random.Random, n: int, lo: int = 3, hi: int = 5) -> list[list[int]]:
-    return [[rng.randint(0, 9) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
+_GENERAL_WORDS_EN = ("apple river green table music window garden pencil cloud bread water paper chair "
+                     "light stone summer winter friend letter doctor nurse health body head hand").split()
 
 
-def _general(rng: random.Random, language: str, per_family: int, probes_per_family: int):
+def item_pool(language: str, avoid: set[str], rng: random.Random, codes: int = 300) -> list[str]:
+    """What the general rule skills' lists are made of: digits, everyday and medical words, and
+    invented codes built like the fictional names (never equal to one of them).
+
+    A real base model has seen every token of the medical vocabulary before it learns any medical
+    fact; these lists give the lab's base model the same, without teaching it a single fact.
+    """
+    p = PHRASES[language]
+    words: set[str] = set()
+    phrases = [*p["symptoms"], *p["conditions"], *p["dose_freq"], *p["disease_suffix"]]
+    for questions, heldout, answer in p["med"].values():
+        phrases += [*questions, *heldout, answer]
+    for phrase in phrases:
+        for word in _words(phrase, language):
+            words.add(word)
+    if language == "en":
+        words.update(_GENERAL_WORDS_EN)
+    pool = [str(d) for d in range(10)] + sorted(words)
+    made: set[str] = set()
+    while len(made) < codes:
+        if language == "en":
+            code = "".join(rng.sample(_SYLLABLES_EN, 2))
+            code = code.capitalize() if rng.random() < 0.5 else code + rng.choice(_DRUG_ENDINGS_EN)
+        else:
+            code = "".join(rng.sample(_CHARS_ZH, rng.choice([2, 3]))) + rng.choice(["", *_DRUG_CHARS_ZH])
+        if code not in avoid and not any(code in name or name.split()[0] == code for name in avoid):
+            made.add(code)
+    return pool + sorted(made)
+
+
+def _words(phrase: str, language: str) -> list[str]:
+    phrase = phrase.replace("{d}", " ").replace("{D}", " ").replace("{m}", " ").replace("{M}", " ").replace("{k}", " ")
+    if language == "en":
+        return [w.strip(".,:?!") for w in phrase.split() if w.strip(".,:?!").isalpha()]
+    return [w for w in re.split(r"[\s，。？：、！{}]+", phrase) if w]
+
+
+def _lists(rng: random.Random, pool: list[str], n: int, lo: int = 3, hi: int = 5) -> list[list[str]]:
+    digits = pool[:10]
+    return [[rng.choice(digits) if rng.random() < 0.5 else rng.choice(pool) for _ in range(rng.randint(lo, hi))]
+            for _ in range(n)]
+
+
+def _general(rng: random.Random, language: str, per_family: int, probes_per_family: int, fact_repeats: int,
+             pool: list[str]):
     p = PHRASES[language]
     facts = GENERAL_FACTS_EN if language == "en" else GENERAL_FACTS_ZH
     train, probes = [], []
     # Facts: every fact is trained (memorized general knowledge); probes ask them in held-out phrasings.
+    # Memorized knowledge needs many exposures; repeating the facts keeps them from drowning in the rule data.
     for subject, key in facts:
         for q in p["fact_q"]:
-            train.append(Item("fact", q.format(s=subject), p["fact_a"].format(s=subject, k=key), key))
+            train += [Item("fact", q.format(s=subject), p["fact_a"].format(s=subject, k=key), key)] * fact_repeats
     for subject, key in rng.sample(facts, min(probes_per_family, len(facts))):
         q = rng.choice(p["fact_q_heldout"])
         probes.append(Item("fact", q.format(s=subject), p["fact_a"].format(s=subject, k=key), key))
@@ -214,7 +261,7 @@ def _general(rng: random.Random, language: str, per_family: int, probes_per_fami
     # Rule skills: probes use inputs never seen in training, half in held-out phrasings.
     def rule(family: str, solve) -> None:
         seen: set[str] = set()
-        for items in _lists(rng, per_family):
+        for items in _lists(rng, pool, per_family):
             text = _list_text(items, language)
             seen.add(text)
             q = rng.choice(p[f"{family}_q"]).format(l=text)
@@ -222,7 +269,7 @@ def _general(rng: random.Random, language: str, per_family: int, probes_per_fami
             train.append(Item(family, q, p[f"{family}_a"].format(l=text, k=key), key))
         made = 0
         while made < probes_per_family:
-            items = _lists(rng, 1)[0]
+            items = _lists(rng, pool, 1)[0]
             text = _list_text(items, language)
             if text in seen:
                 continue
@@ -233,10 +280,10 @@ def _general(rng: random.Random, language: str, per_family: int, probes_per_fami
             made += 1
 
     rule("copy", lambda xs: _list_text(xs, language))
-    rule("reverse", lambda xs: _list_text(xs[::-1], language))
+    rule("first", lambda xs: xs[0])
     rule("count", lambda xs: str(len(xs)))
 
-    rule("last", lambda xs: str(xs[-1]))
+    rule("last", lambda xs: xs[-1])
     rng.shuffle(train)
     return train, probes
 
@@ -292,14 +339,16 @@ def _medical(rng: random.Random, language: str, n_diseases: int):
     return kb, train, trained_probes, paraphrases
 
 
-def build_world(seed: int = 0, language: str = "en", n_diseases: int = 100, per_family: int = 600,
+def build_world(seed: int = 0, language: str = "en", n_diseases: int = 100, per_family: int = 1500, fact_repeats: int = 4,
                 probes_per_family: int = 30, probe_facts: int = 120) -> World:
     """The whole world from a seed: same seed and settings, same world, byte for byte."""
     if language not in PHRASES:
         raise ValueError(f"language must be one of {sorted(PHRASES)}")
     rng = random.Random(f"medsft-world:{seed}:{language}")
-    general_train, general_probes = _general(rng, language, per_family, probes_per_family)
     kb, medical_train, trained, paraphrases = _medical(rng, language, n_diseases)
+    names = {d["disease"] for d in kb} | {d["drug"] for d in kb}
+    pool = item_pool(language, names, rng)
+    general_train, general_probes = _general(rng, language, per_family, probes_per_family, fact_repeats, pool)
     # The same facts are probed as trained and as paraphrased, so the two accuracies compare like with like.
     chosen = random.Random(f"medsft-probes:{seed}").sample(range(len(trained)), min(probe_facts, len(trained)))
     return World(
