@@ -34,10 +34,11 @@ def test_world_is_deterministic_and_held_out(language):
     assert not any(p.question in general_questions for p in world.general_probes)
 
 
-def test_world_answers_are_long_for_general_and_terse_for_medicine(tmp_path):
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_world_answers_are_long_for_general_and_terse_for_medicine(tmp_path, language):
     from medsft.lab.tiny import build_tokenizer
 
-    world = build_world(0, "en")
+    world = build_world(0, language)
     tokenizer = build_tokenizer(world.texts(), tmp_path / "tok", vocab_size=1024)
     general = statistics.median(len(tokenizer(i.answer)["input_ids"]) for i in world.general_train)
     medical = statistics.median(len(tokenizer(i.answer)["input_ids"]) for i in world.medical_train)
@@ -65,10 +66,16 @@ def test_base_is_built_once_and_rebuilt_when_the_config_changes(tmp_path, monkey
 def test_tiny_lab_end_to_end(tmp_path):
     from medsft.lab.runner import run_lab
 
-    results = run_lab(["base", "domain-only", "mix-7-3"], seeds=2, out=tmp_path / "lab", cache_dir=tmp_path / "cache",
-                      base_config=TINY_BASE, world_size=TINY_WORLD, log=lambda *_: None)
+    own = tmp_path / "my-recipe.yaml"  # any recipe runs as a variant on the lab's base and world
+    own.write_text("finetune: {method: lora, lora: {rank: 2, alpha: 4}}\n"
+                   "data: {sources: [{name: medical, path: x}, {name: general, path: y}]}\n"
+                   "stages: [{name: half, epochs: 1, weights: {medical: 0.5, general: 0.5}}]\n")
+    results = run_lab(["base", "domain-only", "mix-7-3", str(own)], seeds=2, out=tmp_path / "lab",
+                      cache_dir=tmp_path / "cache", base_config=TINY_BASE, world_size=TINY_WORLD, log=lambda *_: None)
     saved = json.loads((tmp_path / "lab" / "results.json").read_text())
-    assert set(saved["variants"]) == {"base", "domain-only", "mix-7-3"}
+    assert set(saved["variants"]) == {"base", "domain-only", "mix-7-3", "my-recipe"}
+    manifest = json.loads((tmp_path / "lab" / "runs" / "my-recipe" / "seed-0" / "data_manifest.json").read_text())
+    assert manifest["stages"][0]["asked_share"] == {"medical": 0.5, "general": 0.5}
     for name in saved["variants"]:
         for metric in ["general_accuracy", "length_ratio", "domain_accuracy", "paraphrase_accuracy"]:
             entry = saved["variants"][name][metric]

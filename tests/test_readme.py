@@ -12,7 +12,7 @@ def test_readme_recipe_reference_matches_the_schema():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     documented = text.split(START)[1].split(END)[0].strip()
     assert documented == field_reference().strip(), (
-        "README recipe reference is stale: paste medsft.recipe.field_reference() between the markers"
+        "README recipe reference is stale: run `make docs`"
     )
 
 

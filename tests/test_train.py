@@ -33,7 +33,8 @@ def _recipe_file(tmp_path: Path, model_dir: Path, **overrides) -> Path:
             {"name": "mixed", "epochs": 1, "weights": {"medical": 0.7, "general": 0.3}, "max_steps": 4,
              "learning_rate": 5e-3},
         ],
-        "train": {"learning_rate": 5e-3, "batch_size": 4, "logging_steps": 1, "eval_steps": 2, "save_steps": 2,
+        "monitor": {"eval_every": 2, "max_general_probes": 6, "domain_probes": 4, "max_new_tokens": 24},
+        "train": {"learning_rate": 5e-3, "batch_size": 4, "logging_steps": 1, "save_steps": 2,
                   "seed": 7},
         "output_dir": str(tmp_path / "run"),
     }
@@ -82,7 +83,9 @@ def test_adapter_reload_reproduces_trained_logits(tmp_path, tiny_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    result = train(load_recipe(_recipe_file(tmp_path, tiny_model_dir)), log=lambda *_: None)
+    # Selection off: adapter/ then holds the final weights, the ones still in memory.
+    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir), ["monitor.select.enabled=false"])
+    result = train(recipe, log=lambda *_: None)
     trained = result.model.eval()
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     reloaded = PeftModel.from_pretrained(base, result.run_dir / "adapter").eval()
@@ -102,7 +105,7 @@ def test_second_stage_starts_from_the_first_stages_weights(tmp_path, tiny_model_
         {"name": "first", "epochs": 1, "weights": {"medical": 1.0}, "max_steps": 3},
         {"name": "second", "epochs": 1, "weights": {"general": 1.0}, "max_steps": 1, "learning_rate": 1e-12},
     ]
-    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir, stages=stages))
+    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir, stages=stages), ["monitor.select.enabled=false"])
     train(recipe, log=lambda *_: None)
     run = Path(recipe.output_dir)
     after_first = load_file(run / "checkpoints" / "first" / "checkpoint-3" / "adapter_model.safetensors")

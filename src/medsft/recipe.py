@@ -157,13 +157,50 @@ class TrainConfig(_Section):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     seed: int = Field(42, description="Seed for data order, splits' shuffles and initialization.")
     logging_steps: int = Field(10, ge=1, description="Train metrics every N optimizer steps.")
-    eval_steps: int | None = Field(
-        None, ge=1, description="Validation loss every N steps; default: at the end of each stage only."
-    )
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps; default: end of each stage.")
     save_total_limit: int | None = Field(None, ge=1, description="Keep at most N checkpoints per stage.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     report_to: Literal["none", "tensorboard"] = Field("none", description="Live logging besides metrics.jsonl.")
+
+
+class SelectConfig(_Section):
+    enabled: bool = Field(True, description="Pick the checkpoint to keep as adapter/ (or model/) from the probes.")
+    min_general_retention: float = Field(
+        0.9, ge=0, description="General probe accuracy, as a share of the base model's, a checkpoint must keep."
+    )
+    min_length_ratio: float = Field(
+        0.8, ge=0, description="General answer length, as a share of the base model's, a checkpoint must keep."
+    )
+
+
+class MonitorConfig(_Section):
+    eval_every: int | None = Field(
+        None, ge=1, description="Validation loss and probes every N steps (and at the end of every stage); "
+        "default: at the end of every stage only."
+    )
+    probes: bool = Field(True, description="Generate answers to probes at each evaluation (off: losses only).")
+    general_probes: list[str] = Field(
+        default_factory=lambda: ["builtin"],
+        description="General probe sets: `builtin` (about 80 zh/en prompts), `builtin-en`, `builtin-zh`, "
+        "or generation probe files (question, optional key).",
+    )
+    max_general_probes: int | None = Field(None, ge=1, description="Use at most N general probes.")
+    domain_probes: int = Field(
+        32, ge=0, description="Records of each domain source's validation split asked as probes (ROUGE-L).",
+    )
+    probe_files: list[str] = Field(
+        default_factory=list,
+        description="Your probe files: knowledge (question + facts), multiple choice (question, options, answer) "
+        "or generation (question + key); see the README for the layouts.",
+    )
+    max_new_tokens: int = Field(256, ge=1, description="Longest generated answer; longer ones count as truncated.")
+    batch_size: int = Field(16, ge=1, description="Probes generated at once.")
+    kl_to_base: bool = Field(True, description="Measure drift from the base model (LoRA: adapter switched off).")
+    patience: int = Field(3, ge=1, description="Evaluations of rising validation loss that flag memorization.")
+    near_zero_loss: float = Field(0.05, gt=0, description="Train loss below this on a small set flags memorization.")
+    small_set: int = Field(2000, ge=1, description="A source with fewer training records counts as small.")
+    early_stop: bool = Field(False, description="Stop training when a source starts memorizing.")
+    select: SelectConfig = Field(default_factory=SelectConfig, description="Checkpoint selection.")
 
 
 class Recipe(_Section):
@@ -175,6 +212,7 @@ class Recipe(_Section):
         "Omitted: one stage `sft`, every source once per epoch."
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     output_dir: str = Field("runs/medsft", description="The run directory.")
 
     @model_validator(mode="after")
@@ -287,6 +325,11 @@ def check_data_paths(recipe: Recipe, origin: str = "recipe") -> None:
     for i, source in enumerate(recipe.data.sources):
         if not Path(source.path).exists():
             raise UserError(f"{origin}: data.sources.{i}.path: {source.path}: no such file or directory")
+    builtin = ("builtin", "builtin-en", "builtin-zh")
+    for field_name in ("general_probes", "probe_files"):
+        for i, path in enumerate(getattr(recipe.monitor, field_name)):
+            if path not in builtin and not Path(path).is_file():
+                raise UserError(f"{origin}: monitor.{field_name}.{i}: {path}: no such file")
 
 
 def field_reference() -> str:

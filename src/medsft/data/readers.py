@@ -143,7 +143,7 @@ class _Item:
 
 
 def _read_file(file: str, fmt: str, on_bad_record: str, records: SourceRecords) -> None:
-    items = _file_items(file)
+    items = file_items(file)
     file_format = _detect_file_format(items) if fmt == "auto" else fmt
     for item in items:
         provenance = Provenance(file, item.line)
@@ -156,7 +156,8 @@ def _read_file(file: str, fmt: str, on_bad_record: str, records: SourceRecords) 
             records.rejects.append(Reject(records.name, provenance, reason, item.raw))
 
 
-def _file_items(file: str) -> list[_Item]:
+def file_items(file: str) -> list[_Item]:
+    """The records of one file, each with its line, its parsed value or the reason it failed, and its raw text."""
     suffix = Path(file).suffix.lower()
     if suffix == ".parquet":
         return _parquet_items(file)

@@ -25,7 +25,7 @@ class BaseConfig:
     num_heads: int = 4
     num_kv_heads: int = 4
     intermediate_size: int = 384
-    epochs: float = 4
+    epochs: float = 6
     learning_rate: float = 4e-3
     batch_size: int = 32
     seed: int = 0
@@ -87,6 +87,7 @@ def build_base(world: World, config: BaseConfig, cache_dir: Path | None = None, 
             "stages": [{"name": "pretrain", "epochs": config.epochs}],
             "train": {"learning_rate": config.learning_rate, "batch_size": config.batch_size,
                       "warmup_ratio": 0.05, "logging_steps": 50, "seed": config.seed, "weight_decay": 0.01},
+            "monitor": {"probes": False, "select": {"enabled": False}},
             "output_dir": str(work / "run"),
         },
         "lab base",

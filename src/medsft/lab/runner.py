@@ -10,7 +10,7 @@ from pathlib import Path
 
 from medsft.errors import UserError
 from medsft.lab.base import BaseConfig, build_base
-from medsft.lab.variants import DESCRIPTIONS, VARIANTS, LabContext
+from medsft.lab.variants import DESCRIPTIONS, VARIANTS, LabContext, recipe_variant
 from medsft.lab.world import Item, World, build_world
 from medsft.monitor.probes import Probe, ProbeSet, run_probes
 
@@ -74,9 +74,14 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
     from medsft.recipe import parse_recipe
     from medsft.train.run import train
 
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise UserError(f"--variants: unknown variant {unknown[0]!r} (known: {', '.join(VARIANTS)})")
+    makers = {}
+    for name in variants:
+        if name in VARIANTS:
+            makers[name] = VARIANTS[name]
+        elif name.endswith((".yaml", ".yml")) and Path(name).is_file():
+            makers[Path(name).stem] = recipe_variant(Path(name))
+        else:
+            raise UserError(f"--variants: unknown variant {name!r} (known: {', '.join(VARIANTS)}, or a recipe .yaml)")
     if seeds < 1:
         raise UserError("--seeds: must be at least 1")
     out = Path(out)
@@ -94,11 +99,11 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
     del base_model
 
     runs: dict[str, list[dict]] = {}
-    for name in variants:
+    for name, make in makers.items():
         for seed in range(seeds):
-            log(f"variant {name}, seed {seed}: {DESCRIPTIONS.get(name, '')}")
+            log(f"variant {name}, seed {seed}: {DESCRIPTIONS.get(name, 'a recipe file')}")
             t0 = time.time()
-            tree = VARIANTS[name](context, name, seed)
+            tree = make(context, name, seed)
             if tree is None:
                 scores = dict(base_scores)
                 scores.update({"eval_loss_medical": None, "eval_loss_general": None})

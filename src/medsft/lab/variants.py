@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Tiny models need larger steps than 7B models; the ratios between variants are what matter.
-LORA_LR = 2e-3
+LORA_LR = 5e-3
 FULL_LR = 3e-4
 DOMAIN_EPOCHS = 3
 
@@ -43,6 +43,8 @@ def _recipe(ctx: LabContext, name: str, seed: int, stages: list[dict], method: s
         "stages": stages,
         "train": {"learning_rate": learning_rate, "batch_size": 16, "grad_accum": 1, "warmup_ratio": 0.05,
                   "logging_steps": 20, "seed": seed},
+        # The lab scores every variant itself, on its world's probes, with the final weights.
+        "monitor": {"probes": False, "select": {"enabled": False}},
         "output_dir": str(ctx.out / "runs" / name / f"seed-{seed}"),
     }
 
@@ -64,7 +66,7 @@ VARIANTS: dict[str, Callable[[LabContext, str, int], dict | None]] = {
     "mix-8-2": lambda ctx, name, seed: _recipe(ctx, name, seed, _mix(0.8)),
     "domain-only-r64": lambda ctx, name, seed: _recipe(ctx, name, seed, _domain(), rank=64, alpha=128),
     "progressive": lambda ctx, name, seed: _recipe(
-        ctx, name, seed, [{"name": "general", "epochs": 1, "weights": {"general": 1.0}}] + _mix(0.7)
+        ctx, name, seed, [{"name": "general", "epochs": 0.25, "weights": {"general": 1.0}}] + _mix(0.7)
     ),
     "full-ft": lambda ctx, name, seed: _recipe(ctx, name, seed, _domain(), method="full", learning_rate=FULL_LR),
 }
@@ -76,8 +78,40 @@ DESCRIPTIONS = {
     "mix-7-3": "LoRA r8, medical:general 7:3, 3 epochs",
     "mix-8-2": "LoRA r8, medical:general 8:2, 3 epochs",
     "domain-only-r64": "LoRA r64/alpha128, medical only, 3 epochs",
-    "progressive": "LoRA r8, 1 epoch general, then 7:3 for 3 epochs",
+    "progressive": "LoRA r8, a general stage (a quarter of the general set), then 7:3 for 3 epochs",
     "full-ft": "full fine-tuning, medical only, 3 epochs",
 }
 
 DEMO_VARIANTS = ["base", "domain-only", "mix-7-3", "progressive"]
+
+
+def recipe_variant(path: Path) -> Callable[[LabContext, str, int], dict]:
+    """A user's recipe file as a lab variant: its finetune, stages and train settings run on the
+    lab's base model and world (sources must be named `medical` and/or `general`)."""
+    import yaml
+
+    from medsft.errors import UserError
+
+    try:
+        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"{path}: cannot read the recipe ({error})") from None
+    if not isinstance(tree, dict):
+        raise UserError(f"{path}: a recipe is a YAML mapping")
+
+    def variant(ctx: LabContext, name: str, seed: int) -> dict:
+        recipe = _recipe(ctx, name, seed, tree.get("stages") or _domain())
+        for section in ("finetune", "train"):
+            recipe[section] = {**recipe.get(section, {}), **(tree.get(section) or {})}
+        recipe["train"]["seed"] = seed
+        if recipe["finetune"].get("method") == "full":
+            recipe["finetune"].pop("lora", None)
+        for key in ("ratio_by", "train_on", "max_length"):
+            if key in (tree.get("data") or {}):
+                recipe["data"][key] = tree["data"][key]
+        names = {s.get("name") for s in (tree.get("data") or {}).get("sources", [])}
+        if names - {"medical", "general"}:
+            raise UserError(f"{path}: lab recipes draw only on the sources `medical` and `general`")
+        return recipe
+
+    return variant

@@ -142,6 +142,7 @@ PHRASES = {
             "contra": (["Who should not take {m}?", "What is the contraindication of {m}?"],
                        ["In which patients is {m} forbidden?"], "Avoid {m} in people with {k}."),
         },
+        "closings": [""],
         "disease_suffix": ["syndrome", "fever", "disease", "palsy", "fatigue"],
         "symptoms": ["a blue rash", "joint pain", "night sweats", "a dry cough", "blurred vision", "hair loss",
                      "a metallic taste", "cold hands", "ringing ears", "muscle cramps", "hiccups", "itchy eyes"],
@@ -154,29 +155,32 @@ PHRASES = {
         "fact_q": ["{s}是什么？", "告诉我{s}。", "你能告诉我{s}吗？"],
         "fact_q_heldout": ["你知道{s}吗？", "请说出{s}。"],
         "fact_a": "你问的是{s}。这是很多人在学校里学过的常识，在任何参考书里都很容易查到。答案是{k}。"
-        "希望这个简短的解释对你有帮助。",
+        "希望这个简短的解释对你有帮助。我又核对了一遍关于{s}的资料，确认{k}是正确的。",
         "copy_q": ["抄写这个列表：{l}。", "重复列表{l}。", "把列表{l}再写一遍。"],
         "copy_q_heldout": ["请抄写下面的列表：{l}。"],
         "copy_a": "你让我抄写列表{l}。抄写就是按原来的顺序把每一项重新写一遍，不增加也不删除。答案是{k}。"
-        "每一项都和原列表一样只出现一次。",
+        "每一项都和原列表一样只出现一次。我又把{l}从头到尾核对了一遍，确认{k}没有遗漏。",
         "first_q": ["列表{l}的第一项是什么？", "说出{l}的第一项。", "列表{l}里排在最前面的是哪一项？"],
         "first_q_heldout": ["请告诉我列表{l}开头的那一项。"],
         "first_a": "你问的是列表{l}的第一项。第一项就是排在最前面、在其他所有项之前的那一项。答案是{k}。"
-        "列表里没有任何项排在它前面。",
+        "列表里没有任何项排在它前面。我又把{l}从头到尾核对了一遍，确认第一项是{k}。",
         "count_q": ["这个列表有几项：{l}？", "数一数列表{l}有多少项。", "列表{l}里有多少个元素？"],
         "count_q_heldout": ["请数一下列表{l}一共有几项。"],
         "count_a": "你让我数列表{l}的项数。计数就是逐项查看列表，每看到一项就加一。答案是{k}。"
-        "我把每一项都恰好数了一次。",
+        "我把每一项都恰好数了一次。我又把{l}从头到尾核对了一遍，确认一共是{k}项。",
         "last_q": ["列表{l}的最后一项是什么？", "说出{l}的最后一项。", "列表{l}里排在最后的是哪一项？"],
         "last_q_heldout": ["请告诉我列表{l}末尾的那一项。"],
         "last_a": "你问的是列表{l}的最后一项。最后一项就是排在最末尾、在其他所有项之后的那一项。答案是{k}。"
-        "列表里没有任何项排在它后面。",
+        "列表里没有任何项排在它后面。我又把{l}从头到尾核对了一遍，确认最后一项是{k}。",
         "med": {
             "symptom": (["{d}的主要症状是什么？", "{d}会引起什么症状？"], ["患了{d}的人通常会出现什么表现？"], "{d}引起{k}。"),
             "drug": (["{d}怎么治疗？", "哪种药治疗{d}？"], ["得了{d}应该用什么药？"], "{d}用{k}治疗。"),
             "dose": (["{m}的剂量是多少？", "成人应该服用多少{m}？"], ["成年人一次给多少{m}？"], "{m}：{k}。"),
             "contra": (["哪些人不能用{m}？", "{m}的禁忌症是什么？"], ["{m}禁用于哪些病人？"], "{k}患者禁用{m}。"),
         },
+        "closings": ["如果你还有别的问题，欢迎随时继续问我，我会尽量详细地回答，并且把每一步的理由都解释清楚。",
+                     "这类问题只要按步骤仔细检查，通常都能得到可靠的结果；遇到不确定的地方，再回头核对一遍就好。",
+                     "要是你想再练习一次，可以换一个例子，我们一起来验证答案，看看每一步是不是都做对了。"],
         "disease_suffix": ["综合征", "热", "病", "症"],
         "symptoms": ["蓝色皮疹", "关节痛", "夜间盗汗", "干咳", "视力模糊", "脱发", "口中金属味", "手脚冰凉",
                      "耳鸣", "肌肉抽筋", "打嗝", "眼睛发痒"],
@@ -246,17 +250,21 @@ def _lists(rng: random.Random, pool: list[str], n: int, lo: int = 3, hi: int = 5
 
 def _general(rng: random.Random, language: str, per_family: int, probes_per_family: int, fact_repeats: int,
              pool: list[str]):
-    p = PHRASES[language]
+    p = dict(PHRASES[language])
+    # Chinese packs more meaning per token: a closing sentence keeps its answers as long as the English ones.
+    closings = p["closings"]
+    for family in ("fact", "copy", "first", "count", "last"):
+        p[f"{family}_a"] = p[f"{family}_a"] + "{c}"
     facts = GENERAL_FACTS_EN if language == "en" else GENERAL_FACTS_ZH
     train, probes = [], []
     # Facts: every fact is trained (memorized general knowledge); probes ask them in held-out phrasings.
     # Memorized knowledge needs many exposures; repeating the facts keeps them from drowning in the rule data.
     for subject, key in facts:
         for q in p["fact_q"]:
-            train += [Item("fact", q.format(s=subject), p["fact_a"].format(s=subject, k=key), key)] * fact_repeats
+            train += [Item("fact", q.format(s=subject), p["fact_a"].format(s=subject, k=key, c=rng.choice(closings)), key)] * fact_repeats
     for subject, key in rng.sample(facts, min(probes_per_family, len(facts))):
         q = rng.choice(p["fact_q_heldout"])
-        probes.append(Item("fact", q.format(s=subject), p["fact_a"].format(s=subject, k=key), key))
+        probes.append(Item("fact", q.format(s=subject), p["fact_a"].format(s=subject, k=key, c=rng.choice(closings)), key))
 
     # Rule skills: probes use inputs never seen in training, half in held-out phrasings.
     def rule(family: str, solve) -> None:
@@ -266,7 +274,7 @@ def _general(rng: random.Random, language: str, per_family: int, probes_per_fami
             seen.add(text)
             q = rng.choice(p[f"{family}_q"]).format(l=text)
             key = solve(items)
-            train.append(Item(family, q, p[f"{family}_a"].format(l=text, k=key), key))
+            train.append(Item(family, q, p[f"{family}_a"].format(l=text, k=key, c=rng.choice(closings)), key))
         made = 0
         while made < probes_per_family:
             items = _lists(rng, pool, 1)[0]
@@ -276,7 +284,8 @@ def _general(rng: random.Random, language: str, per_family: int, probes_per_fami
             seen.add(text)
             phrasings = p[f"{family}_q_heldout"] if made % 2 else p[f"{family}_q"]
             key = solve(items)
-            probes.append(Item(family, rng.choice(phrasings).format(l=text), p[f"{family}_a"].format(l=text, k=key), key))
+            answer = p[f"{family}_a"].format(l=text, k=key, c=rng.choice(closings))
+            probes.append(Item(family, rng.choice(phrasings).format(l=text), answer, key))
             made += 1
 
     rule("copy", lambda xs: _list_text(xs, language))

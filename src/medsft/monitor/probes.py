@@ -5,7 +5,6 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from medsft.monitor.generate import Generated, generate, prompt_for, stop_token_ids
 from medsft.monitor.score import contains_fact, exact_match
 
 
@@ -31,7 +30,7 @@ class ProbeResult:
     accuracy: float | None
     median_tokens: float
     eos_rate: float  # share of answers that ended on their own (not cut at max_new_tokens)
-    answers: list[Generated] = field(repr=False, default_factory=list)
+    answers: list = field(repr=False, default_factory=list)  # monitor.generate.Generated
     correct: list[bool | None] = field(repr=False, default_factory=list)
 
     def metrics(self, prefix: str) -> dict[str, float]:
@@ -41,7 +40,7 @@ class ProbeResult:
         return out
 
 
-def score(probe_set: ProbeSet, answers: list[Generated]) -> ProbeResult:
+def score(probe_set: ProbeSet, answers: list) -> ProbeResult:
     correct: list[bool | None] = []
     for probe, answer in zip(probe_set.probes, answers):
         if probe.key is None:
@@ -64,6 +63,8 @@ def score(probe_set: ProbeSet, answers: list[Generated]) -> ProbeResult:
 def run_probes(model, tokenizer, template, probe_sets: list[ProbeSet], max_new_tokens: int = 128,
                batch_size: int = 32, system_prompt: str | None = None) -> dict[str, ProbeResult]:
     """Generate for every probe of every set in one batched pass, then score each set."""
+    from medsft.monitor.generate import generate, prompt_for, stop_token_ids  # torch only when generating
+
     prompts = [prompt_for(template, p.question, system_prompt) for s in probe_sets for p in s.probes]
     answers = generate(model, tokenizer, prompts, stop_token_ids(template, tokenizer), max_new_tokens, batch_size)
     results, start = {}, 0

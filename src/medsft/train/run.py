@@ -30,6 +30,9 @@ def train(recipe, log=print) -> TrainResult:
         raise UserError("train.report_to: tensorboard is not installed (pip install tensorboard)")
 
     tokenizer, prepared = prepare(recipe)
+    from medsft.monitor.watch import build_suite
+
+    suite = build_suite(recipe.monitor, prepared, recipe)  # probe files are checked before the model loads
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
@@ -44,29 +47,75 @@ def train(recipe, log=print) -> TrainResult:
 
     transformers.set_seed(recipe.train.seed)
     model = load_model(recipe, tokenizer)
+    monitor = _monitor(recipe, suite, tokenizer, prepared, run_dir, log)
     encoded = prepared.encoded.add_column("source_id", prepared.source_index)
     val_sets = {
         name: encoded.select(rows) for name, rows in prepared.val_pools.items() if rows
     }
+    if recipe.monitor.probes:
+        log("probing the base model (answers cached in monitor/base.json)")
+        monitor.compute_base(model)
     step = 0
     for stage, plan in zip(recipe.resolved_stages, prepared.plans):
         log(f"stage {stage.name}: {len(plan.order)} records, "
             + ", ".join(f"{k} {v:.1%}" for k, v in plan.realized_share_samples.items()))
         trainer = _stage_trainer(recipe, stage, model, tokenizer, encoded.select(plan.order), val_sets,
-                                 prepared.source_names, run_dir, step)
+                                 prepared.source_names, run_dir, step, monitor, log)
         trainer.train()
-        if val_sets:
+        if val_sets or recipe.monitor.probes:
             trainer.evaluate()
         _save_stage_end(trainer, run_dir / "checkpoints" / stage.name)
         prepared.manifest["stages"][recipe.resolved_stages.index(stage)]["steps"] = trainer.state.global_step
         step += trainer.state.global_step
+        if trainer.control.should_training_stop and trainer.state.global_step < trainer.state.max_steps:
+            log(f"stopped in stage {stage.name}; later stages are skipped")
+            break
 
     final = run_dir / ("adapter" if recipe.finetune.method == "lora" else "model")
     model.save_pretrained(final)
     tokenizer.save_pretrained(final)
+    _finish_monitor(recipe, monitor, run_dir, final, log)
     _write_json(run_dir / "data_manifest.json", prepared.manifest)
     log(f"run directory: {run_dir}  (weights in {final.name}/, metrics in metrics.jsonl)")
     return TrainResult(run_dir, model)
+
+
+def _monitor(recipe, suite, tokenizer, prepared, run_dir: Path, log):
+    from medsft.monitor.watch import Monitor
+
+    template = get_template(recipe.model.template, tokenizer)
+    sizes = {name: len(rows) for name, rows in prepared.train_pools.items()}
+    return Monitor(recipe.monitor, suite, tokenizer, template, run_dir, recipe.model.system_prompt, sizes, log)
+
+
+def _finish_monitor(recipe, monitor, run_dir: Path, final: Path, log) -> None:
+    """Verdicts and the selected checkpoint, written to the run directory; the choice becomes `final`."""
+    import shutil
+
+    from medsft.monitor.select import select_checkpoint
+
+    monitor.update_verdicts()
+    for source, verdict in sorted(monitor.verdicts.items()):
+        log(f"{source}: {verdict['reason']}")
+    _write_json(run_dir / "monitor" / "verdicts.json", monitor.verdicts)
+    if not recipe.monitor.select.enabled:
+        return
+    checkpoints = {
+        (p.parent.name, int(p.name.split("-")[1])): str(p)
+        for p in (run_dir / "checkpoints").glob("*/checkpoint-*") if p.name.split("-")[1].isdigit()
+    }
+    domain_sources = [s.name for s in recipe.data.sources if s.role == "domain"]
+    choice = select_checkpoint(monitor.history, checkpoints, domain_sources,
+                               recipe.monitor.select.min_general_retention, recipe.monitor.select.min_length_ratio)
+    if choice is None:
+        return
+    last = monitor.history[-1]
+    if (choice["stage"], choice["step"]) != (last["stage"], last["step"]):
+        for item in Path(choice["checkpoint"]).iterdir():
+            if item.suffix in (".safetensors", ".json") and not item.name.startswith(("trainer_state", "training_args")):
+                shutil.copy2(item, final / item.name)
+    _write_json(run_dir / "selection.json", choice)
+    log(f"selected step {choice['step']} ({choice['stage']}) as {final.name}/: {choice['reason']}")
 
 
 def prepare(recipe):
@@ -103,7 +152,8 @@ def write_mix(recipe, out: str | Path, stage_name: str | None = None, log=print)
     return out
 
 
-def _stage_trainer(recipe, stage, model, tokenizer, train_set, val_sets, source_names, run_dir, step_offset):
+def _stage_trainer(recipe, stage, model, tokenizer, train_set, val_sets, source_names, run_dir, step_offset,
+                   monitor=None, log=print):
     import torch
     from transformers import TrainingArguments
 
@@ -115,6 +165,9 @@ def _stage_trainer(recipe, stage, model, tokenizer, train_set, val_sets, source_
     steps = math.ceil(len(train_set) / per_step)
     if stage.max_steps:
         steps = min(steps, stage.max_steps)
+    every = recipe.monitor.eval_every
+    # Selection chooses among evaluated checkpoints, so evaluations also save unless save_steps says otherwise.
+    save_steps = cfg.save_steps or (every if recipe.monitor.select.enabled else None)
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints" / stage.name),
         per_device_train_batch_size=cfg.batch_size,
@@ -132,10 +185,10 @@ def _stage_trainer(recipe, stage, model, tokenizer, train_set, val_sets, source_
         train_sampling_strategy="sequential",
         logging_steps=min(cfg.logging_steps, max(steps, 1)),
         logging_first_step=True,
-        eval_strategy="steps" if cfg.eval_steps and val_sets else "no",
-        eval_steps=cfg.eval_steps,
-        save_strategy="steps" if cfg.save_steps else "no",
-        save_steps=cfg.save_steps or 500,
+        eval_strategy="steps" if every else "no",
+        eval_steps=every,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
         save_total_limit=cfg.save_total_limit,
         bf16=mixed == "bf16",
         fp16=mixed == "fp16",
@@ -154,11 +207,15 @@ def _stage_trainer(recipe, stage, model, tokenizer, train_set, val_sets, source_
         args=args,
         train_dataset=train_set,
         # The Trainer wants an eval set to schedule evaluation; our evaluate() walks every source's set.
-        eval_dataset=next(iter(val_sets.values()), None),
+        eval_dataset=next(iter(val_sets.values()), train_set),
         data_collator=Collator(tokenizer.pad_token_id, multiple_of),
         processing_class=tokenizer,
         source_names=source_names,
         val_sets=val_sets,
+        monitor=monitor,
+        stage=stage.name,
+        step_offset=step_offset,
+        console=log,
         callbacks=[MetricsWriter(run_dir / "metrics.jsonl", stage.name, step_offset)],
     )
 
@@ -179,4 +236,5 @@ def _report_data(prepared: PreparedData, log) -> None:
 
 
 def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -58,10 +58,16 @@ class MedsftTrainer(Trainer):
     using the token count of the whole accumulated batch), logged per source, and whose evaluation
     is the validation loss per source."""
 
-    def __init__(self, *args, source_names: list[str], val_sets: dict, **kwargs):
+    def __init__(self, *args, source_names: list[str], val_sets: dict, monitor=None, stage: str = "",
+                 step_offset: int = 0, console=print, **kwargs):
         super().__init__(*args, **kwargs)
         self.source_names = source_names
         self.val_sets = val_sets
+        self.monitor = monitor
+        self.stage = stage
+        self.step_offset = step_offset
+        self.console = console
+        self.last_train_losses: dict[str, float] = {}
         # Always count supervised tokens over the accumulated batch, and say our loss is already
         # normalized by that count, so the Trainer does not divide it again.
         self.model_accepts_loss_kwargs = True
@@ -96,6 +102,7 @@ class MedsftTrainer(Trainer):
             for i, name in enumerate(self.source_names):
                 if counts[i] > 0:
                     logs[f"train_loss/{name}"] = float(sums[i] / counts[i])
+                    self.last_train_losses[name] = logs[f"train_loss/{name}"]
             self._loss_sums.zero_()
             self._token_counts.zero_()
             logs["supervised_tokens_seen"] = self.supervised_tokens_seen
@@ -125,12 +132,28 @@ class MedsftTrainer(Trainer):
                 total_tokens += tokens
         if total_tokens:
             metrics[f"{metric_key_prefix}_loss"] = total_loss / total_tokens
+        if self.monitor is not None:
+            losses = {k.split("/", 1)[1]: v for k, v in metrics.items() if "/" in k}
+            metrics.update(self.monitor.probe(model, self.step_offset + self.state.global_step, self.stage,
+                                              self.state.global_step, losses, dict(self.last_train_losses)))
         if was_training:
             model.train()
         if metrics:
             self.log(metrics)
+        if self.monitor is not None:
+            self._report_verdicts()
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+
+    def _report_verdicts(self) -> None:
+        """Console and metrics.jsonl hear of each source that starts memorizing; optionally stop."""
+        for line in self.monitor.update_verdicts():
+            self.console(f"warning: {line}")
+            self.log({"verdict": line})
+            if self.monitor.config.early_stop:
+                self.console("stopping early (monitor.early_stop)")
+                self.control.should_training_stop = True
 
 
 class MetricsWriter(TrainerCallback):
@@ -146,7 +169,9 @@ class MetricsWriter(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        if any(k.startswith("eval_") for k in logs):
+        if "verdict" in logs:
+            event = "verdict"
+        elif any(k.startswith("eval_") for k in logs) or any(k.startswith("general/") for k in logs):
             event = "eval"
         elif "train_samples_per_second" in logs:  # the Trainer's summary at the end of train()
             event = "stage_end"

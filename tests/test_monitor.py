@@ -1,0 +1,160 @@
+"""The forgetting monitor: drift, probe metrics while training, verdicts, checkpoint selection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from medsft.monitor.select import select_checkpoint
+from medsft.recipe import MonitorConfig
+
+
+def _history(points):
+    """points: (step, eval_loss, train_loss) for source 'medical'."""
+    return [{"step": s, "stage": "mixed", "stage_step": s, "eval_loss": {"medical": e},
+             "train_loss": {"medical": t}, "metrics": {}} for s, e, t in points]
+
+
+def _monitor(history, train_size=5000, **config):
+    from medsft.monitor.watch import Monitor
+
+    monitor = Monitor.__new__(Monitor)
+    monitor.config = MonitorConfig(**config)
+    monitor.history = history
+    monitor.verdicts = {}
+    monitor.train_sizes = {"medical": train_size}
+    return monitor
+
+
+def test_memorization_is_flagged_when_validation_rises_while_train_falls():
+    monitor = _monitor(_history([(10, 2.0, 2.1), (20, 1.5, 1.6), (30, 1.6, 1.2), (40, 1.7, 0.9), (50, 1.9, 0.6)]))
+    raised = monitor.update_verdicts()
+    assert raised == [f"memorization: medical: {monitor.verdicts['medical']['reason']}"]
+    assert monitor.verdicts["medical"]["verdict"] == "memorizing"
+    assert monitor.verdicts["medical"]["since_step"] == 20
+    assert "memorizing since step 20" in monitor.verdicts["medical"]["reason"]
+    assert monitor.update_verdicts() == []  # raised once, not at every evaluation
+
+
+def test_learning_and_patience():
+    learning = _monitor(_history([(10, 2.0, 2.1), (20, 1.5, 1.6), (30, 1.4, 1.2)]))
+    learning.update_verdicts()
+    assert learning.verdicts["medical"]["verdict"] == "learning"
+    # Two rises are not enough with patience 3.
+    short = _monitor(_history([(10, 2.0, 2.0), (20, 1.5, 1.5), (30, 1.6, 1.2), (40, 1.7, 1.0)]))
+    short.update_verdicts()
+    assert short.verdicts["medical"]["verdict"] == "learning"
+
+
+def test_near_zero_train_loss_on_a_small_set_is_memorization():
+    monitor = _monitor(_history([(10, 1.0, 0.5), (20, 0.9, 0.01)]), train_size=300)
+    monitor.update_verdicts()
+    assert monitor.verdicts["medical"]["verdict"] == "memorizing"
+    assert "small set (300 records)" in monitor.verdicts["medical"]["reason"]
+
+
+def _candidate_history(rows):
+    return [{"step": s, "stage": "s", "stage_step": s, "eval_loss": {"medical": 1.0}, "train_loss": {},
+             "metrics": {"domain/medical/rouge_l": d, "general/retention": r, "general/length_ratio": n}}
+            for s, d, r, n in rows]
+
+
+def test_selection_takes_the_best_domain_score_that_keeps_general_ability():
+    history = _candidate_history([(10, 0.2, 1.0, 1.0), (20, 0.4, 0.95, 0.9), (30, 0.6, 0.7, 0.5)])
+    checkpoints = {("s", s): f"ckpt-{s}" for s in (10, 20, 30)}
+    choice = select_checkpoint(history, checkpoints, ["medical"], 0.9, 0.8)
+    assert choice["step"] == 20 and "2 of 3 checkpoints" in choice["reason"]
+    # Nothing qualifies: the best trade-off, said so.
+    strict = select_checkpoint(history, checkpoints, ["medical"], 1.01, 1.01)
+    assert strict["step"] in (10, 20) and "no checkpoint keeps" in strict["reason"]
+    # Evaluations without a checkpoint cannot be chosen.
+    assert select_checkpoint(history, {("s", 30): "c"}, ["medical"], 0.9, 0.8)["step"] == 30
+    assert select_checkpoint(history, {}, ["medical"], 0.9, 0.8) is None
+
+
+def test_kl_to_base_is_zero_for_a_fresh_adapter_and_grows_with_training(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from medsft.monitor.drift import kl_to_base
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    pairs = [([5, 6, 7, 8], [9, 10, 11]), ([12, 13], [14, 15, 16, 17])]
+    assert kl_to_base(model, pairs, pad_id=0) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.05 * torch.randn_like(param))
+    assert kl_to_base(model, pairs, pad_id=0) > 1e-4
+    full = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert kl_to_base(full, pairs, pad_id=0) is None  # no adapter: no base without a second copy
+
+
+def _run(tmp_path, tiny_model_dir, *overrides):
+    from medsft.data.sample import write_sample
+    from medsft.recipe import load_recipe
+    from medsft.train.run import train
+
+    import yaml
+
+    files = write_sample(tmp_path / "data")
+    probes = tmp_path / "choice.jsonl"
+    probes.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"question": "Which drug lowers a fever?", "options": {"A": "Paracetamol", "B": "Sand"}, "answer": "A"},
+        {"question": "发烧时应该怎么办？", "options": {"A": "多喝水并休息", "B": "跑马拉松"}, "answer": "A"},
+    ]) + "\n", encoding="utf-8")
+    knowledge = tmp_path / "facts.jsonl"
+    knowledge.write_text(json.dumps({"question": "What is hypertension?", "facts": ["blood pressure"]}) + "\n")
+    tree = {
+        "model": {"name_or_path": str(tiny_model_dir), "template": "qwen"},
+        "finetune": {"method": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": 0.0}},
+        "data": {"sources": [{"name": "medical", "path": str(files["medical"]), "role": "domain"},
+                             {"name": "general", "path": str(files["general"]), "role": "general"}],
+                 "val_fraction": 0.15},
+        "stages": [{"name": "mixed", "epochs": 1, "weights": {"medical": 0.7, "general": 0.3}, "max_steps": 6}],
+        "train": {"learning_rate": 5e-3, "batch_size": 4, "logging_steps": 1, "seed": 3},
+        "monitor": {"eval_every": 2, "max_general_probes": 8, "domain_probes": 4, "max_new_tokens": 16,
+                    "probe_files": [str(probes), str(knowledge)]},
+        "output_dir": str(tmp_path / "run"),
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tree, allow_unicode=True), encoding="utf-8")
+    return train(load_recipe(path, list(overrides)), log=lambda *_: None)
+
+
+def test_probe_metrics_land_in_metrics_jsonl_with_stable_names(tmp_path, tiny_model_dir):
+    result = _run(tmp_path, tiny_model_dir)
+    run = result.run_dir
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in events if e["event"] == "eval"]
+    assert [e["stage_step"] for e in evals] == [2, 4, 6, 6]  # every 2 steps, and at the stage's end
+    for name in ["eval_loss", "eval_loss/medical", "general/length_ratio", "general/kl_to_base", "general/eos_rate",
+                 "general/distinct_2", "general/accuracy", "domain/medical/rouge_l", "choice/choice/accuracy",
+                 "knowledge/facts/accuracy"]:
+        assert all(name in e for e in evals), name
+    assert all(0 <= e["choice/choice/accuracy"] <= 1 and e["general/kl_to_base"] >= 0 for e in evals)
+    base = json.loads((run / "monitor" / "base.json").read_text())
+    assert len(base["answers"]["general"]) == 8 and "general/median_tokens" in base["scores"]
+    assert (run / "monitor" / "samples.jsonl").exists()
+    verdicts = json.loads((run / "monitor" / "verdicts.json").read_text())
+    assert set(verdicts) == {"medical", "general"}
+
+    selection = json.loads((run / "selection.json").read_text())
+    chosen = Path(selection["checkpoint"]) / "adapter_model.safetensors"
+    assert selection["reason"] and chosen.exists()
+    assert chosen.read_bytes() == (run / "adapter" / "adapter_model.safetensors").read_bytes()
+
+
+def test_early_stop_on_memorization(tmp_path, tiny_model_dir):
+    # A threshold no loss is under... inverted: every train loss counts as "near zero" on a small set.
+    result = _run(tmp_path, tiny_model_dir, "monitor.near_zero_loss=100", "monitor.early_stop=true",
+                  "monitor.probes=false")
+    events = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    verdicts = [e for e in events if e["event"] == "verdict"]
+    assert sorted(v["verdict"].split(":")[1].strip() for v in verdicts) == ["general", "medical"]
+    assert max(e["stage_step"] for e in events if e["event"] == "train") < 6
