@@ -132,7 +132,7 @@ def test_probe_metrics_land_in_metrics_jsonl_with_stable_names(tmp_path, tiny_mo
     run = result.run_dir
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in events if e["event"] == "eval"]
-    assert [e["stage_step"] for e in evals] == [2, 4, 6, 6]  # every 2 steps, and at the stage's end
+    assert [e["stage_step"] for e in evals] == [2, 4, 6]  # every 2 steps; the stage's end (6) only once
     for name in ["eval_loss", "eval_loss/medical", "general/length_ratio", "general/kl_to_base", "general/eos_rate",
                  "general/distinct_2", "general/accuracy", "domain/medical/rouge_l", "choice/choice/accuracy",
                  "knowledge/facts/accuracy"]:
@@ -146,7 +146,7 @@ def test_probe_metrics_land_in_metrics_jsonl_with_stable_names(tmp_path, tiny_mo
 
     selection = json.loads((run / "selection.json").read_text())
     chosen = Path(selection["checkpoint"]) / "adapter_model.safetensors"
-    assert selection["reason"] and chosen.exists()
+    assert selection["reason"] and chosen.exists() and len(selection["candidates"]) == 3
     assert chosen.read_bytes() == (run / "adapter" / "adapter_model.safetensors").read_bytes()
 
 

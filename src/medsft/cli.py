@@ -52,6 +52,17 @@ def cmd_data_mix(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from medsft.report.html import write_report
+
+    if not (Path(args.run_dir) / "metrics.jsonl").exists():
+        raise UserError(f"{args.run_dir}: not a run directory (no metrics.jsonl)")
+    print(write_report(args.run_dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medsft", description="Domain SFT for chat LLMs, without the forgetting.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -91,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_argument("--stage", default=None, help="stage name (default: every stage, tagged)")
     mix.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     mix.set_defaults(func=cmd_data_mix)
+
+    report = commands.add_parser("report", help="write RUN_DIR/report.html from a run directory")
+    report.add_argument("run_dir", help="a run directory (output_dir of a recipe)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

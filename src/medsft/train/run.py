@@ -62,7 +62,9 @@ def train(recipe, log=print) -> TrainResult:
         trainer = _stage_trainer(recipe, stage, model, tokenizer, encoded.select(plan.order), val_sets,
                                  prepared.source_names, run_dir, step, monitor, log)
         trainer.train()
-        if val_sets or recipe.monitor.probes:
+        already = monitor.history and (monitor.history[-1]["stage"], monitor.history[-1]["stage_step"]) == (
+            stage.name, trainer.state.global_step)
+        if (val_sets or recipe.monitor.probes) and not already:  # every stage ends with an evaluation
             trainer.evaluate()
         _save_stage_end(trainer, run_dir / "checkpoints" / stage.name)
         prepared.manifest["stages"][recipe.resolved_stages.index(stage)]["steps"] = trainer.state.global_step
@@ -76,7 +78,10 @@ def train(recipe, log=print) -> TrainResult:
     tokenizer.save_pretrained(final)
     _finish_monitor(recipe, monitor, run_dir, final, log)
     _write_json(run_dir / "data_manifest.json", prepared.manifest)
-    log(f"run directory: {run_dir}  (weights in {final.name}/, metrics in metrics.jsonl)")
+    from medsft.report.html import write_report
+
+    report = write_report(run_dir)
+    log(f"run directory: {run_dir}  (weights in {final.name}/, metrics in metrics.jsonl, report {report.name})")
     return TrainResult(run_dir, model)
 
 

@@ -1,0 +1,57 @@
+"""report.html: self-contained, complete, and it loads in a real browser without errors."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from medsft.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_model_dir):
+    from test_monitor import _run
+
+    return _run(tmp_path_factory.mktemp("report"), tiny_model_dir).run_dir
+
+
+def test_report_is_self_contained_and_has_every_section(run_dir):
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    for heading in ["At a glance", "Selected checkpoint", "Memorization", "Over training", "Data",
+                    "Sample answers", "Recipe"]:
+        assert heading in page, heading
+    images = re.findall(r'src="data:image/png;base64,', page)
+    assert len(images) >= 6  # losses, probe metrics, data mix
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "general/kl_to_base" in page and "train_loss/medical" not in page or "Train loss per source" in page
+
+
+def test_report_command_rewrites_it_and_rejects_a_non_run(run_dir, tmp_path, capsys):
+    (run_dir / "report.html").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.html").exists()
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_report_loads_in_headless_chromium_without_console_errors(run_dir, tmp_path):
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    url = (run_dir / "report.html").as_uri()
+    shot = tmp_path / "report.png"
+    done = subprocess.run([CHROMIUM, *flags, "--window-size=1300,2400", f"--screenshot={shot}", url],
+                          capture_output=True, text=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 50_000  # a page with plots, not a blank one
+    console_errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
+    assert console_errors == []
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<img") >= 6 and "Selected checkpoint" in dom
