@@ -55,3 +55,21 @@ def test_report_loads_in_headless_chromium_without_console_errors(run_dir, tmp_p
     assert console_errors == []
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     assert dom.count("<img") >= 6 and "Selected checkpoint" in dom
+
+
+def test_eval_compares_base_and_tuned_side_by_side(run_dir, tiny_model_dir, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "eval.json"
+    probes = run_dir.parent / "choice.jsonl"
+    assert main(["eval", "--model", str(tiny_model_dir), "--adapter", str(run_dir / "adapter"), "--compare-base",
+                 "--template", "qwen", "--general", "builtin-en", "--probes", str(probes),
+                 "--max-new-tokens", "12", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "base" in printed and "tuned" in printed and "delta" in printed and "general/length_ratio" in printed
+    result = json.loads(out.read_text())
+    assert set(result["delta"]) >= {"general/median_tokens", "general/accuracy", "choice/choice/accuracy"}
+    for key, delta in result["delta"].items():
+        assert delta == pytest.approx(result["scores"][key] - result["base_scores"][key])
+    assert main(["eval", "--model", str(tiny_model_dir), "--compare-base"]) == 2
+    assert "--compare-base needs --adapter" in capsys.readouterr().err

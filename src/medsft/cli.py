@@ -52,6 +52,17 @@ def cmd_data_mix(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from medsft.monitor.evaluate import format_eval, run_eval
+
+    result = run_eval(args.model, args.adapter, args.baseline, args.compare_base, args.template, args.general,
+                      args.probes, args.max_new_tokens, args.batch_size, args.trust_remote_code, args.out)
+    print(format_eval(result))
+    if args.out:
+        print(f"written to {args.out}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from pathlib import Path
 
@@ -102,6 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_argument("--stage", default=None, help="stage name (default: every stage, tagged)")
     mix.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     mix.set_defaults(func=cmd_data_mix)
+
+    evaluate = commands.add_parser("eval", help="score a model on probe sets; base vs tuned side by side")
+    evaluate.add_argument("--model", required=True, help="model folder or hub id (the base when --adapter is given)")
+    evaluate.add_argument("--adapter", default=None, help="a LoRA adapter folder (e.g. RUN_DIR/adapter)")
+    evaluate.add_argument("--compare-base", action="store_true", help="also score the model without the adapter")
+    evaluate.add_argument("--baseline", default=None, help="a second model folder to compare against")
+    evaluate.add_argument("--template", default="tokenizer", help="chat template (default: the tokenizer's)")
+    evaluate.add_argument("--general", default="builtin", choices=["builtin", "builtin-en", "builtin-zh", "none"],
+                          help="built-in general probes to use")
+    evaluate.add_argument("--probes", nargs="*", default=[], help="probe files (knowledge, choice, generation)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=256)
+    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--trust-remote-code", action="store_true")
+    evaluate.add_argument("--out", default=None, help="write the scores (and deltas) as JSON")
+    evaluate.set_defaults(func=cmd_eval)
 
     report = commands.add_parser("report", help="write RUN_DIR/report.html from a run directory")
     report.add_argument("run_dir", help="a run directory (output_dir of a recipe)")

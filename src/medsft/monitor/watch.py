@@ -38,8 +38,9 @@ class ProbeSuite:
     generation: dict[str, list[Probe]] = field(default_factory=dict)  # user files with keys
 
 
-def build_suite(monitor_config, prepared, recipe) -> ProbeSuite:
-    """Probe sets from the recipe: built-in and user general probes, validation records, user files."""
+def build_suite(monitor_config, domain_records: dict[str, list] | None = None) -> ProbeSuite:
+    """Probe sets: built-in and user general probes, held-out domain records (name -> conversations),
+    and the user's probe files."""
     from medsft.monitor.builtin_probes import general_probes
 
     general: list[Probe] = []
@@ -54,15 +55,10 @@ def build_suite(monitor_config, prepared, recipe) -> ProbeSuite:
         general = general[: monitor_config.max_general_probes]
 
     domain: dict[str, list[Probe]] = {}
-    roles = {s.name: s.role for s in recipe.data.sources}
-    for name, rows in prepared.val_pools.items():
-        if roles[name] != "domain" or not rows or monitor_config.domain_probes == 0:
-            continue
-        probes = []
-        for index in rows[: monitor_config.domain_probes]:
-            conversation = prepared.conversations[index]
-            if len(conversation.messages) == 2:  # single-turn records make clean probes
-                probes.append(Probe(conversation.messages[0].content, None, conversation.messages[1].content))
+    for name, conversations in (domain_records or {}).items():
+        # Single-turn records make clean probes: the question, and the answer as the reference.
+        probes = [Probe(c.messages[0].content, None, c.messages[1].content)
+                  for c in conversations[: monitor_config.domain_probes] if len(c.messages) == 2]
         if probes:
             domain[name] = probes
 
@@ -92,6 +88,10 @@ class Monitor:
         self.verdicts: dict[str, dict] = {}
 
     # ---- the base model, once -------------------------------------------------------------
+    def scores(self, model) -> dict[str, float]:
+        """Every probe score of `model` as it is (for `medsft eval`)."""
+        return self._evaluate(model)[0]
+
     def compute_base(self, model) -> dict:
         """Base answers and scores, cached in run_dir/monitor/base.json (recomputed if the probes change)."""
         path = self.run_dir / "monitor" / "base.json"
@@ -138,7 +138,7 @@ class Monitor:
 
     def _evaluate(self, model) -> tuple[dict[str, float], dict[str, list[str]]]:
         suite = self.suite
-        groups: list[tuple[str, list[Probe]]] = [("general", suite.general)]
+        groups: list[tuple[str, list[Probe]]] = [("general", suite.general)] if suite.general else []
         groups += [(f"domain/{name}", probes) for name, probes in suite.domain.items()]
         groups += [(f"knowledge/{name}", [Probe(p.question) for p in probes]) for name, probes in suite.knowledge.items()]
         groups += [(f"probes/{name}", probes) for name, probes in suite.generation.items()]

@@ -32,7 +32,10 @@ def train(recipe, log=print) -> TrainResult:
     tokenizer, prepared = prepare(recipe)
     from medsft.monitor.watch import build_suite
 
-    suite = build_suite(recipe.monitor, prepared, recipe)  # probe files are checked before the model loads
+    roles = {s.name: s.role for s in recipe.data.sources}
+    held_out = {name: [prepared.conversations[i] for i in rows]
+                for name, rows in prepared.val_pools.items() if roles[name] == "domain"}
+    suite = build_suite(recipe.monitor, held_out)  # probe files are checked before the model loads
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
