@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,7 @@ class Monitor:
         self.tokenize = batch_tokenizer(tokenizer)
         self.base: dict | None = None
         self.history: list[dict] = []  # one entry per evaluation: step, stage, metrics
+        self.seconds = 0.0  # wall time spent probing, for the overhead figure
         self.verdicts: dict[str, dict] = {}
 
     # ---- the base model, once -------------------------------------------------------------
@@ -94,6 +96,13 @@ class Monitor:
 
     def compute_base(self, model) -> dict:
         """Base answers and scores, cached in run_dir/monitor/base.json (recomputed if the probes change)."""
+        started = time.perf_counter()
+        try:
+            return self._compute_base(model)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _compute_base(self, model) -> dict:
         path = self.run_dir / "monitor" / "base.json"
         questions = [p.question for p in self.suite.general]
         if path.exists():
@@ -120,6 +129,7 @@ class Monitor:
         if self.config.probes:
             if self.base is None:
                 self.compute_base(model)
+            started = time.perf_counter()
             scores, answers = self._evaluate(model)
             metrics.update(scores)
             base_scores = self.base["scores"]
@@ -132,6 +142,7 @@ class Monitor:
                 if kl is not None:
                     metrics["general/kl_to_base"] = kl
             self._write_samples(step, stage, answers)
+            self.seconds += time.perf_counter() - started
         self.history.append({"step": step, "stage": stage, "stage_step": stage_step, "eval_loss": dict(eval_losses),
                              "train_loss": dict(train_losses), "metrics": dict(metrics)})
         return metrics

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 import math
 import os
+import time
 from pathlib import Path
 
 from medsft.data.prepare import PreparedData, prepare_data, write_rejects
@@ -23,6 +24,7 @@ class TrainResult:
 
 def train(recipe, log=print) -> TrainResult:
     """Run every stage of the recipe and write the run directory."""
+    started = time.time()
     run_dir = Path(recipe.output_dir)
     if recipe.train.report_to == "tensorboard" and not (
         importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
@@ -79,7 +81,7 @@ def train(recipe, log=print) -> TrainResult:
     final = run_dir / ("adapter" if recipe.finetune.method == "lora" else "model")
     model.save_pretrained(final)
     tokenizer.save_pretrained(final)
-    _finish_monitor(recipe, monitor, run_dir, final, log)
+    _finish_monitor(recipe, monitor, run_dir, final, started, log)
     _write_json(run_dir / "data_manifest.json", prepared.manifest)
     from medsft.report.html import write_report
 
@@ -96,13 +98,15 @@ def _monitor(recipe, suite, tokenizer, prepared, run_dir: Path, log):
     return Monitor(recipe.monitor, suite, tokenizer, template, run_dir, recipe.model.system_prompt, sizes, log)
 
 
-def _finish_monitor(recipe, monitor, run_dir: Path, final: Path, log) -> None:
+def _finish_monitor(recipe, monitor, run_dir: Path, final: Path, started: float, log) -> None:
     """Verdicts and the selected checkpoint, written to the run directory; the choice becomes `final`."""
     import shutil
 
     from medsft.monitor.select import select_checkpoint
 
     monitor.update_verdicts()
+    _write_json(run_dir / "monitor" / "overhead.json",
+                {"monitor_seconds": round(monitor.seconds, 3), "run_seconds": round(time.time() - started, 3)})
     for source, verdict in sorted(monitor.verdicts.items()):
         log(f"{source}: {verdict['reason']}")
     _write_json(run_dir / "monitor" / "verdicts.json", monitor.verdicts)
