@@ -85,6 +85,9 @@ def test_tiny_lab_end_to_end(tmp_path):
     table = (tmp_path / "lab" / "results.md").read_text()
     assert "| mix-7-3 |" in table and "general_accuracy" in table
     assert {p.split("/")[-1] for p in results["plots"]} >= {"general_accuracy.png", "length_ratio.png"}
+    assert saved["variants"]["domain-only"]["kl_to_base"]["mean"] > 0  # measured by the monitor during the run
+    assert saved["variants"]["base"]["kl_to_base"]["mean"] == 0.0
+    assert (tmp_path / "lab" / "report.html").read_text().count("data:image/png;base64,") == len(results["plots"])
     # Same seed, same numbers: the two seeds of a variant come from separate trainings.
     again = run_lab(["domain-only"], seeds=1, out=tmp_path / "again", cache_dir=tmp_path / "cache",
                     base_config=TINY_BASE, world_size=TINY_WORLD, log=lambda *_: None)

@@ -13,6 +13,7 @@ from medsft.lab.base import BaseConfig, build_base
 from medsft.lab.variants import DESCRIPTIONS, VARIANTS, LabContext, recipe_variant
 from medsft.lab.world import Item, World, build_world
 from medsft.monitor.probes import Probe, ProbeSet, run_probes
+from medsft.monitor.textmetrics import distinct_n
 
 METRICS = [
     # (name, what it is, higher is better)
@@ -21,6 +22,8 @@ METRICS = [
     ("domain_accuracy", "fictional medical facts recalled, questions as trained", True),
     ("paraphrase_accuracy", "the same facts asked in words never trained", True),
     ("general_eos_rate", "general answers that end on their own", True),
+    ("kl_to_base", "drift: mean token KL(base || tuned) on the base's general answers (LoRA only)", False),
+    ("distinct_2", "general answer diversity: distinct bigrams / bigrams", True),
     ("eval_loss_medical", "validation loss on held-out medical records", False),
     ("eval_loss_general", "validation loss on held-out general records", False),
     ("wall_seconds", "training and scoring time", False),
@@ -46,6 +49,7 @@ def _score(model, tokenizer, sets: list[ProbeSet]) -> dict:
         "general_accuracy": results["general"].accuracy,
         "general_median_tokens": results["general"].median_tokens,
         "general_eos_rate": results["general"].eos_rate,
+        "distinct_2": distinct_n([a.text for a in results["general"].answers], 2),
         "domain_accuracy": results["medical_trained"].accuracy,
         "paraphrase_accuracy": results["medical_paraphrase"].accuracy,
         "samples": {
@@ -60,7 +64,8 @@ def _last_eval(run_dir: Path) -> dict:
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in events if e["event"] == "eval"]
     last = evals[-1] if evals else {}
-    return {"eval_loss_medical": last.get("eval_loss/medical"), "eval_loss_general": last.get("eval_loss/general")}
+    return {"eval_loss_medical": last.get("eval_loss/medical"), "eval_loss_general": last.get("eval_loss/general"),
+            "kl_to_base": last.get("general/kl_to_base")}
 
 
 def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", cache_dir: str | Path | None = None,
@@ -106,7 +111,7 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
             tree = make(context, name, seed)
             if tree is None:
                 scores = dict(base_scores)
-                scores.update({"eval_loss_medical": None, "eval_loss_general": None})
+                scores.update({"eval_loss_medical": None, "eval_loss_general": None, "kl_to_base": 0.0})
             else:
                 result = train(parse_recipe(tree, f"lab variant {name}"), log=lambda *_: None)
                 scores = _score(result.model, tokenizer, sets)
@@ -139,7 +144,47 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
     (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "results.md").write_text(results_table(results) + "\n", encoding="utf-8")
     results["plots"] = [str(p) for p in write_plots(results, out / "plots")]
+    write_lab_report(results, out)
     return results
+
+
+def write_lab_report(results: dict, out: Path) -> Path:
+    """report.html: the table and every plot in one self-contained page."""
+    import base64
+    import html
+
+    columns = [m for m, _, _ in METRICS]
+    seeds = len(results["seeds"])
+    rows = []
+    for name, summary in results["variants"].items():
+        cells = []
+        for metric in columns:
+            entry = summary[metric]
+            if entry["mean"] is None:
+                cells.append("–")
+            else:
+                cell = f"{entry['mean']:.3f}" + (f" ± {entry['std']:.3f}" if seeds > 1 else "")
+                cells.append(cell)
+        rows.append(f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    figures = "".join(
+        f'<figure><img alt="{html.escape(Path(p).stem)}" src="data:image/png;base64,'
+        f'{base64.b64encode(Path(p).read_bytes()).decode()}"></figure>' for p in results.get("plots", []))
+    legend = "".join(f"<li><b>{html.escape(m)}</b>: {html.escape(d)}</li>" for m, d, _ in METRICS)
+    variants = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(DESCRIPTIONS.get(n, 'a recipe file'))}</li>"
+                       for n in results["variants"])
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>medsft forgetting lab</title>
+<style>body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; }}
+table {{ border-collapse: collapse; font-size: 13px; }} th, td {{ border: 1px solid #ccc; padding: 3px 8px; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 10px; }}
+img {{ max-width: 100%; }}</style></head><body>
+<h1>Forgetting lab ({html.escape(results['language'])}, {seeds} seed{'s' if seeds > 1 else ''})</h1>
+<table><thead><tr><th>variant</th>{''.join(f'<th>{html.escape(c)}</th>' for c in columns)}</tr></thead>
+<tbody>{''.join(rows)}</tbody></table><ul>{legend}</ul><ul>{variants}</ul>
+<div class=grid>{figures}</div></body></html>
+"""
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
 
 
 def _aggregate(rows: list[dict]) -> dict:

@@ -43,8 +43,10 @@ def _recipe(ctx: LabContext, name: str, seed: int, stages: list[dict], method: s
         "stages": stages,
         "train": {"learning_rate": learning_rate, "batch_size": 16, "grad_accum": 1, "warmup_ratio": 0.05,
                   "logging_steps": 20, "seed": seed},
-        # The lab scores every variant itself, on its world's probes, with the final weights.
-        "monitor": {"probes": False, "select": {"enabled": False}},
+        # The monitor measures drift from the base on the world's general probes at the end of each
+        # stage; the lab keeps the final weights (no selection) and scores them itself.
+        "monitor": {"general_probes": [str(ctx.files["general_probes"])], "domain_probes": 0,
+                    "max_new_tokens": 96, "batch_size": 64, "select": {"enabled": False}},
         "output_dir": str(ctx.out / "runs" / name / f"seed-{seed}"),
     }
 

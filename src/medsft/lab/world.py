@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -62,7 +62,8 @@ class World:
             path = folder / f"{name}.jsonl"
             with open(path, "w", encoding="utf-8") as out:
                 for item in items:
-                    row = item.to_alpaca() if fmt == "train" else asdict(item)
+                    row = item.to_alpaca() if fmt == "train" else {
+                        "question": item.question, "key": item.key, "reference": item.answer, "family": item.family}
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
             paths[name] = path
         (folder / "knowledge_base.json").write_text(
