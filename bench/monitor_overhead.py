@@ -1,11 +1,11 @@
 """Monitoring overhead: the wall-time share of a run spent probing, against the same run unprobed.
 
 Runs the lab's 7:3 LoRA recipe on the lab's base model twice, with the monitor's defaults
-(built-in general probes, 32 domain probes, KL to base) probing every `--every` steps, and with
-probes off. Prints the probing share measured inside the run, the wall-time ratio of the two
+(built-in general probes, 16 domain probes, KL to base; by default at the end of each stage, or
+every `--every` steps), and with probes off (validation losses on the same schedule). Prints the probing share measured inside the run, the wall-time ratio of the two
 runs, and checks that probing did not change training (identical final adapters).
 
-    .venv/bin/python bench/monitor_overhead.py [--every 50] [--cache-dir DIR]
+    .venv/bin/python bench/monitor_overhead.py [--every N] [--cache-dir DIR]
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from medsft.train.run import train
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--every", type=int, default=50)
+    parser.add_argument("--every", type=int, default=None,
+                        help="probe every N steps (default: the recipe default, at the end of each stage)")
     parser.add_argument("--cache-dir", default=None)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="medsft-overhead-"))
@@ -34,9 +35,10 @@ def main() -> None:
     context = LabContext(base, world.write(work / "world"), work)
 
     timings, adapters = {}, {}
-    for name, monitor in [("probed", {"eval_every": args.every}), ("unprobed", {"probes": False})]:
+    for name, probes in [("probed", True), ("unprobed", False)]:
         tree = VARIANTS["mix-7-3"](context, name, 0)
-        tree["monitor"] = {**monitor, "select": {"enabled": False}}
+        # The monitor's defaults (built-in general probes, 16 domain probes, 256 new tokens, KL), not the lab's.
+        tree["monitor"] = {"eval_every": args.every, "probes": probes, "select": {"enabled": False}}
         started = time.perf_counter()
         result = train(parse_recipe(tree, name), log=lambda *_: None)
         timings[name] = time.perf_counter() - started
@@ -46,7 +48,8 @@ def main() -> None:
             evaluations = sum(1 for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
                               if '"event": "eval"' in line)
     share = overhead["monitor_seconds"] / overhead["run_seconds"]
-    print(f"probed run   : {timings['probed']:7.1f} s ({evaluations} evaluations, every {args.every} steps)")
+    every = f"every {args.every} steps" if args.every else "at the end of each stage"
+    print(f"probed run   : {timings['probed']:7.1f} s ({evaluations} evaluations, {every})")
     print(f"unprobed run : {timings['unprobed']:7.1f} s")
     print(f"wall-time ratio probed / unprobed: {timings['probed'] / timings['unprobed']:.3f}")
     print(f"share of the probed run spent probing: {share:.1%} (target < 15%)")

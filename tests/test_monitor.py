@@ -158,3 +158,25 @@ def test_early_stop_on_memorization(tmp_path, tiny_model_dir):
     verdicts = [e for e in events if e["event"] == "verdict"]
     assert sorted(v["verdict"].split(":")[1].strip() for v in verdicts) == ["general", "medical"]
     assert max(e["stage_step"] for e in events if e["event"] == "train") < 6
+
+
+def test_the_qwen_example_recipe_runs_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
+    """The example a user copies: metrics, verdicts, a selected checkpoint and a report."""
+    from medsft.cli import main
+    from medsft.data.sample import write_sample
+
+    files = write_sample(tmp_path / "data")
+    example = Path(__file__).parent.parent / "examples" / "recipes" / "qwen2.5-7b-lora-mix.yaml"
+    overrides = [f"model.name_or_path={tiny_model_dir}", f"data.sources.0.path={files['medical']}",
+                 f"data.sources.1.path={files['general']}", "data.val_fraction=0.1", "finetune.lora.rank=4",
+                 "train.grad_accum=1", "stages.0.max_steps=2", "stages.1.max_steps=4", "monitor.eval_every=2",
+                 "monitor.max_general_probes=6", "monitor.max_new_tokens=12", f"output_dir={tmp_path / 'run'}"]
+    assert main(["train", str(example), *[arg for o in overrides for arg in ("--set", o)]]) == 0
+    run = tmp_path / "run"
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {e["stage"] for e in events if e["event"] == "eval"} == {"general-warmup", "mixed"}
+    assert json.loads((run / "monitor" / "verdicts.json").read_text())
+    assert json.loads((run / "selection.json").read_text())["reason"]
+    assert (run / "report.html").exists() and (run / "adapter" / "adapter_model.safetensors").exists()
+    out = capsys.readouterr().out
+    assert "selected step" in out and "report.html" in out

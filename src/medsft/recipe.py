@@ -186,7 +186,7 @@ class MonitorConfig(_Section):
     )
     max_general_probes: int | None = Field(None, ge=1, description="Use at most N general probes.")
     domain_probes: int = Field(
-        32, ge=0, description="Records of each domain source's validation split asked as probes (ROUGE-L).",
+        16, ge=0, description="Records of each domain source's validation split asked as probes (ROUGE-L).",
     )
     probe_files: list[str] = Field(
         default_factory=list,
@@ -194,7 +194,7 @@ class MonitorConfig(_Section):
         "or generation (question + key); see the README for the layouts.",
     )
     max_new_tokens: int = Field(256, ge=1, description="Longest generated answer; longer ones count as truncated.")
-    batch_size: int = Field(16, ge=1, description="Probes generated at once.")
+    batch_size: int = Field(32, ge=1, description="Probes generated at once.")
     kl_to_base: bool = Field(True, description="Measure drift from the base model (LoRA: adapter switched off).")
     patience: int = Field(3, ge=1, description="Evaluations of rising validation loss that flag memorization.")
     near_zero_loss: float = Field(0.05, gt=0, description="Train loss below this on a small set flags memorization.")

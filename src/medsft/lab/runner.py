@@ -157,14 +157,7 @@ def write_lab_report(results: dict, out: Path) -> Path:
     seeds = len(results["seeds"])
     rows = []
     for name, summary in results["variants"].items():
-        cells = []
-        for metric in columns:
-            entry = summary[metric]
-            if entry["mean"] is None:
-                cells.append("–")
-            else:
-                cell = f"{entry['mean']:.3f}" + (f" ± {entry['std']:.3f}" if seeds > 1 else "")
-                cells.append(cell)
+        cells = [_cell(summary[metric], metric, seeds) for metric in columns]
         rows.append(f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     figures = "".join(
         f'<figure><img alt="{html.escape(Path(p).stem)}" src="data:image/png;base64,'
@@ -202,6 +195,14 @@ def _aggregate(rows: list[dict]) -> dict:
     return summary
 
 
+def _cell(entry: dict, metric: str, seeds: int) -> str:
+    """mean (± std over seeds), or – when the variant has no such figure."""
+    if entry["mean"] is None:
+        return "–"
+    digits = 0 if metric == "wall_seconds" else 3
+    return f"{entry['mean']:.{digits}f}" + (f" ± {entry['std']:.{digits}f}" if seeds > 1 else "")
+
+
 def results_table(results: dict) -> str:
     columns = [m for m, _, _ in METRICS]
     seeds = len(results["seeds"])
@@ -213,17 +214,7 @@ def results_table(results: dict) -> str:
         "|---|" + "---|" * len(columns),
     ]
     for name, summary in results["variants"].items():
-        cells = []
-        for metric in columns:
-            entry = summary[metric]
-            if entry["mean"] is None:
-                cells.append("–")
-                continue
-            digits = 0 if metric == "wall_seconds" else 3
-            cell = f"{entry['mean']:.{digits}f}"
-            if seeds > 1:
-                cell += f" ± {entry['std']:.{digits}f}"
-            cells.append(cell)
+        cells = [_cell(summary[metric], metric, seeds) for metric in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", *(f"- `{m}`: {d}" for m, d, _ in METRICS)]
     lines += ["", *(f"- {n}: {DESCRIPTIONS.get(n, '')}" for n in results["variants"])]

@@ -108,9 +108,17 @@ class MedsftTrainer(Trainer):
             logs["supervised_tokens_seen"] = self.supervised_tokens_seen
         super().log(logs, start_time)
 
-    @torch.no_grad()
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Token-weighted validation loss per source (and over all of them)."""
+        """Token-weighted validation loss per source (and over all of them), then the monitor's probes.
+
+        Evaluation runs on a forked RNG: how often a run is evaluated or probed never changes what it
+        trains (data loaders and generation would otherwise draw from the global generator)."""
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            return self._evaluate_now(metric_key_prefix)
+
+    @torch.no_grad()
+    def _evaluate_now(self, metric_key_prefix: str) -> dict[str, float]:
         model = self.model
         was_training = model.training
         model.eval()
