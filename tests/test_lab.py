@@ -95,3 +95,15 @@ def test_tiny_lab_end_to_end(tmp_path):
     repeat = again["runs"]["domain-only"][0]
     for metric in ["general_accuracy", "domain_accuracy", "paraphrase_accuracy", "eval_loss_medical"]:
         assert first_seed[metric] == repeat[metric]
+
+
+@pytest.mark.slow
+def test_tiny_lab_runs_in_chinese(tmp_path):
+    from medsft.lab.runner import run_lab
+
+    results = run_lab(["base", "mix-7-3"], seeds=1, out=tmp_path / "lab", cache_dir=tmp_path / "cache",
+                      language="zh", base_config=TINY_BASE, world_size=TINY_WORLD, log=lambda *_: None)
+    assert results["language"] == "zh"
+    sample = results["runs"]["mix-7-3"][0]["samples"]["general"][0]["question"]
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in sample)
+    assert results["variants"]["mix-7-3"]["general_accuracy"]["mean"] is not None

@@ -168,6 +168,7 @@ class MetricsWriter(TrainerCallback):
     """Appends every log event to metrics.jsonl, tagged with the stage and the run-wide step."""
 
     RENAME = {"loss": "train_loss"}
+    EVAL_PREFIXES = ("eval_", "general/", "domain/", "knowledge/", "choice/", "probes/")
 
     def __init__(self, path: Path, stage: str, step_offset: int):
         self.path = path
@@ -179,7 +180,7 @@ class MetricsWriter(TrainerCallback):
             return
         if "verdict" in logs:
             event = "verdict"
-        elif any(k.startswith("eval_") for k in logs) or any(k.startswith("general/") for k in logs):
+        elif any(k.startswith(self.EVAL_PREFIXES) for k in logs):
             event = "eval"
         elif "train_samples_per_second" in logs:  # the Trainer's summary at the end of train()
             event = "stage_end"
