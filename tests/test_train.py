@@ -196,3 +196,60 @@ def test_lora_options_reach_the_saved_adapter(tmp_path, tiny_model_dir, override
         assert sorted(config["target_modules"]) == sorted(lora.target_modules)
     events = [e for e in _events(result.run_dir) if e["event"] == "train"]
     assert events[-1]["stage_step"] == 2 and all(e["train_loss"] == e["train_loss"] for e in events)  # finite
+
+
+def _poisoned(tmp_path, tiny_model_dir, *overrides):
+    """A model whose embedding of one medical-only token is NaN: batches holding it have a NaN loss."""
+    import json as _json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medsft.data.sample import GENERAL, MEDICAL
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    general_ids = {t for r in GENERAL for m in r["conversations"] for t in tokenizer(m["value"])["input_ids"]}
+    counts: dict[int, int] = {}
+    for record in MEDICAL:
+        for t in set(tokenizer(record["output"])["input_ids"]) - general_ids:
+            counts[t] = counts.get(t, 0) + 1
+    token = max(counts, key=counts.get)  # in several medical answers, in no general one
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[token] = float("nan")
+    folder = tmp_path / "poisoned"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    stages = [{"name": "boom", "epochs": 1, "weights": {"medical": 0.7, "general": 0.3}, "max_steps": 12}]
+    return load_recipe(_recipe_file(tmp_path, folder, stages=stages),
+                       ["monitor.probes=false", "train.save_steps=1", "train.batch_size=2", *overrides])
+
+
+def test_nonfinite_loss_stops_with_one_line_naming_step_stage_and_records(tmp_path, tiny_model_dir, capsys):
+    recipe = _poisoned(tmp_path, tiny_model_dir)
+    path = tmp_path / "poisoned.yaml"
+    path.write_text(recipe.to_yaml(), encoding="utf-8")
+    assert main(["train", str(path)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # progress bars come before it, on their own lines
+    assert err.startswith("medsft: error: step ") and "non-finite loss" in err and "(stage boom)" in err
+    assert "batch: " in err and "records: " in err and "medical.jsonl:" in err
+    step = int(err.split("step ")[1].split(" ")[0])
+    kept = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "run" / "checkpoints" / "boom").glob("checkpoint-*"))
+    assert kept == list(range(1, step))  # every good step's checkpoint is kept, none after
+
+
+def test_nonfinite_steps_can_be_skipped_a_bounded_number_of_times(tmp_path, tiny_model_dir):
+    from medsft.errors import TrainingStopped
+
+    lines: list[str] = []
+    many = _poisoned(tmp_path / "many", tiny_model_dir, "train.on_nonfinite=skip", "train.max_nonfinite_skips=50")
+    result = train(many, log=lines.append)  # every poisoned batch skipped, the rest trained
+    skipped = [line for line in lines if "skipped (" in line]
+    assert skipped and "/50)" in skipped[0]
+    adapter = result.run_dir / "adapter" / "adapter_model.safetensors"
+    from safetensors.torch import load_file
+
+    assert all(torch.isfinite(t).all() for t in load_file(adapter).values())
+    # The bound: with no skips allowed, the first non-finite batch stops the run.
+    with pytest.raises(TrainingStopped, match="non-finite loss"):
+        train(_poisoned(tmp_path, tiny_model_dir, "train.on_nonfinite=skip", "train.max_nonfinite_skips=0"),
+              log=lines.append)

@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as error:
-        print(f"medsft: error: {error}", file=sys.stderr)
+        # A run stopped mid-training may leave a progress bar without its line end.
+        start = "\n" if error.exit_code == 3 else ""
+        print(f"{start}medsft: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("medsft: interrupted", file=sys.stderr)

@@ -9,3 +9,9 @@ class UserError(Exception):
 
 class BadRecordError(UserError):
     """A malformed data record met with `on_bad_record: fail`."""
+
+
+class TrainingStopped(UserError):
+    """Training could not go on (a non-finite loss or gradient): one line saying where, exit code 3."""
+
+    exit_code = 3

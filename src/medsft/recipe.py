@@ -160,6 +160,13 @@ class TrainConfig(_Section):
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps; default: end of each stage.")
     save_total_limit: int | None = Field(None, ge=1, description="Keep at most N checkpoints per stage.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="A NaN/inf loss or gradient: `stop` (the checkpoints so far are kept) or `skip` the step."
+    )
+    max_nonfinite_skips: int = Field(10, ge=0, description="With on_nonfinite: skip, stop after this many skips.")
+    loss_spike_factor: float = Field(
+        5.0, ge=0, description="Warn when the train loss exceeds this multiple of its recent median (0: never)."
+    )
     report_to: Literal["none", "tensorboard"] = Field("none", description="Live logging besides metrics.jsonl.")
 
 

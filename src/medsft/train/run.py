@@ -54,6 +54,7 @@ def train(recipe, log=print) -> TrainResult:
     model = load_model(recipe, tokenizer)
     monitor = _monitor(recipe, suite, tokenizer, prepared, run_dir, log)
     encoded = prepared.encoded.add_column("source_id", prepared.source_index)
+    encoded = encoded.add_column("record_index", list(range(len(encoded))))
     val_sets = {
         name: encoded.select(rows) for name, rows in prepared.val_pools.items() if rows
     }
@@ -65,7 +66,8 @@ def train(recipe, log=print) -> TrainResult:
         log(f"stage {stage.name}: {len(plan.order)} records, "
             + ", ".join(f"{k} {v:.1%}" for k, v in plan.realized_share_samples.items()))
         trainer = _stage_trainer(recipe, stage, model, tokenizer, encoded.select(plan.order), val_sets,
-                                 prepared.source_names, run_dir, step, monitor, log)
+                                 prepared.source_names, run_dir, step, monitor, log,
+                                 [c.provenance for c in prepared.conversations])
         trainer.train()
         already = monitor.history and (monitor.history[-1]["stage"], monitor.history[-1]["stage_step"]) == (
             stage.name, trainer.state.global_step)
@@ -165,7 +167,7 @@ def write_mix(recipe, out: str | Path, stage_name: str | None = None, log=print)
 
 
 def _stage_trainer(recipe, stage, model, tokenizer, train_set, val_sets, source_names, run_dir, step_offset,
-                   monitor=None, log=print):
+                   monitor=None, log=print, provenance=None):
     import torch
     from transformers import TrainingArguments
 
@@ -228,6 +230,10 @@ def _stage_trainer(recipe, stage, model, tokenizer, train_set, val_sets, source_
         stage=stage.name,
         step_offset=step_offset,
         console=log,
+        provenance=provenance or [],
+        on_nonfinite=cfg.on_nonfinite,
+        max_nonfinite_skips=cfg.max_nonfinite_skips,
+        loss_spike_factor=cfg.loss_spike_factor,
         callbacks=[MetricsWriter(run_dir / "metrics.jsonl", stage.name, step_offset)],
     )
 

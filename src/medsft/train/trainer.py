@@ -37,6 +37,7 @@ class Collator:
             "labels": labels,
             "attention_mask": attention_mask,
             "source_ids": torch.tensor([r["source_id"] for r in rows], dtype=torch.long),
+            "record_ids": torch.tensor([r.get("record_index", -1) for r in rows], dtype=torch.long),
         }
 
 
@@ -59,8 +60,16 @@ class MedsftTrainer(Trainer):
     is the validation loss per source."""
 
     def __init__(self, *args, source_names: list[str], val_sets: dict, monitor=None, stage: str = "",
-                 step_offset: int = 0, console=print, **kwargs):
+                 step_offset: int = 0, console=print, provenance: list | None = None, on_nonfinite: str = "stop",
+                 max_nonfinite_skips: int = 10, loss_spike_factor: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
+        self.provenance = provenance or []
+        self.on_nonfinite = on_nonfinite
+        self.max_nonfinite_skips = max_nonfinite_skips
+        self.nonfinite_skips = 0
+        self.loss_spike_factor = loss_spike_factor
+        self.recent_losses: list[float] = []
+        self.add_callback(_NonFiniteGradientGuard(self))
         self.source_names = source_names
         self.val_sets = val_sets
         self.monitor = monitor
@@ -78,6 +87,12 @@ class MedsftTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         losses, mask, source_ids = token_losses(model, inputs)
         supervised = mask.sum()
+        if model.training and not torch.isfinite(losses[mask]).all():
+            self.nonfinite(f"non-finite loss ({float(losses[mask].sum())})", inputs)
+            self.loss_is_scaled_for_ga = True
+            # A zero loss that touches no weight: this micro-batch adds nothing to the step.
+            zero = torch.zeros((), device=losses.device, requires_grad=True)
+            return (zero, None) if return_outputs else zero
         if model.training:
             per_sample = losses.detach().sum(dim=1).double().cpu()
             counts = mask.sum(dim=1).double().cpu()
@@ -93,8 +108,36 @@ class MedsftTrainer(Trainer):
             loss = loss * self.accelerator.num_processes
         return (loss, None) if return_outputs else loss
 
+    def nonfinite(self, what: str, inputs: dict | None = None) -> None:
+        """Stop with one line naming the step, the stage and the batch's records, or skip (bounded)."""
+        where = f"step {self.step_offset + self.state.global_step + 1} (stage {self.stage})"
+        batch = ""
+        if inputs is not None:
+            names = [self.source_names[i] for i in inputs["source_ids"].tolist()]
+            counts = {n: names.count(n) for n in dict.fromkeys(names)}
+            records = [str(self.provenance[i]) for i in inputs["record_ids"].tolist() if 0 <= i < len(self.provenance)]
+            batch = ("; batch: " + ", ".join(f"{n} x{c}" for n, c in counts.items())
+                     + ("; records: " + ", ".join(records[:4]) + (" ..." if len(records) > 4 else "") if records else ""))
+        if self.on_nonfinite == "skip" and self.nonfinite_skips < self.max_nonfinite_skips:
+            self.nonfinite_skips += 1
+            self.console(f"warning: {where}: {what}{batch}; skipped ({self.nonfinite_skips}/{self.max_nonfinite_skips})")
+            return
+        from medsft.errors import TrainingStopped
+
+        raise TrainingStopped(f"{where}: {what}{batch}; training stopped, the checkpoints so far are kept")
+
+    def _warn_on_spike(self, loss: float) -> None:
+        """A logged train loss far above its recent median is worth a look (bad batch, too high a rate)."""
+        if self.loss_spike_factor and self.recent_losses:
+            typical = sorted(self.recent_losses)[len(self.recent_losses) // 2]
+            if typical > 0 and loss > self.loss_spike_factor * typical:
+                self.console(f"warning: step {self.step_offset + self.state.global_step} (stage {self.stage}): "
+                             f"train loss {loss:.3f} is {loss / typical:.1f}x its recent median")
+        self.recent_losses = (self.recent_losses + [loss])[-20:]
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
+            self._warn_on_spike(logs["loss"])
             sums, counts = self._loss_sums.clone(), self._token_counts.clone()
             if self.accelerator.num_processes > 1:
                 both = self.accelerator.reduce(torch.stack([sums, counts]).to(self.args.device), "sum").cpu()
@@ -162,6 +205,20 @@ class MedsftTrainer(Trainer):
             if self.monitor.config.early_stop:
                 self.console("stopping early (monitor.early_stop)")
                 self.control.should_training_stop = True
+
+
+class _NonFiniteGradientGuard(TrainerCallback):
+    """Before each optimizer step: a NaN/inf gradient stops the run, or zeroes the step (skip)."""
+
+    def __init__(self, trainer: MedsftTrainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        model = self.trainer.model
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if grads and not all(torch.isfinite(g).all() for g in grads):
+            self.trainer.nonfinite("non-finite gradient")
+            model.zero_grad()  # skip: the optimizer sees a zero gradient for this step
 
 
 class MetricsWriter(TrainerCallback):
