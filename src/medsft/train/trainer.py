@@ -216,7 +216,8 @@ class _NonFiniteGradientGuard(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         model = self.trainer.model
         grads = [p.grad for p in model.parameters() if p.grad is not None]
-        if grads and not all(torch.isfinite(g).all() for g in grads):
+        # One device sync for the whole check, not one per tensor.
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
             self.trainer.nonfinite("non-finite gradient")
             model.zero_grad()  # skip: the optimizer sees a zero gradient for this step
 
