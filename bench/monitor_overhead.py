@@ -53,6 +53,7 @@ def main() -> None:
     print(f"unprobed run : {timings['unprobed']:7.1f} s")
     print(f"wall-time ratio probed / unprobed: {timings['probed'] / timings['unprobed']:.3f}")
     print(f"share of the probed run spent probing: {share:.1%} (target < 15%)")
+    print("probing time by phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in overhead["phases"].items()))
     same = adapters["probed"] == adapters["unprobed"]
     print(f"identical final adapters (probing does not perturb training): {same}")
     if not same:

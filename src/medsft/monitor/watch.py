@@ -87,6 +87,7 @@ class Monitor:
         self.base: dict | None = None
         self.history: list[dict] = []  # one entry per evaluation: step, stage, metrics
         self.seconds = 0.0  # wall time spent probing, for the overhead figure
+        self.phase_seconds: dict[str, float] = {}  # where it went: base, generation, kl
         self.verdicts: dict[str, dict] = {}
 
     # ---- the base model, once -------------------------------------------------------------
@@ -100,7 +101,7 @@ class Monitor:
         try:
             return self._compute_base(model)
         finally:
-            self.seconds += time.perf_counter() - started
+            self._spent("base", started)
 
     def _compute_base(self, model) -> dict:
         path = self.run_dir / "monitor" / "base.json"
@@ -131,6 +132,8 @@ class Monitor:
                 self.compute_base(model)
             started = time.perf_counter()
             scores, answers = self._evaluate(model)
+            self._spent("generation", started)
+            started = time.perf_counter()
             metrics.update(scores)
             base_scores = self.base["scores"]
             if base_scores.get("general/median_tokens"):
@@ -142,10 +145,15 @@ class Monitor:
                 if kl is not None:
                     metrics["general/kl_to_base"] = kl
             self._write_samples(step, stage, answers)
-            self.seconds += time.perf_counter() - started
+            self._spent("kl_and_samples", started)
         self.history.append({"step": step, "stage": stage, "stage_step": stage_step, "eval_loss": dict(eval_losses),
                              "train_loss": dict(train_losses), "metrics": dict(metrics)})
         return metrics
+
+    def _spent(self, phase: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        self.seconds += elapsed
+        self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + elapsed
 
     def _evaluate(self, model) -> tuple[dict[str, float], dict[str, list[str]]]:
         suite = self.suite

@@ -108,7 +108,8 @@ def _finish_monitor(recipe, monitor, run_dir: Path, final: Path, started: float,
 
     monitor.update_verdicts()
     _write_json(run_dir / "monitor" / "overhead.json",
-                {"monitor_seconds": round(monitor.seconds, 3), "run_seconds": round(time.time() - started, 3)})
+                {"monitor_seconds": round(monitor.seconds, 3), "run_seconds": round(time.time() - started, 3),
+                 "phases": {k: round(v, 3) for k, v in monitor.phase_seconds.items()}})
     for source, verdict in sorted(monitor.verdicts.items()):
         log(f"{source}: {verdict['reason']}")
     _write_json(run_dir / "monitor" / "verdicts.json", monitor.verdicts)
