@@ -60,8 +60,9 @@ def test_data_mix_writes_exactly_the_stage_and_hits_the_ratio(tmp_path, tiny_mod
     first = rows[0]
     assert first["stage"] == "mixed" and first["file"].endswith(".jsonl") and first["line"] >= 1
     assert first["messages"][-1]["role"] == "assistant"
-    source_lines = (sources[first["source"]]).read_text().splitlines()
-    assert first["messages"][-1]["content"] in source_lines[first["line"] - 1] or "\\" in source_lines[first["line"] - 1]
+    original = json.loads(sources[first["source"]].read_text().splitlines()[first["line"] - 1])
+    expected = original.get("output") or original["conversations"][-1]["value"]
+    assert first["messages"][-1]["content"] == expected
     # Medical is the anchor: every training record appears exactly twice over two epochs.
     med = Counter((r["file"], r["line"]) for r in rows if r["source"] == "medical")
     assert set(med.values()) == {2} and len(med) == manifest["sources"]["medical"]["train"]

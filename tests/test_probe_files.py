@@ -20,7 +20,7 @@ from medsft.monitor.probe_files import (
     score_knowledge,
 )
 from medsft.monitor.probes import Probe
-from medsft.monitor.textmetrics import distinct_n, fact_recall, repetition_rate, rouge_l, tokens
+from medsft.monitor.textmetrics import distinct_n, fact_recall, rouge_l, tokens
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -94,15 +94,6 @@ def test_distinct_n_exact_fractions():
 def test_distinct_n_without_ngrams_is_zero_and_ngrams_do_not_cross_texts():
     assert distinct_n([], n=2) == 0.0
     assert distinct_n(["fever", "cough"], n=2) == 0.0  # joined they would make one bigram
-
-
-def test_repetition_rate():
-    assert repetition_rate("one two three four five six") == 0.0
-    # 4-grams: abcd bcda cdab dabc abcd -> 1 of 5 repeats an earlier one.
-    assert repetition_rate("a b c d a b c d") == pytest.approx(1 / 5)
-    assert repetition_rate("go " * 20) == pytest.approx(16 / 17)  # a degenerate loop
-    assert repetition_rate("too short") == 0.0
-    assert repetition_rate("头痛头痛头痛", n=2) == pytest.approx(3 / 5)
 
 
 def test_fact_recall():

@@ -150,7 +150,7 @@ def test_loss_is_the_mean_over_supervised_tokens_under_gradient_accumulation(tmp
     from medsft.train.trainer import token_losses
 
     recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir), ["train.batch_size=2", "train.grad_accum=2"])
-    tokenizer, prepared = prepare(recipe)
+    tokenizer, _, prepared = prepare(recipe)
     model = load_model(recipe, tokenizer)
     encoded = prepared.encoded.add_column("source_id", prepared.source_index)
     rows = encoded.select(prepared.plans[1].order[:4])

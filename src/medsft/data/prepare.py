@@ -109,7 +109,7 @@ def prepare_data(recipe, tokenizer, template) -> PreparedData:
     prepared = PreparedData(
         conversations, encoded, names, source_index, train_pools, val_pools, plans, rejects, {}, cache_hit
     )
-    prepared.manifest = _manifest(recipe, prepared, per_source, too_long)
+    prepared.manifest = _manifest(recipe, prepared, per_source, too_long, lengths)
     prepared.warnings = _warnings(prepared.manifest, data.max_length)
     return prepared
 
@@ -122,9 +122,9 @@ def _check_stage(stage, train_pools: dict[str, list[int]]) -> None:
         raise UserError(f"stages: {stage.name!r} has no usable training records")
 
 
-def _manifest(recipe, prepared: PreparedData, per_source: dict[str, dict], too_long: Counter) -> dict:
+def _manifest(recipe, prepared: PreparedData, per_source: dict[str, dict], too_long: Counter,
+              lengths: list[int]) -> dict:
     encoded = prepared.encoded
-    lengths = encoded["length"]
     supervised_tokens = encoded["supervised_tokens"]
     answer_lengths = encoded["answer_lengths"]
     dropped = encoded["exchanges_dropped"]

@@ -33,12 +33,6 @@ class ProbeResult:
     answers: list = field(repr=False, default_factory=list)  # monitor.generate.Generated
     correct: list[bool | None] = field(repr=False, default_factory=list)
 
-    def metrics(self, prefix: str) -> dict[str, float]:
-        out = {f"{prefix}/median_tokens": self.median_tokens, f"{prefix}/eos_rate": self.eos_rate}
-        if self.accuracy is not None:
-            out[f"{prefix}/accuracy"] = self.accuracy
-        return out
-
 
 def score(probe_set: ProbeSet, answers: list) -> ProbeResult:
     correct: list[bool | None] = []

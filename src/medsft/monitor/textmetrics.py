@@ -74,12 +74,6 @@ def distinct_n(texts: list[str], n: int = 2) -> float:
     return len(counts) / total if total else 0.0
 
 
-def repetition_rate(text: str, n: int = 4) -> float:
-    """Share of the n-grams of `text` that repeat an earlier n-gram: 0.0 for none, near 1.0 for a loop."""
-    grams = ngrams(tokens(text), n)
-    return (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
-
-
 def fact_recall(text: str, facts: list[str]) -> float:
     """Share of `facts` that appear in `text` (`contains_fact`: case, width and punctuation folded)."""
     if not facts:

@@ -85,6 +85,7 @@ class Monitor:
         self.stop_ids = stop_token_ids(template, tokenizer)
         self.tokenize = batch_tokenizer(tokenizer)
         self.base: dict | None = None
+        self._kl_pairs: list[tuple[list[int], list[int]]] | None = None
         self.history: list[dict] = []  # one entry per evaluation: step, stage, metrics
         self.seconds = 0.0  # wall time spent probing, for the overhead figure
         self.phase_seconds: dict[str, float] = {}  # where it went: base, generation, kl
@@ -224,11 +225,12 @@ class Monitor:
         return correct / len(probes)
 
     def _kl(self, model) -> float | None:
-        questions = [p.question for p in self.suite.general]
-        prompts = self.tokenize([prompt_for(self.template, q, self.system_prompt) for q in questions])
-        answers = self.tokenize([a for a in self.base["answers"]["general"]])
-        pairs = [(p, a) for p, a in zip(prompts, answers) if a]
-        return kl_to_base(model, pairs, self.tokenizer.pad_token_id or 0, self.config.batch_size)
+        if self._kl_pairs is None:  # the base's answers do not change: tokenize them once per run
+            questions = [p.question for p in self.suite.general]
+            prompts = self.tokenize([prompt_for(self.template, q, self.system_prompt) for q in questions])
+            answers = self.tokenize(self.base["answers"]["general"])
+            self._kl_pairs = [(p, a) for p, a in zip(prompts, answers) if a]
+        return kl_to_base(model, self._kl_pairs, self.tokenizer.pad_token_id or 0, self.config.batch_size)
 
     def _write_samples(self, step: int, stage: str, answers: dict[str, list[str]]) -> None:
         """A few answers per set at this step, base answers beside them, for the report."""

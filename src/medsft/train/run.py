@@ -31,7 +31,7 @@ def train(recipe, log=print) -> TrainResult:
     ):
         raise UserError("train.report_to: tensorboard is not installed (pip install tensorboard)")
 
-    tokenizer, prepared = prepare(recipe)
+    tokenizer, template, prepared = prepare(recipe)
     from medsft.monitor.watch import build_suite
 
     roles = {s.name: s.role for s in recipe.data.sources}
@@ -52,7 +52,7 @@ def train(recipe, log=print) -> TrainResult:
 
     transformers.set_seed(recipe.train.seed)
     model = load_model(recipe, tokenizer)
-    monitor = _monitor(recipe, suite, tokenizer, prepared, run_dir, log)
+    monitor = _monitor(recipe, suite, tokenizer, template, prepared, run_dir, log)
     encoded = prepared.encoded.add_column("source_id", prepared.source_index)
     encoded = encoded.add_column("record_index", list(range(len(encoded))))
     val_sets = {
@@ -92,10 +92,9 @@ def train(recipe, log=print) -> TrainResult:
     return TrainResult(run_dir, model)
 
 
-def _monitor(recipe, suite, tokenizer, prepared, run_dir: Path, log):
+def _monitor(recipe, suite, tokenizer, template, prepared, run_dir: Path, log):
     from medsft.monitor.watch import Monitor
 
-    template = get_template(recipe.model.template, tokenizer)
     sizes = {name: len(rows) for name, rows in prepared.train_pools.items()}
     return Monitor(recipe.monitor, suite, tokenizer, template, run_dir, recipe.model.system_prompt, sizes, log)
 
@@ -134,15 +133,15 @@ def _finish_monitor(recipe, monitor, run_dir: Path, final: Path, started: float,
 
 
 def prepare(recipe):
-    """Tokenizer and prepared data. Everything a user can get wrong is caught here, before weights load."""
+    """Tokenizer, template and prepared data. Everything a user can get wrong is caught here, before weights load."""
     tokenizer = load_tokenizer(recipe.model)
     template = get_template(recipe.model.template, tokenizer)
-    return tokenizer, prepare_data(recipe, tokenizer, template)
+    return tokenizer, template, prepare_data(recipe, tokenizer, template)
 
 
 def write_mix(recipe, out: str | Path, stage_name: str | None = None, log=print) -> Path:
     """`medsft data mix`: the records each stage trains on, in training order, and the manifest."""
-    _, prepared = prepare(recipe)
+    _, _, prepared = prepare(recipe)
     names = [s.name for s in recipe.resolved_stages]
     if stage_name is not None and stage_name not in names:
         raise UserError(f"--stage: no stage {stage_name!r} (stages: {', '.join(names)})")

@@ -80,29 +80,28 @@ class MedsftTrainer(Trainer):
         # Always count supervised tokens over the accumulated batch, and say our loss is already
         # normalized by that count, so the Trainer does not divide it again.
         self.model_accepts_loss_kwargs = True
-        self._loss_sums = torch.zeros(len(source_names), dtype=torch.float64)
-        self._token_counts = torch.zeros(len(source_names), dtype=torch.float64)
-        self.supervised_tokens_seen = 0
+        # Per-source sums stay on the device and are read only when logging: no sync per micro-batch.
+        self._loss_sums = torch.zeros(len(source_names), dtype=torch.float64, device=self.args.device)
+        self._token_counts = torch.zeros(len(source_names), dtype=torch.float64, device=self.args.device)
+        self._supervised_total = torch.zeros((), dtype=torch.long, device=self.args.device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         losses, mask, source_ids = token_losses(model, inputs)
         supervised = mask.sum()
-        if model.training and not torch.isfinite(losses[mask]).all():
-            self.nonfinite(f"non-finite loss ({float(losses[mask].sum())})", inputs)
+        total = losses.sum()  # ignored positions contribute exact zeros, so this is finite iff the loss is
+        if model.training and not torch.isfinite(total):
+            self.nonfinite(f"non-finite loss ({float(total)})", inputs)
             self.loss_is_scaled_for_ga = True
             # A zero loss that touches no weight: this micro-batch adds nothing to the step.
             zero = torch.zeros((), device=losses.device, requires_grad=True)
             return (zero, None) if return_outputs else zero
         if model.training:
-            per_sample = losses.detach().sum(dim=1).double().cpu()
-            counts = mask.sum(dim=1).double().cpu()
-            ids = source_ids.cpu()
-            self._loss_sums.index_add_(0, ids, per_sample)
-            self._token_counts.index_add_(0, ids, counts)
-            self.supervised_tokens_seen += int(supervised)
+            self._loss_sums.index_add_(0, source_ids, losses.detach().sum(dim=1).double())
+            self._token_counts.index_add_(0, source_ids, mask.sum(dim=1).double())
+            self._supervised_total += supervised.detach()
         denominator = num_items_in_batch if num_items_in_batch is not None else supervised.clamp(min=1)
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
-        loss = losses.sum() / denominator
+        loss = total / denominator
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # num_items_in_batch counts every device's tokens, and DDP averages gradients over devices.
             loss = loss * self.accelerator.num_processes
@@ -138,17 +137,17 @@ class MedsftTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
             self._warn_on_spike(logs["loss"])
-            sums, counts = self._loss_sums.clone(), self._token_counts.clone()
+            both = torch.stack([self._loss_sums, self._token_counts])
             if self.accelerator.num_processes > 1:
-                both = self.accelerator.reduce(torch.stack([sums, counts]).to(self.args.device), "sum").cpu()
-                sums, counts = both[0], both[1]
+                both = self.accelerator.reduce(both, "sum")
+            sums, counts = both.cpu()
             for i, name in enumerate(self.source_names):
                 if counts[i] > 0:
                     logs[f"train_loss/{name}"] = float(sums[i] / counts[i])
                     self.last_train_losses[name] = logs[f"train_loss/{name}"]
             self._loss_sums.zero_()
             self._token_counts.zero_()
-            logs["supervised_tokens_seen"] = self.supervised_tokens_seen
+            logs["supervised_tokens_seen"] = int(self._supervised_total)
         super().log(logs, start_time)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
