@@ -180,3 +180,35 @@ def test_the_qwen_example_recipe_runs_on_a_tiny_model(tmp_path, tiny_model_dir, 
     assert (run / "report.html").exists() and (run / "adapter" / "adapter_model.safetensors").exists()
     out = capsys.readouterr().out
     assert "selected step" in out and "report.html" in out
+
+
+@pytest.mark.parametrize("adapter", [False, True])
+def test_shrinking_greedy_decoding_matches_generate(tiny_model_dir, tiny_tokenizer, monkeypatch, adapter):
+    """Dropping finished answers from the batch changes the cost, never the tokens."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    import medsft.monitor.generate as generation
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    if adapter:
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.1))
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.add_(0.05 * torch.randn_like(param))
+    prompts = ["Fever", "What helps a headache after a long day at work?", "高血压患者应该注意什么？", "List three fruits."]
+    assert generation._native(model)
+    # Stop on tokens taken from different points of the free answers, so answers end at different
+    # steps and the batch shrinks while others go on.
+    free = []
+    for prompt in prompts:
+        ids = torch.tensor([tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+        free.append(generation._greedy_hf(model, ids, torch.ones_like(ids), [tiny_tokenizer.eos_token_id], 0, 24)[0])
+    stops = sorted({free[0][3], free[1][9]})
+    shrinking = generation.generate(model, tiny_tokenizer, prompts, stops, 24, 3)
+    monkeypatch.setattr(generation, "_native", lambda m: False)
+    reference = generation.generate(model, tiny_tokenizer, prompts, stops, 24, 3)
+    assert shrinking == reference
+    assert len({g.tokens for g in reference}) > 1 and any(g.stopped for g in reference)

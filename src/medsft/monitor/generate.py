@@ -47,6 +47,7 @@ def generate(model, tokenizer, prompts: list[str], stop_ids: list[int], max_new_
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     device = next(model.parameters()).device
+    decode = _greedy_shrinking if _native(model) else _greedy_hf
     was_training = model.training
     model.eval()
     results: list[Generated | None] = [None] * len(prompts)
@@ -59,17 +60,9 @@ def generate(model, tokenizer, prompts: list[str], stop_ids: list[int], max_new_
             ids = encoded[i]
             input_ids[row, longest - len(ids):] = torch.tensor(ids)
             attention_mask[row, longest - len(ids):] = 1
-        output = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=stop_ids,
-            pad_token_id=pad,
-            use_cache=True,
-        )
+        answers = decode(model, input_ids.to(device), attention_mask.to(device), stop_ids, pad, max_new_tokens)
         for row, i in enumerate(batch):
-            new = output[row, longest:].tolist()
+            new = answers[row]
             stopped = False
             for position, token in enumerate(new):
                 if token in stop_ids:
@@ -79,3 +72,49 @@ def generate(model, tokenizer, prompts: list[str], stop_ids: list[int], max_new_
     if was_training:
         model.train()
     return results  # type: ignore[return-value]
+
+
+def _native(model) -> bool:
+    """Models implemented in transformers itself take a `Cache` we can shrink; remote code may not."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return type(inner).__module__.startswith("transformers.")
+
+
+def _greedy_hf(model, input_ids, attention_mask, stop_ids, pad, max_new_tokens) -> list[list[int]]:
+    output = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                            do_sample=False, eos_token_id=stop_ids, pad_token_id=pad, use_cache=True)
+    return output[:, input_ids.shape[1]:].tolist()
+
+
+def _greedy_shrinking(model, input_ids, attention_mask, stop_ids, pad, max_new_tokens) -> list[list[int]]:
+    """Greedy decoding that drops each answer from the batch as soon as it ends.
+
+    `model.generate` keeps every row until the longest answer stops, so one rambling answer makes
+    the whole batch pay for its length; here the batch (and its KV cache) shrinks instead, and the
+    work is the sum of the answer lengths. The tokens are the same as `generate`'s greedy ones."""
+    from transformers import DynamicCache
+
+    rows = input_ids.shape[0]
+    answers: list[list[int]] = [[] for _ in range(rows)]
+    alive = torch.arange(rows, device=input_ids.device)  # original row of each row still generating
+    stops = torch.tensor(stop_ids, device=input_ids.device)
+    cache = DynamicCache(config=model.config)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                   use_cache=True, logits_to_keep=1).logits
+    for _ in range(max_new_tokens):
+        tokens = logits[:, -1, :].argmax(-1)
+        for row, token in zip(alive.tolist(), tokens.tolist()):
+            answers[row].append(token)
+        going = ~torch.isin(tokens, stops)
+        if len(answers[alive[0]]) == max_new_tokens or not bool(going.any()):
+            break
+        if not bool(going.all()):
+            keep = going.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            alive, tokens, attention_mask = alive[keep], tokens[keep], attention_mask[keep]
+        position_ids = attention_mask.sum(-1, keepdim=True)  # the next position of each row
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=1)
+        logits = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=position_ids,
+                       cache=cache, use_cache=True, logits_to_keep=1).logits
+    return answers
