@@ -14,7 +14,7 @@ def cmd_train(args) -> int:
     from medsft.train.run import train
 
     recipe = load_recipe(args.recipe, args.set)
-    train(recipe)
+    train(recipe, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 
@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="recipe YAML file")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe field, e.g. --set train.learning_rate=1e-5 (repeatable)")
+    train.add_argument("--resume", nargs="?", const="yes", choices=["yes", "auto"], default=None,
+                       help="continue the run in output_dir from its newest whole checkpoint; "
+                            "'--resume auto' also starts a new run when there is none")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a previous run in output_dir (only medsft's own files are removed)")
     train.set_defaults(func=cmd_train)
 
     data = commands.add_parser("data", help="look at and mix data without training")

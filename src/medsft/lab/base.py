@@ -92,7 +92,7 @@ def build_base(world: World, config: BaseConfig, cache_dir: Path | None = None, 
         },
         "lab base",
     )
-    train(recipe, log=log)
+    train(recipe, log=log, overwrite=True)  # a rebuild replaces what an interrupted build left
     (work / "run" / "model").rename(work / "model")
     (work / "build.json").write_text(
         json.dumps({"config": asdict(config), "seconds": round(time.time() - started, 1)}, indent=1)

@@ -113,7 +113,7 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
                 scores = dict(base_scores)
                 scores.update({"eval_loss_medical": None, "eval_loss_general": None, "kl_to_base": 0.0})
             else:
-                result = train(parse_recipe(tree, f"lab variant {name}"), log=lambda *_: None)
+                result = train(parse_recipe(tree, f"lab variant {name}"), log=lambda *_: None, overwrite=True)
                 scores = _score(result.model, tokenizer, sets)
                 scores.update(_last_eval(result.run_dir))
                 del result

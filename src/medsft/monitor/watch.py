@@ -91,6 +91,18 @@ class Monitor:
         self.phase_seconds: dict[str, float] = {}  # where it went: base, generation, kl
         self.verdicts: dict[str, dict] = {}
 
+    # ---- resuming ---------------------------------------------------------------------------
+    def state(self) -> dict:
+        """What a checkpoint keeps of the monitor: evaluations so far, verdicts, time spent."""
+        return {"history": self.history, "verdicts": self.verdicts, "seconds": self.seconds,
+                "phase_seconds": self.phase_seconds}
+
+    def load_state(self, state: dict) -> None:
+        self.history = list(state["history"])
+        self.verdicts = dict(state["verdicts"])
+        self.seconds = state["seconds"]
+        self.phase_seconds = dict(state["phase_seconds"])
+
     # ---- the base model, once -------------------------------------------------------------
     def scores(self, model) -> dict[str, float]:
         """Every probe score of `model` as it is (for `medsft eval`)."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
+
+from medsft.train import checkpoint
 
 IGNORE = -100
 
@@ -61,8 +64,14 @@ class MedsftTrainer(Trainer):
 
     def __init__(self, *args, source_names: list[str], val_sets: dict, monitor=None, stage: str = "",
                  step_offset: int = 0, console=print, provenance: list | None = None, on_nonfinite: str = "stop",
-                 max_nonfinite_skips: int = 10, loss_spike_factor: float = 0.0, **kwargs):
+                 max_nonfinite_skips: int = 10, loss_spike_factor: float = 0.0, run_dir: Path | None = None,
+                 run_started: float | None = None, keep_checkpoints: int | None = None, protected_checkpoints=lambda: set(), **kwargs):
         super().__init__(*args, **kwargs)
+        self.run_dir = Path(run_dir) if run_dir is not None else Path(self.args.output_dir)
+        self.run_started = run_started if run_started is not None else time.time()
+        self.keep_checkpoints = keep_checkpoints  # save_total_limit, applied by prune() (the Trainer's is off)
+        self.protected_checkpoints = protected_checkpoints  # () -> paths prune must keep (the best so far)
+        self._staging: str | None = None
         self.provenance = provenance or []
         self.on_nonfinite = on_nonfinite
         self.max_nonfinite_skips = max_nonfinite_skips
@@ -90,7 +99,7 @@ class MedsftTrainer(Trainer):
         supervised = mask.sum()
         total = losses.sum()  # ignored positions contribute exact zeros, so this is finite iff the loss is
         if model.training and not torch.isfinite(total):
-            self.nonfinite(f"non-finite loss ({float(total)})", inputs)
+            self.nonfinite(f"non-finite loss ({float(total.detach())})", inputs)
             self.loss_is_scaled_for_ga = True
             # A zero loss that touches no weight: this micro-batch adds nothing to the step.
             zero = torch.zeros((), device=losses.device, requires_grad=True)
@@ -136,11 +145,13 @@ class MedsftTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
-            self._warn_on_spike(logs["loss"])
             both = torch.stack([self._loss_sums, self._token_counts])
             if self.accelerator.num_processes > 1:
                 both = self.accelerator.reduce(both, "sum")
             sums, counts = both.cpu()
+            if counts.sum() > 0:  # the mean over supervised tokens since the last log, like the loss we train on
+                logs["loss"] = float(sums.sum() / counts.sum())
+            self._warn_on_spike(logs["loss"])
             for i, name in enumerate(self.source_names):
                 if counts[i] > 0:
                     logs[f"train_loss/{name}"] = float(sums[i] / counts[i])
@@ -149,6 +160,62 @@ class MedsftTrainer(Trainer):
             self._token_counts.zero_()
             logs["supervised_tokens_seen"] = int(self._supervised_total)
         super().log(logs, start_time)
+
+    # ---- checkpoints: atomic, with medsft's own state, pruned without losing the newest or the best ----
+    def _get_output_dir(self, trial):
+        return self._staging or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        stage_dir = Path(self.args.output_dir)
+        final = stage_dir / f"checkpoint-{self.state.global_step}"
+        staging = checkpoint.staging_folder(final)
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)
+        self._staging = str(staging)  # the Trainer writes staging/checkpoint-N
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        self.accelerator.wait_for_everyone()  # every rank's shards are written before the rename
+        if self.args.should_save:
+            written = staging / final.name
+            (written / checkpoint.STATE).write_text(json.dumps(self.resume_state(), ensure_ascii=False),
+                                                    encoding="utf-8")
+            checkpoint.commit(written, final)
+            staging.rmdir()
+            checkpoint.prune(stage_dir, self.keep_checkpoints, self.protected_checkpoints())
+
+    def resume_state(self) -> dict:
+        """What medsft adds to a checkpoint, so that a resumed run continues exactly from it."""
+        metrics = self.run_dir / "metrics.jsonl"
+        samples = self.run_dir / "monitor" / "samples.jsonl"
+        return {
+            "stage": self.stage,
+            "stage_step": self.state.global_step,
+            "step": self.step_offset + self.state.global_step,
+            "metrics_bytes": metrics.stat().st_size if metrics.exists() else 0,
+            "samples_bytes": samples.stat().st_size if samples.exists() else 0,
+            "run_seconds": time.time() - self.run_started,
+            "trainer": {
+                "loss_sums": self._loss_sums.tolist(),
+                "token_counts": self._token_counts.tolist(),
+                "supervised_total": int(self._supervised_total),
+                "last_train_losses": self.last_train_losses,
+                "recent_losses": self.recent_losses,
+                "nonfinite_skips": self.nonfinite_skips,
+            },
+            "monitor": self.monitor.state() if self.monitor is not None else None,
+        }
+
+    def load_resume_state(self, state: dict) -> None:
+        own = state["trainer"]
+        device = self._loss_sums.device
+        self._loss_sums = torch.tensor(own["loss_sums"], dtype=torch.float64, device=device)
+        self._token_counts = torch.tensor(own["token_counts"], dtype=torch.float64, device=device)
+        self._supervised_total = torch.tensor(own["supervised_total"], dtype=torch.long, device=device)
+        self.last_train_losses = dict(own["last_train_losses"])
+        self.recent_losses = list(own["recent_losses"])
+        self.nonfinite_skips = own["nonfinite_skips"]
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Token-weighted validation loss per source (and over all of them), then the monitor's probes.
