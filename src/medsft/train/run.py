@@ -94,6 +94,8 @@ def train(recipe, log=print, resume: str | None = None, overwrite: bool = False)
                 trainer.load_resume_state(point.state)
                 resume_from = str(point.checkpoint)
             elif point.completed:
+                log(f"resuming stage {stage.name} from its start, with the weights of "
+                    f"{point.completed_checkpoint.relative_to(run_dir)}")
                 trainer._load_from_checkpoint(str(point.completed_checkpoint))
         trainer.train(resume_from_checkpoint=resume_from)
         already = monitor.history and (monitor.history[-1]["stage"], monitor.history[-1]["stage_step"]) == (

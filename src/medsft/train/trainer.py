@@ -93,6 +93,7 @@ class MedsftTrainer(Trainer):
         self._loss_sums = torch.zeros(len(source_names), dtype=torch.float64, device=self.args.device)
         self._token_counts = torch.zeros(len(source_names), dtype=torch.float64, device=self.args.device)
         self._supervised_total = torch.zeros((), dtype=torch.long, device=self.args.device)
+        self._stage_loss, self._stage_tokens = 0.0, 0.0  # logged so far in this stage, for its summary
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         losses, mask, source_ids = token_losses(model, inputs)
@@ -156,9 +157,15 @@ class MedsftTrainer(Trainer):
                 if counts[i] > 0:
                     logs[f"train_loss/{name}"] = float(sums[i] / counts[i])
                     self.last_train_losses[name] = logs[f"train_loss/{name}"]
+            self._stage_loss += float(sums.sum())
+            self._stage_tokens += float(counts.sum())
             self._loss_sums.zero_()
             self._token_counts.zero_()
             logs["supervised_tokens_seen"] = int(self._supervised_total)
+        elif "train_samples_per_second" in logs:  # the summary at the end of train(): the stage's mean loss
+            pending_loss, pending_tokens = float(self._loss_sums.sum()), float(self._token_counts.sum())
+            if self._stage_tokens + pending_tokens > 0:
+                logs["train_loss"] = (self._stage_loss + pending_loss) / (self._stage_tokens + pending_tokens)
         super().log(logs, start_time)
 
     # ---- checkpoints: atomic, with medsft's own state, pruned without losing the newest or the best ----
@@ -200,6 +207,8 @@ class MedsftTrainer(Trainer):
                 "loss_sums": self._loss_sums.tolist(),
                 "token_counts": self._token_counts.tolist(),
                 "supervised_total": int(self._supervised_total),
+                "stage_loss": self._stage_loss,
+                "stage_tokens": self._stage_tokens,
                 "last_train_losses": self.last_train_losses,
                 "recent_losses": self.recent_losses,
                 "nonfinite_skips": self.nonfinite_skips,
@@ -213,6 +222,7 @@ class MedsftTrainer(Trainer):
         self._loss_sums = torch.tensor(own["loss_sums"], dtype=torch.float64, device=device)
         self._token_counts = torch.tensor(own["token_counts"], dtype=torch.float64, device=device)
         self._supervised_total = torch.tensor(own["supervised_total"], dtype=torch.long, device=device)
+        self._stage_loss, self._stage_tokens = own["stage_loss"], own["stage_tokens"]
         self.last_train_losses = dict(own["last_train_losses"])
         self.recent_losses = list(own["recent_losses"])
         self.nonfinite_skips = own["nonfinite_skips"]

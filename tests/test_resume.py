@@ -1,0 +1,261 @@
+"""Crash and resume, for real: a run in a subprocess is killed with SIGKILL, then resumed, and must
+end exactly where an uninterrupted run ends. Also: atomic checkpoints, pruning, output_dir claims."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from medsft.cli import main
+from medsft.data.sample import write_sample
+from medsft.recipe import load_recipe
+from medsft.train import checkpoint
+from medsft.train.run import train
+
+# Runs `medsft train RECIPE` and stops dead (sleeps until killed) at a chosen point:
+#   step N     - after run-wide step N's optimizer step, before its logs and checkpoint
+#   save N     - in the middle of writing checkpoint N (weights written, optimizer not yet)
+DRIVER = r"""
+import sys, time
+from transformers import TrainerCallback
+from medsft.train.trainer import MedsftTrainer
+
+mode, at, marker, recipe = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+def pause():
+    open(marker, "w").close()
+    time.sleep(600)
+
+if mode == "step":
+    class Pause(TrainerCallback):
+        def __init__(self, trainer):
+            self.trainer = trainer
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.trainer.step_offset + state.global_step == at:
+                pause()
+    init = MedsftTrainer.__init__
+    def patched_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.add_callback(Pause(self))
+    MedsftTrainer.__init__ = patched_init
+else:
+    save = MedsftTrainer._save_optimizer_and_scheduler
+    def patched_save(self, output_dir):
+        if self.step_offset + self.state.global_step == at:
+            pause()
+        save(self, output_dir)
+    MedsftTrainer._save_optimizer_and_scheduler = patched_save
+
+from medsft.cli import main
+sys.exit(main(["train", recipe]))
+"""
+
+
+def _recipe(tmp_path: Path, model_dir: Path, name: str, **train_overrides) -> Path:
+    files = write_sample(tmp_path / "data")
+    tree = {
+        "model": {"name_or_path": str(model_dir), "template": "qwen"},
+        # Dropout on: resuming must restore the random state too, not only weights and optimizer.
+        "finetune": {"method": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": 0.1}},
+        "data": {"sources": [{"name": "medical", "path": str(files["medical"]), "role": "domain"},
+                             {"name": "general", "path": str(files["general"]), "role": "general"}],
+                 "val_fraction": 0.15},
+        "stages": [
+            {"name": "warmup", "epochs": 1, "weights": {"general": 1.0}, "max_steps": 6},
+            {"name": "mixed", "epochs": 2, "weights": {"medical": 0.7, "general": 0.3}, "max_steps": 6},
+        ],
+        "train": {"learning_rate": 5e-3, "batch_size": 2, "logging_steps": 1, "save_steps": 3, "seed": 11,
+                  "scheduler": "cosine", "warmup_ratio": 0.2, **train_overrides},
+        "monitor": {"eval_every": 2, "max_general_probes": 3, "domain_probes": 2, "max_new_tokens": 6,
+                    "batch_size": 4},
+        "output_dir": str(tmp_path / name),
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tree, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _killed_run(tmp_path: Path, recipe: Path, mode: str, at: int) -> None:
+    marker = tmp_path / f"paused-{mode}-{at}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen([sys.executable, "-c", DRIVER, mode, str(at), str(marker), str(recipe)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 300
+    while not marker.exists():
+        if child.poll() is not None:
+            raise AssertionError(f"the run ended before the kill point: {child.stderr.read().decode()[-2000:]}")
+        if time.time() > deadline:
+            child.kill()
+            raise AssertionError("the run never reached the kill point")
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+
+def _adapter(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "adapter" / "adapter_model.safetensors")
+
+
+def _events(run_dir: Path) -> list[tuple]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["event"], r["stage"], r["step"]) for r in rows]
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_model_dir):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    recipe = _recipe(folder, tiny_model_dir, "run")
+    assert main(["train", str(recipe)]) == 0
+    return folder / "run"
+
+
+def _same_as_uninterrupted(run_dir: Path, reference: Path) -> None:
+    difference = _max_difference(_adapter(run_dir), _adapter(reference))
+    print(f"largest |resumed - uninterrupted| adapter weight difference: {difference:.3g}")
+    assert difference <= 1e-6
+    events, expected = _events(run_dir), _events(reference)
+    assert events == expected  # no step duplicated, none missing, same order
+    losses = [json.loads(line).get("train_loss") for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    reference_losses = [json.loads(line).get("train_loss") for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert losses == pytest.approx(reference_losses, abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, at", [("step", 5), ("step", 11), ("save", 9)],
+                         ids=["killed-in-first-stage", "killed-in-later-stage", "killed-while-writing-checkpoint"])
+def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path, tiny_model_dir, uninterrupted, mode, at, capsys):
+    recipe = _recipe(tmp_path, tiny_model_dir, "run")
+    _killed_run(tmp_path, recipe, mode, at)
+    run_dir = tmp_path / "run"
+    assert not (run_dir / "adapter").exists()
+    if mode == "save":  # the half-written checkpoint is a hidden partial folder, never a checkpoint
+        partial = run_dir / "checkpoints" / "mixed" / ".partial-checkpoint-3"
+        assert partial.is_dir() and not (run_dir / "checkpoints" / "mixed" / "checkpoint-3").exists()
+    capsys.readouterr()
+    assert main(["train", str(recipe), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming stage" in out
+    if mode == "save":
+        assert "removed an incomplete checkpoint" in out and not partial.exists()
+    _same_as_uninterrupted(run_dir, uninterrupted)
+
+
+def test_checkpoints_are_whole_with_a_manifest_and_state(uninterrupted):
+    folders = sorted((uninterrupted / "checkpoints").glob("*/checkpoint-*"))
+    assert folders and all(checkpoint.is_complete(f, verify_hashes=True) for f in folders)
+    assert not list((uninterrupted / "checkpoints").glob("*/.partial-*"))
+    mid = uninterrupted / "checkpoints" / "warmup" / "checkpoint-3"
+    state = json.loads((mid / checkpoint.STATE).read_text())
+    assert state["step"] == 3 and state["stage"] == "warmup"
+    assert state["monitor"]["history"][-1]["step"] == 2  # the evaluations so far travel with the checkpoint
+    # A damaged file is noticed: the checkpoint stops counting as whole.
+    weights = mid / "adapter_model.safetensors"
+    damaged = mid.parent / "checkpoint-damaged-copy"
+    import shutil
+
+    shutil.copytree(mid, damaged)
+    with open(damaged / weights.name, "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\x00\x01\x02")
+    assert checkpoint.is_complete(damaged) and not checkpoint.is_complete(damaged, verify_hashes=True)
+    (damaged / weights.name).write_bytes(b"short")
+    assert not checkpoint.is_complete(damaged)
+    shutil.rmtree(damaged)
+
+
+def test_prune_keeps_the_newest_and_the_protected(tmp_path):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    for step in (2, 4, 6, 8, 10):
+        written = tmp_path / f"w{step}"
+        written.mkdir()
+        (written / "adapter_model.safetensors").write_bytes(b"x" * step)
+        checkpoint.commit(written, stage / f"checkpoint-{step}")
+    removed = checkpoint.prune(stage, 2, {stage / "checkpoint-4"})
+    assert sorted(p.name for p in stage.iterdir()) == ["checkpoint-10", "checkpoint-4"]
+    assert {p.name for p in removed} == {"checkpoint-2", "checkpoint-6", "checkpoint-8"}
+    assert checkpoint.prune(stage, 1, set()) and [p.name for p in stage.iterdir()] == ["checkpoint-10"]
+
+
+def test_save_total_limit_never_removes_the_selected_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
+    import medsft.monitor.select as select
+
+    real = select.select_checkpoint
+
+    def earliest(history, checkpoints, *args):  # a selection that prefers an old checkpoint, as a real one may
+        choice = real(history, checkpoints, *args)
+        first = next(h for h in history if (h["stage"], h["stage_step"]) in checkpoints)
+        return {**choice, "stage": first["stage"], "step": first["step"],
+                "checkpoint": checkpoints[(first["stage"], first["stage_step"])]}
+
+    monkeypatch.setattr(select, "select_checkpoint", earliest)
+    recipe = _recipe(tmp_path, tiny_model_dir, "run", save_total_limit=1)
+    result = train(load_recipe(recipe, ["monitor.eval_every=2", "train.save_steps=null"]), log=lambda *_: None)
+    selection = json.loads((result.run_dir / "selection.json").read_text())
+    assert selection["checkpoint"].endswith("warmup/checkpoint-2") and Path(selection["checkpoint"]).is_dir()
+    warmup = [p.name for p in checkpoint.complete_checkpoints(result.run_dir / "checkpoints" / "warmup")]
+    mixed = [p.name for p in checkpoint.complete_checkpoints(result.run_dir / "checkpoints" / "mixed")]
+    assert warmup == ["checkpoint-2", "checkpoint-6"]  # the best, and the newest; 4 was pruned
+    assert mixed == ["checkpoint-6"]  # limit 1: only the newest
+
+
+def test_non_empty_output_dir_is_refused_without_resume_or_overwrite(tmp_path, tiny_model_dir, capsys):
+    recipe = _recipe(tmp_path, tiny_model_dir, "run")
+    foreign = tmp_path / "run"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "is not empty (files that are not a medsft run)" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", str(recipe), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert main(["train", str(recipe), "--set", "stages.0.max_steps=2", "--set", "stages.1.max_steps=2",
+                 "--overwrite"]) == 0
+    assert (foreign / "notes.txt").read_text() == "mine"  # --overwrite removes only what medsft writes
+    # Now it holds a run: a fresh start is refused, a different recipe cannot resume it.
+    assert main(["train", str(recipe)]) == 2
+    assert "(a previous run); use --resume" in capsys.readouterr().err
+    assert main(["train", str(recipe), "--resume"]) == 2
+    assert "recipe differs from the run's recipe.yaml (stages.0.max_steps" in capsys.readouterr().err
+
+
+def test_resume_auto_starts_when_there_is_nothing_to_resume(tmp_path, tiny_model_dir, capsys):
+    recipe = _recipe(tmp_path, tiny_model_dir, "run")
+    overrides = ["--set", "stages.0.max_steps=2", "--set", "stages.1.max_steps=2"]
+    assert main(["train", str(recipe), *overrides, "--resume"]) == 2
+    assert "no whole checkpoint" in capsys.readouterr().err
+    assert main(["train", str(recipe), *overrides, "--resume", "auto"]) == 0
+    assert (tmp_path / "run" / "adapter").is_dir()
+    # Finished runs resume to the same end: nothing is trained again.
+    before = _adapter(tmp_path / "run")
+    assert main(["train", str(recipe), *overrides, "--resume"]) == 0
+    assert _max_difference(_adapter(tmp_path / "run"), before) == 0.0
+
+
+def test_not_enough_disk_for_the_checkpoints_is_said_before_training(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 20_000, 20_000))
+    recipe = _recipe(tmp_path, tiny_model_dir, "run")
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "has 19.5 KB free but this run will write about" in err and "checkpoints of" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
