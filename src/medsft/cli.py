@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         start = "\n" if error.exit_code == 3 else ""
         print(f"{start}medsft: error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:  # the system refused something (a name too long, no permission, a full disk)
+        name = str(error.filename or "")
+        name = name if len(name) <= 120 else name[:117] + "..."
+        print(f"medsft: error: {name + ': ' if name else ''}{error.strerror or error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("medsft: interrupted", file=sys.stderr)
         return 130

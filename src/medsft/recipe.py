@@ -319,7 +319,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_file
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{line}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())  # YAML's messages span lines
+        raise UserError(f"{path}{line}: not valid YAML ({problem})") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not valid UTF-8") from None
     recipe = parse_recipe(apply_overrides(tree or {}, overrides or []), str(path))

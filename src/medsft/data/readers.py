@@ -247,12 +247,28 @@ def _jsonl_item(number: int, line: str) -> _Item:
         pos, byte = bad
         return _Item(number, raw, problem=f"not valid UTF-8 (byte 0x{byte:02x} at column {pos + 1})")
     try:
-        return _Item(number, raw, json.loads(line))
+        return _Item(number, raw, json_loads(line))
     except json.JSONDecodeError as error:
         return _Item(number, raw, problem=f"malformed JSON: {error.msg} (column {error.colno})")
 
 
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
+TOO_DEEP = "nested too deeply"
+
+
+def json_loads(text: str) -> object:
+    """json.loads, with nesting too deep for the parser reported as malformed JSON (not a RecursionError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError(TOO_DEEP, text, 0) from None
+
+
+def _raw_decode(decoder: json.JSONDecoder, text: str, pos: int) -> tuple[object, int]:
+    try:
+        return decoder.raw_decode(text, pos)
+    except RecursionError:
+        raise json.JSONDecodeError(TOO_DEEP, text, pos) from None
 
 
 def _skip_space(text: str, pos: int) -> int:
@@ -275,7 +291,7 @@ def _json_items(text: str) -> list[_Item]:
 def _single_object_item(text: str, start: int) -> _Item | None:
     """The file as one record when it is exactly one JSON object (possibly over many lines)."""
     try:
-        value = json.loads(text)
+        value = json_loads(text)
     except json.JSONDecodeError:
         return None
     if not isinstance(value, dict):
@@ -297,7 +313,7 @@ def _json_array_items(text: str, open_bracket: int) -> Iterator[_Item]:
         return
     while True:
         try:
-            value, end = decoder.raw_decode(text, pos)
+            value, end = _raw_decode(decoder, text, pos)
         except json.JSONDecodeError as error:
             yield _rest_of_file(text, lines, pos, error.pos, error.msg)
             return
@@ -388,7 +404,7 @@ def _csv_row_item(line: int, header: list[str], cells: list[str]) -> _Item:
             del value[name]  # an empty cell is a missing field
             continue
         try:
-            value[name] = json.loads(cell)
+            value[name] = json_loads(cell)
         except json.JSONDecodeError as error:
             problem = f"column {name!r}: malformed JSON: {error.msg} (line {error.lineno} column {error.colno})"
             return _Item(line, raw, problem=problem)

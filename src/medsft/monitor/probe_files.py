@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medsft.data.readers import file_items  # the same file:line splitting as training data
+from medsft.data.readers import file_items, json_loads  # the same file:line splitting as training data
 from medsft.errors import UserError
 from medsft.monitor.score import contains_fact, normalize
 from medsft.monitor.textmetrics import fact_recall, has_cjk, rouge_l
@@ -215,7 +215,7 @@ def _facts_from_text(text: str) -> list:
     """Facts written in one cell: a JSON array, or facts separated by newlines or semicolons."""
     if text.lstrip().startswith("["):
         try:
-            return json.loads(text)
+            return json_loads(text)
         except json.JSONDecodeError as error:
             raise _BadRecord(f"field 'facts': malformed JSON array: {error.msg} (column {error.colno})") from None
     return [fact for fact in re.split(r"[\n;；]", text) if fact.strip()]
@@ -352,7 +352,7 @@ def _as_text(value: object, what: str) -> str | None:
 
 def _json_cell(text: str, field: str) -> object:
     try:
-        return json.loads(text)
+        return json_loads(text)
     except json.JSONDecodeError as error:
         raise _BadRecord(f"field {field!r}: malformed JSON: {error.msg} (column {error.colno})") from None
 
