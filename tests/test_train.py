@@ -253,3 +253,37 @@ def test_nonfinite_steps_can_be_skipped_a_bounded_number_of_times(tmp_path, tiny
     with pytest.raises(TrainingStopped, match="non-finite loss"):
         train(_poisoned(tmp_path, tiny_model_dir, "train.on_nonfinite=skip", "train.max_nonfinite_skips=0"),
               log=lines.append)
+
+
+def test_a_nonfinite_gradient_with_a_finite_loss_is_caught_before_the_optimizer_step():
+    from types import SimpleNamespace
+
+    from medsft.train.trainer import _NonFiniteGradientGuard
+
+    model = torch.nn.Linear(3, 2)
+    calls: list[str] = []
+    guard = _NonFiniteGradientGuard(SimpleNamespace(model=model, nonfinite=calls.append))
+    model(torch.ones(1, 3)).sum().backward()
+    guard.on_pre_optimizer_step(None, None, None)
+    assert calls == []  # finite gradients pass untouched
+    assert model.weight.grad is not None and torch.isfinite(model.weight.grad).all()
+    model.bias.grad[0] = float("inf")
+    guard.on_pre_optimizer_step(None, None, None)
+    assert calls == ["non-finite gradient"]
+    # skip: the step sees no gradient at all (stop raises inside nonfinite before this point)
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+def test_a_loss_spike_is_a_warning_naming_the_step():
+    from types import SimpleNamespace
+
+    from medsft.train.trainer import MedsftTrainer
+
+    lines: list[str] = []
+    trainer = SimpleNamespace(loss_spike_factor=3.0, recent_losses=[], console=lines.append, step_offset=10,
+                              state=SimpleNamespace(global_step=5), stage="mixed")
+    for loss in [2.0, 1.9, 2.1, 1.8, 2.0]:
+        MedsftTrainer._warn_on_spike(trainer, loss)
+    assert lines == []
+    MedsftTrainer._warn_on_spike(trainer, 9.0)
+    assert len(lines) == 1 and "step 15 (stage mixed)" in lines[0] and "4.5x its recent median" in lines[0]

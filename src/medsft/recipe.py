@@ -158,7 +158,7 @@ class TrainConfig(_Section):
     seed: int = Field(42, description="Seed for data order, splits' shuffles and initialization.")
     logging_steps: int = Field(10, ge=1, description="Train metrics every N optimizer steps.")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps; default: end of each stage.")
-    save_total_limit: int | None = Field(None, ge=1, description="Keep at most N checkpoints per stage.")
+    save_total_limit: int | None = Field(None, ge=1, description="Keep at most N checkpoints per stage; never the newest, nor the one selection keeps.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="A NaN/inf loss or gradient: `stop` (the checkpoints so far are kept) or `skip` the step."
