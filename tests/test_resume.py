@@ -259,3 +259,16 @@ def test_not_enough_disk_for_the_checkpoints_is_said_before_training(tmp_path, t
     err = capsys.readouterr().err
     assert "has 19.5 KB free but this run will write about" in err and "checkpoints of" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_resuming_a_run_that_stopped_early_does_not_train_later_stages(tmp_path, tiny_model_dir, capsys):
+    recipe = _recipe(tmp_path, tiny_model_dir, "run")
+    # Every source looks memorized at the first evaluation (step 2), and early_stop ends the run there.
+    flags = ["--set", "monitor.early_stop=true", "--set", "monitor.near_zero_loss=100", "--set", "monitor.small_set=100000"]
+    assert main(["train", str(recipe), *flags]) == 0
+    stages = {e[1] for e in _events(tmp_path / "run")}
+    assert stages == {"warmup"}
+    before = _adapter(tmp_path / "run")
+    assert main(["train", str(recipe), *flags, "--resume"]) == 0
+    assert {e[1] for e in _events(tmp_path / "run")} == {"warmup"}
+    assert _max_difference(_adapter(tmp_path / "run"), before) == 0.0

@@ -82,6 +82,8 @@ def train(recipe, log=print, resume: str | None = None, overwrite: bool = False)
             prepared.manifest["stages"][index]["steps"] = steps
             step += steps
             continue
+        if point is not None and point.stopped_early:  # an early stop ended the run: later stages never ran
+            break
         log(f"stage {stage.name}: {len(plan.order)} records, "
             + ", ".join(f"{k} {v:.1%}" for k, v in plan.realized_share_samples.items()))
         trainer = _stage_trainer(recipe, stage, model, tokenizer, encoded.select(plan.order), val_sets,
@@ -140,6 +142,10 @@ class ResumePoint:
     completed: list[dict]  # complete.json of each finished stage, in order
     checkpoint: Path | None  # the newest whole checkpoint of the first unfinished stage, if any
     state: dict  # medsft's state at that point
+
+    @property
+    def stopped_early(self) -> bool:
+        return bool(self.completed and self.completed[-1].get("stopped_early"))
 
     @property
     def completed_checkpoint(self) -> Path:
@@ -227,7 +233,7 @@ def _resume_point(recipe, run_dir: Path) -> ResumePoint | None:
         if done.get("stopped_early"):
             break
     stage_index = len(completed)
-    if stage_index < len(recipe.resolved_stages) and not (completed and completed[-1].get("stopped_early")):
+    if stage_index < len(recipe.resolved_stages) and not (completed and completed[-1]["stopped_early"]):
         stage_dir = run_dir / "checkpoints" / recipe.resolved_stages[stage_index].name
         resumable = [p for p in checkpoint.complete_checkpoints(stage_dir) if (p / checkpoint.STATE).is_file()]
         if resumable and checkpoint.is_complete(resumable[-1], verify_hashes=True):
