@@ -222,12 +222,16 @@ WRONG = st.one_of(st.sampled_from([-1, 0, 10**12, 1e309, "", "abc", "1e-3x", [],
 
 
 @st.composite
-def mutated_recipe(draw, base: dict) -> dict:
+def mutated_recipe(draw, base: dict) -> tuple[dict, bool]:
+    """A recipe with 1-3 random changes, and whether it must be refused: it must when the last change
+    added a key that no section knows (every section forbids unknown keys; in `weights` it names no source)."""
     tree = json.loads(json.dumps(base))
     paths = [p for p in _paths(tree) if p]
+    must_fail = False
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(paths))
         parent = tree
+        must_fail = False
         try:
             for key in path[:-1]:
                 parent = parent[key]
@@ -236,11 +240,12 @@ def mutated_recipe(draw, base: dict) -> dict:
                 parent[path[-1]] = draw(WRONG)
             elif kind == "delete" and isinstance(parent, dict):
                 del parent[path[-1]]
-            elif isinstance(parent, dict):
-                parent[draw(st.text(min_size=1, max_size=8))] = draw(json_value)
+            elif kind == "unknown key" and isinstance(parent, dict):
+                parent[draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in parent))] = draw(json_value)
+                must_fail = True
         except (KeyError, IndexError, TypeError):
             continue  # an earlier mutation removed or replaced this path
-    return tree
+    return tree, must_fail
 
 
 @pytest.fixture(scope="module")
@@ -255,13 +260,14 @@ def recipe_base(tmp_path_factory, tiny_model_dir):
 @given(data=st.data())
 def test_any_damaged_recipe_is_one_line_and_exit_2(recipe_base, data, capsys):
     folder, base = recipe_base
-    tree = data.draw(mutated_recipe(base))
+    tree, must_fail = data.draw(mutated_recipe(base))
     path = folder / "fuzzed.yaml"
     path.write_text(yaml.safe_dump(tree, allow_unicode=True), encoding="utf-8")
     code = main(["data", "mix", str(path), "--out", str(folder / "mix.jsonl")])
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert code in (0, 2)  # some changes are still valid recipes (another seed, a bigger batch)
+    assert code == 2 or not must_fail
     if code == 2:
         assert _one_error_line(err)
 

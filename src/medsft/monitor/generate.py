@@ -96,23 +96,26 @@ def _greedy_shrinking(model, input_ids, attention_mask, stop_ids, pad, max_new_t
 
     rows = input_ids.shape[0]
     answers: list[list[int]] = [[] for _ in range(rows)]
-    alive = torch.arange(rows, device=input_ids.device)  # original row of each row still generating
-    stops = torch.tensor(stop_ids, device=input_ids.device)
+    alive = list(range(rows))  # the original row of each row still generating
+    stops = set(stop_ids)
     cache = DynamicCache(config=model.config)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                    use_cache=True, logits_to_keep=1).logits
-    for _ in range(max_new_tokens):
+    for step in range(1, max_new_tokens + 1):
         tokens = logits[:, -1, :].argmax(-1)
-        for row, token in zip(alive.tolist(), tokens.tolist()):
+        going = []  # positions, in the current batch, of the rows that did not just stop
+        for position, (row, token) in enumerate(zip(alive, tokens.tolist())):  # the one device sync per step
             answers[row].append(token)
-        going = ~torch.isin(tokens, stops)
-        if len(answers[alive[0]]) == max_new_tokens or not bool(going.any()):
+            if token not in stops:
+                going.append(position)
+        if not going or step == max_new_tokens:
             break
-        if not bool(going.all()):
-            keep = going.nonzero().squeeze(1)
+        if len(going) < len(alive):
+            keep = torch.tensor(going, device=input_ids.device)
             cache.batch_select_indices(keep)
-            alive, tokens, attention_mask = alive[keep], tokens[keep], attention_mask[keep]
+            tokens, attention_mask = tokens[keep], attention_mask[keep]
+            alive = [alive[i] for i in going]
         position_ids = attention_mask.sum(-1, keepdim=True)  # the next position of each row
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=1)
         logits = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=position_ids,

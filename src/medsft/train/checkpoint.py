@@ -29,9 +29,19 @@ def checkpoint_step(folder: Path) -> int | None:
     return int(number) if prefix == "checkpoint" and number.isdigit() else None
 
 
-def staging_folder(final: Path) -> Path:
-    """Where a checkpoint is written before it is renamed to `final`."""
-    return final.with_name(PARTIAL + final.name)
+def staging_folder(final: Path, clear: bool = True) -> Path:
+    """The folder to write a checkpoint into, as `staging/<final's name>`, before `publish`.
+
+    Cleared of any earlier attempt, except when another process (rank 0) does that."""
+    staging = final.with_name(PARTIAL + final.name)
+    if clear:
+        shutil.rmtree(staging, ignore_errors=True)
+    return staging
+
+
+def publish(staging: Path, final: Path) -> None:
+    commit(staging / final.name, final)
+    staging.rmdir()
 
 
 def commit(written: Path, final: Path) -> None:
@@ -103,8 +113,9 @@ def prune(stage_dir: Path, limit: int | None, protected: set[Path]) -> list[Path
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(PARTIAL + path.name)
-    temp.write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
+    temp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     _fsync(temp)
     os.replace(temp, path)
 

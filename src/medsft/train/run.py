@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def train(recipe, log=print, resume: str | None = None, overwrite: bool = False)
         metrics_path.unlink(missing_ok=True)
         if prepared.rejects:
             write_rejects(prepared.rejects, run_dir / "rejects.jsonl")
-        _write_json(run_dir / "data_manifest.json", prepared.manifest)
+        checkpoint.write_json_atomic(run_dir / "data_manifest.json", prepared.manifest)
     else:  # events logged after the checkpoint was taken will be logged again
         _truncate(metrics_path, point.state["metrics_bytes"])
         _truncate(run_dir / "monitor" / "samples.jsonl", point.state["samples_bytes"])
@@ -124,7 +125,7 @@ def train(recipe, log=print, resume: str | None = None, overwrite: bool = False)
     model.save_pretrained(final)
     tokenizer.save_pretrained(final)
     _finish_monitor(recipe, monitor, run_dir, final, started, log)
-    _write_json(run_dir / "data_manifest.json", prepared.manifest)
+    checkpoint.write_json_atomic(run_dir / "data_manifest.json", prepared.manifest)
     from medsft.report.html import write_report
 
     report = write_report(run_dir)
@@ -145,7 +146,7 @@ class ResumePoint:
 
     @property
     def stopped_early(self) -> bool:
-        return bool(self.completed and self.completed[-1].get("stopped_early"))
+        return bool(self.completed and self.completed[-1]["stopped_early"])
 
     @property
     def completed_checkpoint(self) -> Path:
@@ -162,8 +163,6 @@ def _claim_run_dir(recipe, run_dir: Path, resume: str | None, overwrite: bool, l
     entries = sorted(run_dir.iterdir()) if run_dir.is_dir() else []
     ours = (run_dir / "recipe.yaml").is_file()
     if resume:
-        if entries and not ours:
-            raise UserError(f"output_dir: {run_dir} holds files that are not a medsft run; nothing to resume")
         if ours:
             _check_same_recipe(recipe, run_dir)
             for folder in checkpoint.remove_partial(run_dir / "checkpoints"):
@@ -171,18 +170,17 @@ def _claim_run_dir(recipe, run_dir: Path, resume: str | None, overwrite: bool, l
             point = _resume_point(recipe, run_dir)
             if point is not None:
                 return point
+        elif entries:
+            raise UserError(f"output_dir: {run_dir} holds files that are not a medsft run; nothing to resume")
         if resume != "auto":
             raise UserError(f"--resume: no whole checkpoint in {run_dir / 'checkpoints'} to resume from "
                             "(--resume auto starts over when there is none)")
-        entries = [] if not ours else entries
-        overwrite = True
+        overwrite = True  # auto, and nothing to resume: start over in place
     if entries and not overwrite:
         what = "a previous run" if ours else "files that are not a medsft run"
         raise UserError(f"output_dir: {run_dir} is not empty ({what}); use --resume to continue it, "
                         "--overwrite to replace it, or another output_dir")
     if entries:
-        import shutil
-
         for name in RUN_OUTPUTS:
             target = run_dir / name
             if target.is_dir():
@@ -230,11 +228,10 @@ def _resume_point(recipe, run_dir: Path) -> ResumePoint | None:
         if not checkpoint.is_complete(stage_dir / done["checkpoint"]):
             break
         completed.append({**done, "folder": str(stage_dir)})
-        if done.get("stopped_early"):
-            break
-    stage_index = len(completed)
-    if stage_index < len(recipe.resolved_stages) and not (completed and completed[-1]["stopped_early"]):
-        stage_dir = run_dir / "checkpoints" / recipe.resolved_stages[stage_index].name
+        if done["stopped_early"]:
+            return ResumePoint(completed, None, done["state"])  # the run ended there
+    if len(completed) < len(recipe.resolved_stages):
+        stage_dir = run_dir / "checkpoints" / recipe.resolved_stages[len(completed)].name
         resumable = [p for p in checkpoint.complete_checkpoints(stage_dir) if (p / checkpoint.STATE).is_file()]
         if resumable and checkpoint.is_complete(resumable[-1], verify_hashes=True):
             state = json.loads((resumable[-1] / checkpoint.STATE).read_text(encoding="utf-8"))
@@ -250,9 +247,9 @@ def _truncate(path: Path, size: int) -> None:
             handle.truncate(size)
 
 
-def _stage_steps(recipe, stage, plan) -> int:
-    per_step = recipe.train.batch_size * recipe.train.grad_accum
-    steps = math.ceil(len(plan.order) / per_step)
+def _stage_steps(recipe, stage, records: int) -> int:
+    """Optimizer steps the stage takes over `records` (its epochs are laid out in them)."""
+    steps = math.ceil(records / (recipe.train.batch_size * recipe.train.grad_accum))
     return min(steps, stage.max_steps) if stage.max_steps else steps
 
 
@@ -263,8 +260,6 @@ def _save_every(recipe) -> int | None:
 
 def _check_disk_space(recipe, model, prepared, run_dir: Path) -> None:
     """Say before training, not hours into it, when the checkpoints will not fit on the disk."""
-    import shutil
-
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if recipe.finetune.method == "lora":
         weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
@@ -274,7 +269,7 @@ def _check_disk_space(recipe, model, prepared, run_dir: Path) -> None:
     every, limit = _save_every(recipe), recipe.train.save_total_limit
     count = 0
     for stage, plan in zip(recipe.resolved_stages, prepared.plans):
-        saves = (_stage_steps(recipe, stage, plan) // every if every else 0) + 1  # and the stage end
+        saves = (_stage_steps(recipe, stage, len(plan.order)) // every if every else 0) + 1  # and the stage end
         count += min(saves, limit + 1) if limit else saves  # the limit, plus the best one kept beside it
     need = per_checkpoint * count + weights  # and the final weights
     free = shutil.disk_usage(run_dir).free
@@ -301,17 +296,15 @@ def _monitor(recipe, suite, tokenizer, template, prepared, run_dir: Path, log):
 
 def _finish_monitor(recipe, monitor, run_dir: Path, final: Path, started: float, log) -> None:
     """Verdicts and the selected checkpoint, written to the run directory; the choice becomes `final`."""
-    import shutil
-
     from medsft.monitor.select import select_checkpoint
 
     monitor.update_verdicts()
-    _write_json(run_dir / "monitor" / "overhead.json",
+    checkpoint.write_json_atomic(run_dir / "monitor" / "overhead.json",
                 {"monitor_seconds": round(monitor.seconds, 3), "run_seconds": round(time.time() - started, 3),
                  "phases": {k: round(v, 3) for k, v in monitor.phase_seconds.items()}})
     for source, verdict in sorted(monitor.verdicts.items()):
         log(f"{source}: {verdict['reason']}")
-    _write_json(run_dir / "monitor" / "verdicts.json", monitor.verdicts)
+    checkpoint.write_json_atomic(run_dir / "monitor" / "verdicts.json", monitor.verdicts)
     if not recipe.monitor.select.enabled:
         return
     checkpoints = _checkpoint_map(run_dir)
@@ -325,7 +318,7 @@ def _finish_monitor(recipe, monitor, run_dir: Path, final: Path, started: float,
         for item in Path(choice["checkpoint"]).iterdir():
             if item.suffix in (".safetensors", ".json") and not item.name.startswith(("trainer_state", "training_args")):
                 shutil.copy2(item, final / item.name)
-    _write_json(run_dir / "selection.json", choice)
+    checkpoint.write_json_atomic(run_dir / "selection.json", choice)
     log(f"selected step {choice['step']} ({choice['stage']}) as {final.name}/: {choice['reason']}")
 
 
@@ -355,7 +348,7 @@ def write_mix(recipe, out: str | Path, stage_name: str | None = None, log=print)
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 written += 1
     manifest_path = out.with_name(out.stem + ".manifest.json")
-    _write_json(manifest_path, prepared.manifest)
+    checkpoint.write_json_atomic(manifest_path, prepared.manifest)
     if prepared.rejects:
         write_rejects(prepared.rejects, out.with_name(out.stem + ".rejects.jsonl"))
     _report_data(prepared, log)
@@ -372,9 +365,7 @@ def _stage_trainer(recipe, stage, model, tokenizer, train_set, val_sets, source_
 
     cfg = recipe.train
     _, mixed = choose_dtype(recipe.model.dtype, recipe.finetune.method)
-    steps = math.ceil(len(train_set) / (cfg.batch_size * cfg.grad_accum))
-    if stage.max_steps:
-        steps = min(steps, stage.max_steps)
+    steps = _stage_steps(recipe, stage, len(train_set))
     every = recipe.monitor.eval_every
     save_steps = _save_every(recipe)
     args = TrainingArguments(
@@ -443,12 +434,8 @@ def _save_stage_end(trainer, stage_dir: Path) -> None:
     if checkpoint.is_complete(target) or not trainer.args.should_save:
         return
     staging = checkpoint.staging_folder(target)
-    import shutil
-
-    shutil.rmtree(staging, ignore_errors=True)
     trainer.save_model(str(staging / target.name))
-    checkpoint.commit(staging / target.name, target)
-    staging.rmdir()
+    checkpoint.publish(staging, target)
 
 
 def _checkpoint_map(run_dir: Path) -> dict[tuple[str, int], str]:
@@ -477,8 +464,3 @@ def _report_data(prepared: PreparedData, log) -> None:
         + (" (encoding cache hit)" if prepared.cache_hit else ""))
     for warning in prepared.warnings:
         log(f"warning: {warning}")
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

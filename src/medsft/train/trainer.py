@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -175,9 +174,7 @@ class MedsftTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         stage_dir = Path(self.args.output_dir)
         final = stage_dir / f"checkpoint-{self.state.global_step}"
-        staging = checkpoint.staging_folder(final)
-        if self.args.should_save:
-            shutil.rmtree(staging, ignore_errors=True)
+        staging = checkpoint.staging_folder(final, clear=self.args.should_save)
         self._staging = str(staging)  # the Trainer writes staging/checkpoint-N
         try:
             super()._save_checkpoint(model, trial)
@@ -185,12 +182,11 @@ class MedsftTrainer(Trainer):
             self._staging = None
         self.accelerator.wait_for_everyone()  # every rank's shards are written before the rename
         if self.args.should_save:
-            written = staging / final.name
-            (written / checkpoint.STATE).write_text(json.dumps(self.resume_state(), ensure_ascii=False),
-                                                    encoding="utf-8")
-            checkpoint.commit(written, final)
-            staging.rmdir()
-            checkpoint.prune(stage_dir, self.keep_checkpoints, self.protected_checkpoints())
+            state = json.dumps(self.resume_state(), ensure_ascii=False)
+            (staging / final.name / checkpoint.STATE).write_text(state, encoding="utf-8")
+            checkpoint.publish(staging, final)
+            if self.keep_checkpoints:
+                checkpoint.prune(stage_dir, self.keep_checkpoints, self.protected_checkpoints())
 
     def resume_state(self) -> dict:
         """What medsft adds to a checkpoint, so that a resumed run continues exactly from it."""
