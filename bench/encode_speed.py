@@ -9,15 +9,18 @@ batched path gives exactly the baseline's ids and labels.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from medsft.data.encode import encode_batch, encode_records
 from medsft.data.readers import read_source
-from medsft.data.sample import sample_texts, write_sample
 from medsft.data.templates import get_template, supervised_exchanges
 from medsft.lab.tiny import build_tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test fixture data
+from sample_data import sample_texts, write_sample  # noqa: E402
 
 
 def main() -> None:

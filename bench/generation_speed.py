@@ -13,11 +13,11 @@ import argparse
 import time
 from pathlib import Path
 
-import medsft.monitor.generate as generation
+import medsft.eval.generate as generation
 from medsft.data.templates import get_template
 from medsft.lab.base import BaseConfig, build_base
 from medsft.lab.world import build_world
-from medsft.monitor.builtin_probes import general_probes
+from medsft.eval.builtin import general_probes
 
 
 def main() -> None:
@@ -29,21 +29,20 @@ def main() -> None:
     base = build_base(build_world(0, "en"), BaseConfig(), Path(args.cache_dir) if args.cache_dir else None)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base)
-    template = get_template("chatml", tokenizer)
-    prompts = [generation.prompt_for(template, p["question"]) for p in general_probes(None)]
-    prompts += prompts[:16]
-    stops = generation.stop_token_ids(template, tokenizer)
+    chat = generation.Chat(tokenizer, get_template("chatml", tokenizer))
+    questions = [p.question for p in general_probes(None)]
+    questions += questions[:16]
     native = generation._native
     timings, answers = {}, {}
     for name, shrinking in [("model.generate", False), ("shrinking batch", True)] * 2:  # second round counts
         generation._native = lambda model, value=shrinking: value
         started = time.perf_counter()
-        answers[name] = generation.generate(model, tokenizer, prompts, stops, 256, 32)
+        answers[name] = generation.generate(model, chat, questions, 256, 32, label=None)
         timings[name] = time.perf_counter() - started
     generation._native = native
     tokens = sum(g.tokens for g in answers["model.generate"])
     for name, seconds in timings.items():
-        print(f"{name:16}: {seconds:5.2f} s for {len(prompts)} answers, {tokens} tokens")
+        print(f"{name:16}: {seconds:5.2f} s for {len(questions)} answers, {tokens} tokens")
     print(f"speed-up: x{timings['model.generate'] / timings['shrinking batch']:.2f}")
     same = answers["model.generate"] == answers["shrinking batch"]
     print(f"identical answers: {same}")

@@ -20,7 +20,7 @@ from medsft.lab.base import BaseConfig, build_base
 from medsft.lab.variants import VARIANTS, LabContext
 from medsft.lab.world import build_world
 from medsft.recipe import parse_recipe
-from medsft.train.run import train
+from medsft.pipeline.run import train
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from medsft.data.sample import sample_texts
+    from sample_data import sample_texts
     from medsft.lab.tiny import build_tiny_model
 
     folder = tmp_path_factory.mktemp("tiny-model")

@@ -1,27 +1,31 @@
 """The built-in general probe set: shape, balance, and keys that agree with their references."""
 
+import json
+
 import pytest
 
-from medsft.monitor.builtin_probes import GENERAL_PROBES, general_probes
-from medsft.monitor.score import contains_fact, normalize
+from medsft.eval.builtin import builtin_file, general_probes
+from medsft.eval.matching import contains_fact, normalize
+from medsft.eval.probes import Probe
 
 CATEGORIES = {"instruction", "explanation", "list", "reasoning", "knowledge", "writing"}
 FIELDS = {"id", "language", "category", "question", "key", "reference"}
+# The package data as written, line by line (the loader below reads it through the probe-file reader).
+RAW = [json.loads(line) for lang in ("en", "zh") for line in builtin_file(lang).read_text(encoding="utf-8").splitlines()]
 
 
 def test_probe_set_is_large_and_balanced():
-    assert len(GENERAL_PROBES) >= 70
-    ids = [p["id"] for p in GENERAL_PROBES]
+    assert len(RAW) >= 70
+    ids = [p["id"] for p in RAW]
     assert len(ids) == len(set(ids))
-    by_language = {lang: [p for p in GENERAL_PROBES if p["language"] == lang] for lang in ("en", "zh")}
+    by_language = {lang: [p for p in RAW if p["language"] == lang] for lang in ("en", "zh")}
     assert all(len(probes) >= 30 for probes in by_language.values())
-    assert {p["language"] for p in GENERAL_PROBES} == {"en", "zh"}
-    keyed = [p for p in GENERAL_PROBES if p["key"] is not None]
+    keyed = [p for p in RAW if p["key"] is not None]
     assert len(keyed) >= 30
     assert {p["language"] for p in keyed} == {"en", "zh"}
 
 
-@pytest.mark.parametrize("probe", GENERAL_PROBES, ids=lambda p: p["id"])
+@pytest.mark.parametrize("probe", RAW, ids=lambda p: p["id"])
 def test_probe_is_well_formed(probe):
     assert set(probe) == FIELDS
     assert probe["id"].startswith(probe["language"] + "-")
@@ -29,7 +33,13 @@ def test_probe_is_well_formed(probe):
     assert probe["question"].strip() and probe["reference"].strip()
 
 
-@pytest.mark.parametrize("probe", [p for p in GENERAL_PROBES if p["key"] is not None], ids=lambda p: p["id"])
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_each_file_holds_only_its_language(language):
+    assert {p["language"] for p in RAW if builtin_file(language).read_text(encoding="utf-8").count(p["id"])} \
+        == {language}
+
+
+@pytest.mark.parametrize("probe", [p for p in RAW if p["key"] is not None], ids=lambda p: p["id"])
 def test_key_is_in_its_reference_and_not_in_its_question(probe):
     key = probe["key"]
     assert isinstance(key, str) and normalize(key)
@@ -40,15 +50,13 @@ def test_key_is_in_its_reference_and_not_in_its_question(probe):
     assert not contains_fact(probe["question"], key)
 
 
-def test_general_probes_filters_by_language_and_returns_copies():
+def test_general_probes_are_read_as_probes_in_file_order():
     everything = general_probes()
-    assert everything == GENERAL_PROBES
+    assert everything == [Probe(p["question"], p["key"], p["reference"], p["category"]) for p in RAW]
     for lang in ("en", "zh"):
         selected = general_probes(lang)
-        assert selected and all(p["language"] == lang for p in selected)
-        assert len(selected) == sum(p["language"] == lang for p in GENERAL_PROBES)
-    everything[0]["question"] = "changed"
-    assert GENERAL_PROBES[0]["question"] != "changed"
+        assert selected == [Probe(p["question"], p["key"], p["reference"], p["category"])
+                            for p in RAW if p["language"] == lang]
 
 
 @pytest.mark.parametrize("language", ["fr", "EN", ""])

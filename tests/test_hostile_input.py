@@ -165,7 +165,7 @@ def test_any_text_as_csv_is_read_without_a_traceback(text):
 @FEW
 @given(lines=st.lists(jsonl_line(), min_size=1, max_size=10))
 def test_hostile_data_through_data_mix_keeps_the_count(lines, tiny_model_dir, capsys):
-    from medsft.data.sample import write_sample
+    from sample_data import write_sample
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
@@ -250,7 +250,7 @@ def mutated_recipe(draw, base: dict) -> tuple[dict, bool]:
 
 @pytest.fixture(scope="module")
 def recipe_base(tmp_path_factory, tiny_model_dir):
-    from medsft.data.sample import write_sample
+    from sample_data import write_sample
 
     folder = tmp_path_factory.mktemp("recipe-fuzz")
     return folder, _valid_recipe(folder, tiny_model_dir, write_sample(folder / "data"))

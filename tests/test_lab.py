@@ -50,7 +50,7 @@ def test_base_is_built_once_and_rebuilt_when_the_config_changes(tmp_path, monkey
     first = build_base(world, TINY_BASE, tmp_path, log=lambda *_: None)
     assert (first / "model.safetensors").exists() and (first / "tokenizer.json").exists()
 
-    import medsft.train.run as run
+    import medsft.lab.base as run
 
     def no_training(*args, **kwargs):
         raise AssertionError("the cached base should have been reused")

@@ -9,8 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from medsft.monitor.select import select_checkpoint
-from medsft.recipe import MonitorConfig
+from medsft.monitor.selection import select_checkpoint
+from medsft.eval.generate import Chat
+from medsft.monitor.verdicts import memorization_verdicts, newly_memorizing
 
 
 def _history(points):
@@ -19,42 +20,43 @@ def _history(points):
              "train_loss": {"medical": t}, "metrics": {}} for s, e, t in points]
 
 
-def _monitor(history, train_size=5000, **config):
-    from medsft.monitor.watch import Monitor
-
-    monitor = Monitor.__new__(Monitor)
-    monitor.config = MonitorConfig(**config)
-    monitor.history = history
-    monitor.verdicts = {}
-    monitor.train_sizes = {"medical": train_size}
-    return monitor
+def _verdicts(history, train_size=5000, before=None, **settings):
+    """(verdicts, newly raised lines) for `history`, as the monitor computes them."""
+    now = memorization_verdicts(history, {"medical": train_size}, **settings)
+    return now, newly_memorizing(before or {}, now)
 
 
 def test_memorization_is_flagged_when_validation_rises_while_train_falls():
-    monitor = _monitor(_history([(10, 2.0, 2.1), (20, 1.5, 1.6), (30, 1.6, 1.2), (40, 1.7, 0.9), (50, 1.9, 0.6)]))
-    raised = monitor.update_verdicts()
-    assert raised == [f"memorization: medical: {monitor.verdicts['medical']['reason']}"]
-    assert monitor.verdicts["medical"]["verdict"] == "memorizing"
-    assert monitor.verdicts["medical"]["since_step"] == 20
-    assert "memorizing since step 20" in monitor.verdicts["medical"]["reason"]
-    assert monitor.update_verdicts() == []  # raised once, not at every evaluation
+    history = _history([(10, 2.0, 2.1), (20, 1.5, 1.6), (30, 1.6, 1.2), (40, 1.7, 0.9), (50, 1.9, 0.6)])
+    verdicts, raised = _verdicts(history)
+    assert raised == [f"memorization: medical: {verdicts['medical']['reason']}"]
+    assert verdicts["medical"] == {
+        "verdict": "memorizing", "since_step": 20,
+        "reason": "memorizing since step 20: validation loss rose for 3 evaluations (1.500 -> 1.900) while "
+                  "train loss kept falling (1.600 -> 0.600)"}
+    assert _verdicts(history, before=verdicts)[1] == []  # raised once, not at every evaluation
 
 
 def test_learning_and_patience():
-    learning = _monitor(_history([(10, 2.0, 2.1), (20, 1.5, 1.6), (30, 1.4, 1.2)]))
-    learning.update_verdicts()
-    assert learning.verdicts["medical"]["verdict"] == "learning"
-    # Two rises are not enough with patience 3.
-    short = _monitor(_history([(10, 2.0, 2.0), (20, 1.5, 1.5), (30, 1.6, 1.2), (40, 1.7, 1.0)]))
-    short.update_verdicts()
-    assert short.verdicts["medical"]["verdict"] == "learning"
+    learning, _ = _verdicts(_history([(10, 2.0, 2.1), (20, 1.5, 1.6), (30, 1.4, 1.2)]))
+    assert learning["medical"] == {"verdict": "learning", "since_step": None,
+                                   "reason": "learning: validation loss 2.000 -> 1.400"}
+    # Two rises are not enough with patience 3; they are with patience 2.
+    history = _history([(10, 2.0, 2.0), (20, 1.5, 1.5), (30, 1.6, 1.2), (40, 1.7, 1.0)])
+    assert _verdicts(history)[0]["medical"]["verdict"] == "learning"
+    assert "(best 1.500 at step 20)" in _verdicts(history)[0]["medical"]["reason"]
+    assert _verdicts(history, patience=2)[0]["medical"]["verdict"] == "memorizing"
+    # Rising validation loss with a rising train loss is not memorization.
+    rising_both = _history([(10, 1.0, 1.0), (20, 1.1, 1.1), (30, 1.2, 1.2), (40, 1.3, 1.3)])
+    assert _verdicts(rising_both, patience=2)[0]["medical"]["verdict"] == "learning"
 
 
 def test_near_zero_train_loss_on_a_small_set_is_memorization():
-    monitor = _monitor(_history([(10, 1.0, 0.5), (20, 0.9, 0.01)]), train_size=300)
-    monitor.update_verdicts()
-    assert monitor.verdicts["medical"]["verdict"] == "memorizing"
-    assert "small set (300 records)" in monitor.verdicts["medical"]["reason"]
+    verdicts, _ = _verdicts(_history([(10, 1.0, 0.5), (20, 0.9, 0.01)]), train_size=300)
+    assert verdicts["medical"]["verdict"] == "memorizing"
+    assert "small set (300 records)" in verdicts["medical"]["reason"]
+    # The same loss on a large set is not.
+    assert _verdicts(_history([(10, 1.0, 0.5), (20, 0.9, 0.01)]), train_size=5000)[0]["medical"]["verdict"] == "learning"
 
 
 def _candidate_history(rows):
@@ -80,7 +82,7 @@ def test_kl_to_base_is_zero_for_a_fresh_adapter_and_grows_with_training(tiny_mod
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from medsft.monitor.drift import kl_to_base
+    from medsft.eval.drift import kl_to_base
 
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                            LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
@@ -96,9 +98,9 @@ def test_kl_to_base_is_zero_for_a_fresh_adapter_and_grows_with_training(tiny_mod
 
 
 def _run(tmp_path, tiny_model_dir, *overrides):
-    from medsft.data.sample import write_sample
+    from sample_data import write_sample
     from medsft.recipe import load_recipe
-    from medsft.train.run import train
+    from medsft.pipeline.run import train
 
     import yaml
 
@@ -163,7 +165,7 @@ def test_early_stop_on_memorization(tmp_path, tiny_model_dir):
 def test_the_qwen_example_recipe_runs_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
     """The example a user copies: metrics, verdicts, a selected checkpoint and a report."""
     from medsft.cli import main
-    from medsft.data.sample import write_sample
+    from sample_data import write_sample
 
     files = write_sample(tmp_path / "data")
     example = Path(__file__).parent.parent / "examples" / "recipes" / "qwen2.5-7b-lora-mix.yaml"
@@ -188,7 +190,7 @@ def test_shrinking_greedy_decoding_matches_generate(tiny_model_dir, tiny_tokeniz
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    import medsft.monitor.generate as generation
+    import medsft.eval.generate as generation
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -207,8 +209,17 @@ def test_shrinking_greedy_decoding_matches_generate(tiny_model_dir, tiny_tokeniz
         ids = torch.tensor([tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"]])
         free.append(generation._greedy_hf(model, ids, torch.ones_like(ids), [tiny_tokenizer.eos_token_id], 0, 24)[0])
     stops = sorted({free[0][3], free[1][9]})
-    shrinking = generation.generate(model, tiny_tokenizer, prompts, stops, 24, 3)
+    chat = _RawChat(tiny_tokenizer, None)
+    chat.stop_ids = stops
+    shrinking = generation.generate(model, chat, prompts, 24, 3, label=None)
     monkeypatch.setattr(generation, "_native", lambda m: False)
-    reference = generation.generate(model, tiny_tokenizer, prompts, stops, 24, 3)
+    reference = generation.generate(model, chat, prompts, 24, 3, label=None)
     assert shrinking == reference
     assert len({g.tokens for g in reference}) > 1 and any(g.stopped for g in reference)
+
+
+class _RawChat(Chat):
+    """Prompts sent as they are, without a chat template."""
+
+    def prompt(self, question: str) -> str:
+        return question

@@ -10,17 +10,9 @@ from pathlib import Path
 import pytest
 
 from medsft.errors import UserError
-from medsft.monitor.probe_files import (
-    ChoiceProbe,
-    KnowledgeProbe,
-    ProbeFile,
-    choice_prompt,
-    detect_kind,
-    load_probe_file,
-    score_knowledge,
-)
-from medsft.monitor.probes import Probe
-from medsft.monitor.textmetrics import distinct_n, fact_recall, rouge_l, tokens
+from medsft.eval.probe_files import ProbeFile, choice_prompt, detect_kind, load_probe_file
+from medsft.eval.probes import ChoiceProbe, KnowledgeProbe, Probe, score_knowledge
+from medsft.eval.textmetrics import distinct_n, fact_recall, rouge_l, tokens
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -418,7 +410,8 @@ def test_loading_choice_and_knowledge_files_does_not_import_torch(tmp_path):
     path = write_jsonl(tmp_path / "mc.jsonl", [{"question": "Q?", "options": ["x", "y"], "answer": "A"}])
     code = (
         "import sys\n"
-        "from medsft.monitor.probe_files import load_probe_file, score_knowledge, KnowledgeProbe\n"
+        "from medsft.eval.probe_files import load_probe_file\n"
+        "from medsft.eval.probes import score_knowledge, KnowledgeProbe\n"
         f"load_probe_file({str(path)!r})\n"
         "score_knowledge('x', KnowledgeProbe('q', ('x',), 'x'))\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'imported torch'\n"

@@ -17,10 +17,10 @@ import yaml
 from safetensors.torch import load_file
 
 from medsft.cli import main
-from medsft.data.sample import write_sample
+from sample_data import write_sample
 from medsft.recipe import load_recipe
 from medsft.train import checkpoint
-from medsft.train.run import train
+from medsft.pipeline.run import train
 
 # Runs `medsft train RECIPE` and stops dead (sleeps until killed) at a chosen point:
 #   step N     - after run-wide step N's optimizer step, before its logs and checkpoint
@@ -41,7 +41,7 @@ if mode == "step":
         def __init__(self, trainer):
             self.trainer = trainer
         def on_step_end(self, args, state, control, **kwargs):
-            if self.trainer.step_offset + state.global_step == at:
+            if self.trainer.step == at:
                 pause()
     init = MedsftTrainer.__init__
     def patched_init(self, *args, **kwargs):
@@ -51,7 +51,7 @@ if mode == "step":
 else:
     save = MedsftTrainer._save_optimizer_and_scheduler
     def patched_save(self, output_dir):
-        if self.step_offset + self.state.global_step == at:
+        if self.step == at:
             pause()
         save(self, output_dir)
     MedsftTrainer._save_optimizer_and_scheduler = patched_save
@@ -144,15 +144,16 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path, tiny_model
     _killed_run(tmp_path, recipe, mode, at)
     run_dir = tmp_path / "run"
     assert not (run_dir / "adapter").exists()
-    if mode == "save":  # the half-written checkpoint is a hidden partial folder, never a checkpoint
-        partial = run_dir / "checkpoints" / "mixed" / ".partial-checkpoint-3"
-        assert partial.is_dir() and not (run_dir / "checkpoints" / "mixed" / "checkpoint-3").exists()
+    if mode == "save":  # the half-written checkpoint has weights but no manifest yet: partial, never whole
+        partial = run_dir / "checkpoints" / "mixed" / "checkpoint-3"
+        assert (partial / "adapter_model.safetensors").is_file() and not checkpoint.is_complete(partial)
     capsys.readouterr()
     assert main(["train", str(recipe), "--resume"]) == 0
     out = capsys.readouterr().out
     assert "resuming stage" in out
     if mode == "save":
-        assert "removed an incomplete checkpoint" in out and not partial.exists()
+        assert "removed an incomplete checkpoint" in out
+        assert checkpoint.is_complete(partial, verify_hashes=True)  # written again, whole, by the resumed run
     _same_as_uninterrupted(run_dir, uninterrupted)
 
 
@@ -183,10 +184,10 @@ def test_prune_keeps_the_newest_and_the_protected(tmp_path):
     stage = tmp_path / "stage"
     stage.mkdir()
     for step in (2, 4, 6, 8, 10):
-        written = tmp_path / f"w{step}"
-        written.mkdir()
-        (written / "adapter_model.safetensors").write_bytes(b"x" * step)
-        checkpoint.commit(written, stage / f"checkpoint-{step}")
+        folder = stage / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"x" * step)
+        checkpoint.seal(folder)
     removed = checkpoint.prune(stage, 2, {stage / "checkpoint-4"})
     assert sorted(p.name for p in stage.iterdir()) == ["checkpoint-10", "checkpoint-4"]
     assert {p.name for p in removed} == {"checkpoint-2", "checkpoint-6", "checkpoint-8"}
@@ -194,7 +195,7 @@ def test_prune_keeps_the_newest_and_the_protected(tmp_path):
 
 
 def test_save_total_limit_never_removes_the_selected_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
-    import medsft.monitor.select as select
+    import medsft.pipeline.finish as select
 
     real = select.select_checkpoint
 

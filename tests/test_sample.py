@@ -4,7 +4,7 @@ import json
 import re
 import statistics
 
-from medsft.data.sample import GENERAL, MEDICAL, sample_texts, write_sample
+from sample_data import GENERAL, MEDICAL, sample_texts, write_sample
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 

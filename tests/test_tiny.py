@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from medsft.data.sample import sample_texts
+from sample_data import sample_texts
 from medsft.lab.tiny import SPECIAL_TOKENS, build_tiny_model
 
 ROUND_TRIP = [

@@ -10,9 +10,9 @@ import torch
 import yaml
 
 from medsft.cli import main
-from medsft.data.sample import write_sample
+from sample_data import write_sample
 from medsft.recipe import load_recipe
-from medsft.train.run import train
+from medsft.pipeline.run import train
 
 
 def _recipe_file(tmp_path: Path, model_dir: Path, **overrides) -> Path:
@@ -145,17 +145,19 @@ def test_same_recipe_and_seed_give_the_same_numbers(tmp_path, tiny_model_dir):
 
 def test_loss_is_the_mean_over_supervised_tokens_under_gradient_accumulation(tmp_path, tiny_model_dir):
     """Two micro-batches with different token counts give the gradient of the whole batch's token mean."""
-    from medsft.train.run import _stage_trainer, prepare
-    from medsft.train.model import load_model
-    from medsft.train.trainer import token_losses
+    from medsft.pipeline.prepare import prepare
+    from medsft.pipeline.run import Run
+    from medsft.pipeline.stages import stage_trainer
+    from medsft.train.trainer import StageRun, token_losses
 
     recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir), ["train.batch_size=2", "train.grad_accum=2"])
-    tokenizer, _, prepared = prepare(recipe)
-    model = load_model(recipe, tokenizer)
-    encoded = prepared.encoded.add_column("source_id", prepared.source_index)
-    rows = encoded.select(prepared.plans[1].order[:4])
-    trainer = _stage_trainer(recipe, recipe.resolved_stages[1], model, tokenizer, rows, {},
-                             prepared.source_names, tmp_path / "run", 0)
+    run = Run(recipe)
+    run.prepare_data()
+    run.load_model()
+    model, tokenizer, prepared = run.model, run.tokenizer, run.prepared
+    rows = run.encoded.select(prepared.plans[1].order[:4])
+    trainer = stage_trainer(recipe, recipe.resolved_stages[1], model, tokenizer, rows,
+                            StageRun(tmp_path / "run", "mixed", prepared.source_names))
     collate = trainer.data_collator
     halves = [collate([rows[0], rows[1]]), collate([rows[2], rows[3]])]
     counts = [int((h["labels"][:, 1:] != -100).sum()) for h in halves]
@@ -204,7 +206,7 @@ def _poisoned(tmp_path, tiny_model_dir, *overrides):
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from medsft.data.sample import GENERAL, MEDICAL
+    from sample_data import GENERAL, MEDICAL
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     general_ids = {t for r in GENERAL for m in r["conversations"] for t in tokenizer(m["value"])["input_ids"]}
@@ -258,11 +260,11 @@ def test_nonfinite_steps_can_be_skipped_a_bounded_number_of_times(tmp_path, tiny
 def test_a_nonfinite_gradient_with_a_finite_loss_is_caught_before_the_optimizer_step():
     from types import SimpleNamespace
 
-    from medsft.train.trainer import _NonFiniteGradientGuard
+    from medsft.train.callbacks import NonFiniteGradientGuard
 
     model = torch.nn.Linear(3, 2)
     calls: list[str] = []
-    guard = _NonFiniteGradientGuard(SimpleNamespace(model=model, nonfinite=calls.append))
+    guard = NonFiniteGradientGuard(SimpleNamespace(model=model, nonfinite=calls.append))
     model(torch.ones(1, 3)).sum().backward()
     guard.on_pre_optimizer_step(None, None, None)
     assert calls == []  # finite gradients pass untouched
@@ -280,8 +282,8 @@ def test_a_loss_spike_is_a_warning_naming_the_step():
     from medsft.train.trainer import MedsftTrainer
 
     lines: list[str] = []
-    trainer = SimpleNamespace(loss_spike_factor=3.0, recent_losses=[], console=lines.append, step_offset=10,
-                              state=SimpleNamespace(global_step=5), stage="mixed")
+    trainer = SimpleNamespace(settings=SimpleNamespace(loss_spike_factor=3.0), recent_losses=[], step=15,
+                              run=SimpleNamespace(console=lines.append, stage="mixed"))
     for loss in [2.0, 1.9, 2.1, 1.8, 2.0]:
         MedsftTrainer._warn_on_spike(trainer, loss)
     assert lines == []

@@ -7,11 +7,11 @@ import sys
 import warnings
 
 from medsft.errors import UserError
+from medsft.recipe import load_recipe
 
 
 def cmd_train(args) -> int:
-    from medsft.recipe import load_recipe
-    from medsft.train.run import train
+    from medsft.pipeline.run import train
 
     recipe = load_recipe(args.recipe, args.set)
     train(recipe, resume=args.resume, overwrite=args.overwrite)
@@ -37,15 +37,16 @@ def cmd_lab(args) -> int:
 
 
 def cmd_data_inspect(args) -> int:
-    from medsft.data.inspect import inspect_command
+    from medsft.data.inspection import inspect_command
+    from medsft.models import load_tokenizer
 
-    return inspect_command(args.files, tokenizer=args.tokenizer, template=args.template,
+    tokenizer = load_tokenizer(args.tokenizer, allow_pickle_weights=True, field="--tokenizer") if args.tokenizer else None
+    return inspect_command(args.files, tokenizer=tokenizer, template=args.template,
                            max_length=args.max_length, as_json=args.json)
 
 
 def cmd_data_mix(args) -> int:
-    from medsft.recipe import load_recipe
-    from medsft.train.run import write_mix
+    from medsft.pipeline.prepare import write_mix
 
     recipe = load_recipe(args.recipe, args.set)
     write_mix(recipe, args.out, args.stage)
@@ -53,10 +54,12 @@ def cmd_data_mix(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from medsft.monitor.evaluate import format_eval, run_eval
+    from medsft.eval.command import EvalRequest, format_eval, run_eval
 
-    result = run_eval(args.model, args.adapter, args.baseline, args.compare_base, args.template, args.general,
-                      args.probes, args.max_new_tokens, args.batch_size, args.trust_remote_code, args.out)
+    result = run_eval(EvalRequest(
+        model=args.model, adapter=args.adapter, baseline=args.baseline, compare_base=args.compare_base,
+        template=args.template, general=args.general, probe_files=args.probes, max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size, trust_remote_code=args.trust_remote_code, out=args.out))
     print(format_eval(result))
     if args.out:
         print(f"written to {args.out}")

@@ -61,7 +61,7 @@ class ModelConfig(_Section):
     )
 
 
-class LoraConfig(_Section):
+class LoraSection(_Section):
     rank: int = Field(8, ge=1, description="LoRA rank r.")
     alpha: float = Field(16, gt=0, description="LoRA alpha; the update is scaled by alpha/rank.")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
@@ -78,7 +78,7 @@ class LoraConfig(_Section):
 
 class FinetuneConfig(_Section):
     method: Literal["lora", "full"] = Field("lora", description="`lora` trains an adapter; `full` all weights.")
-    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (method: lora).")
+    lora: LoraSection = Field(default_factory=LoraSection, description="LoRA settings (method: lora).")
 
 
 class SourceConfig(_Section):

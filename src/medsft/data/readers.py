@@ -182,7 +182,7 @@ def _understand(item: _Item, file_format: str | None) -> tuple[Conversation | No
     if item.problem is not None:
         return None, item.problem
     if not isinstance(item.value, dict):
-        return None, f"expected a JSON object, got {_type_name(item.value)}"
+        return None, f"expected a JSON object, got {type_name(item.value)}"
     if file_format is None:
         return None, CANNOT_TELL_FORMAT
     return parse_record(item.value, file_format)
@@ -460,12 +460,12 @@ def _parse_sharegpt(obj: dict) -> Conversation:
     for number, item in enumerate(items, start=1):
         if not isinstance(item, dict):
             raise _NotTrainable(
-                f"message {number}: expected an object with 'from' and 'value', got {_type_name(item)}"
+                f"message {number}: expected an object with 'from' and 'value', got {type_name(item)}"
             )
         role = _role(number, item, "from", SHAREGPT_ROLES)
         value = item.get("value")
         if not isinstance(value, str):
-            raise _NotTrainable(f"message {number} ({role}): 'value' must be a string, got {_type_name(value)}")
+            raise _NotTrainable(f"message {number} ({role}): 'value' must be a string, got {type_name(value)}")
         turns.append((role, value))
     return _from_turns(turns, system, _tools(obj))
 
@@ -476,7 +476,7 @@ def _parse_messages(obj: dict) -> Conversation:
     for number, item in enumerate(items, start=1):
         if not isinstance(item, dict):
             raise _NotTrainable(
-                f"message {number}: expected an object with 'role' and 'content', got {_type_name(item)}"
+                f"message {number}: expected an object with 'role' and 'content', got {type_name(item)}"
             )
         role = _role(number, item, "role", MESSAGES_ROLES)
         turns.append((role, _message_content(number, role, item.get("content"))))
@@ -493,12 +493,12 @@ def _message_content(number: int, role: str, content: object) -> str:
     if not isinstance(content, list):
         raise _NotTrainable(
             f"message {number} ({role}): 'content' must be a string or a list of text parts, "
-            f"got {_type_name(content)}"
+            f"got {type_name(content)}"
         )
     texts = []
     for index, part in enumerate(content, start=1):
         if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
-            kind = part.get("type") if isinstance(part, dict) else _type_name(part)
+            kind = part.get("type") if isinstance(part, dict) else type_name(part)
             raise _NotTrainable(f"message {number} ({role}): content part {index} is {kind!r}, not text")
         texts.append(part["text"])
     return "".join(texts)
@@ -540,7 +540,7 @@ def _history_turns(history: object) -> list[Message]:
     if history is None:
         return []
     if not isinstance(history, list):
-        raise _NotTrainable(f"field 'history' must be a list of [user, assistant] pairs, got {_type_name(history)}")
+        raise _NotTrainable(f"field 'history' must be a list of [user, assistant] pairs, got {type_name(history)}")
     turns = []
     for index, pair in enumerate(history, start=1):
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
@@ -560,7 +560,7 @@ def _tools(obj: dict) -> str | None:
         return tools
     if isinstance(tools, (list, dict)):
         return json.dumps(tools, ensure_ascii=False)
-    raise _NotTrainable(f"field 'tools' must be a string, list or object, got {_type_name(tools)}")
+    raise _NotTrainable(f"field 'tools' must be a string, list or object, got {type_name(tools)}")
 
 
 def _required_str(obj: dict, key: str, fmt: str) -> str:
@@ -572,7 +572,7 @@ def _required_str(obj: dict, key: str, fmt: str) -> str:
 def _optional_str(obj: dict, key: str) -> str | None:
     value = obj.get(key)
     if value is not None and not isinstance(value, str):
-        raise _NotTrainable(f"field {key!r} must be a string, got {_type_name(value)}")
+        raise _NotTrainable(f"field {key!r} must be a string, got {type_name(value)}")
     return value
 
 
@@ -581,9 +581,9 @@ def _required_list(obj: dict, key: str, fmt: str) -> list:
     if value is None:
         raise _NotTrainable(f"missing field {key!r} ({fmt})")
     if not isinstance(value, list):
-        raise _NotTrainable(f"field {key!r} must be a list, got {_type_name(value)}")
+        raise _NotTrainable(f"field {key!r} must be a list, got {type_name(value)}")
     return value
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__

@@ -12,7 +12,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from medsft.data.encode import default_cache_dir
+from medsft.lab.tiny import build_llama, build_tokenizer
 from medsft.lab.world import World
+from medsft.pipeline.run import train
+from medsft.recipe import parse_recipe
 
 BASE_VERSION = "1"  # bump when the build procedure changes, so cached bases are rebuilt
 
@@ -47,17 +51,11 @@ def world_fingerprint(world: World) -> str:
 
 
 def default_lab_cache() -> Path:
-    from medsft.data.encode import default_cache_dir
-
     return default_cache_dir() / "lab"
 
 
 def build_base(world: World, config: BaseConfig, cache_dir: Path | None = None, log=print) -> Path:
     """The base model folder (a normal HF model folder), built on first use and then reused."""
-    from medsft.lab.tiny import build_llama, build_tokenizer
-    from medsft.recipe import parse_recipe
-    from medsft.train.run import train
-
     cache_dir = Path(cache_dir or default_lab_cache())
     folder = cache_dir / f"base-{world.language}-{config.key(world)}"
     if (folder / "model" / "config.json").exists():

@@ -6,12 +6,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from medsft.lab.runner import results_table, run_lab
 from medsft.lab.variants import DEMO_VARIANTS
 
 
 def print_results(results: dict, out: str | Path) -> None:
-    from medsft.lab.runner import results_table
-
     out = Path(out)
     print()
     print(results_table(results))
@@ -21,8 +20,6 @@ def print_results(results: dict, out: str | Path) -> None:
 
 
 def run_demo(out: str | Path = "runs/demo", cache_dir: str | Path | None = None) -> dict:
-    from medsft.lab.runner import run_lab
-
     started = time.time()
     results = run_lab(DEMO_VARIANTS, seeds=1, out=out, cache_dir=cache_dir)
     print_results(results, out)

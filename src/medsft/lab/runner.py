@@ -8,12 +8,21 @@ import statistics
 import time
 from pathlib import Path
 
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from medsft.data.templates import get_template
 from medsft.errors import UserError
+from medsft.eval import names
+from medsft.eval.evaluate import evaluate, flat_scores
+from medsft.eval.generate import Chat
+from medsft.eval.probes import Probe, ProbeSet
 from medsft.lab.base import BaseConfig, build_base
 from medsft.lab.variants import DESCRIPTIONS, VARIANTS, LabContext, recipe_variant
 from medsft.lab.world import Item, World, build_world
-from medsft.monitor.probes import Probe, ProbeSet, run_probes
-from medsft.monitor.textmetrics import distinct_n
+from medsft.pipeline.run import train
+from medsft.recipe import parse_recipe
 
 METRICS = [
     # (name, what it is, higher is better)
@@ -35,21 +44,22 @@ def probe_sets(world: World) -> list[ProbeSet]:
         return [Probe(i.question, i.key, i.answer, i.family) for i in items]
 
     return [
-        ProbeSet("general", probes(world.general_probes), "exact", world.language),
+        ProbeSet(names.GENERAL, probes(world.general_probes), "exact", world.language),
         ProbeSet("medical_trained", probes(world.medical_trained_probes), "fact", world.language),
         ProbeSet("medical_paraphrase", probes(world.medical_paraphrase_probes), "fact", world.language),
     ]
 
 
 def _score(model, tokenizer, sets: list[ProbeSet]) -> dict:
-    from medsft.data.templates import get_template
-
-    results = run_probes(model, tokenizer, get_template("chatml", tokenizer), sets, max_new_tokens=96, batch_size=64)
+    chat = Chat(tokenizer, get_template("chatml", tokenizer))
+    results = evaluate(model, chat, sets, max_new_tokens=96, batch_size=64, label="scoring")
+    general = results[names.GENERAL]
     return {
-        "general_accuracy": results["general"].accuracy,
-        "general_median_tokens": results["general"].median_tokens,
-        "general_eos_rate": results["general"].eos_rate,
-        "distinct_2": distinct_n([a.text for a in results["general"].answers], 2),
+        "general_accuracy": general.accuracy,
+        "general_median_tokens": general.median_tokens,
+        "general_eos_rate": general.eos_rate,
+        "distinct_2": general.metrics[names.DISTINCT_2],
+        "scores": flat_scores(results),
         "domain_accuracy": results["medical_trained"].accuracy,
         "paraphrase_accuracy": results["medical_paraphrase"].accuracy,
         "samples": {
@@ -72,13 +82,6 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
             language: str = "en", base_config: BaseConfig | None = None, world_size: dict | None = None,
             log=print) -> dict:
     """Run every variant for every seed; returns (and writes) the results."""
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from medsft.recipe import parse_recipe
-    from medsft.train.run import train
-
     makers = {}
     for name in variants:
         if name in VARIANTS:
@@ -117,7 +120,7 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
                 scores = _score(result.model, tokenizer, sets)
                 scores.update(_last_eval(result.run_dir))
                 del result
-            scores["length_ratio"] = scores["general_median_tokens"] / base_scores["general_median_tokens"]
+            scores["length_ratio"] = names.relative_to_base(scores.pop("scores"), base_scores["scores"]).get(names.LENGTH_RATIO)
             scores["wall_seconds"] = round(time.time() - t0, 1)
             runs.setdefault(name, []).append({"seed": seed, **scores})
             log("  " + ", ".join(f"{m} {scores[m]:.3f}" for m, _, _ in METRICS[:4]))

@@ -11,6 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from medsft.errors import UserError
+
 # Tiny models need larger steps than 7B models; the ratios between variants are what matter.
 LORA_LR = 5e-3
 FULL_LR = 3e-4
@@ -90,10 +94,6 @@ DEMO_VARIANTS = ["base", "domain-only", "mix-7-3", "progressive"]
 def recipe_variant(path: Path) -> Callable[[LabContext, str, int], dict]:
     """A user's recipe file as a lab variant: its finetune, stages and train settings run on the
     lab's base model and world (sources must be named `medical` and/or `general`)."""
-    import yaml
-
-    from medsft.errors import UserError
-
     try:
         tree = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:

@@ -1,9 +1,8 @@
 """Checkpoints that are whole or absent.
 
-A checkpoint is written into a hidden `.partial-checkpoint-N` folder next to where it belongs,
-listed in a manifest of file sizes and SHA-256 hashes, flushed to disk, and only then renamed to
-`checkpoint-N`: a crash mid-write leaves a partial folder, never a checkpoint that looks whole.
-Partial folders are never loaded and are removed on the next start.
+A checkpoint is written into `checkpoint-N`, flushed to disk, and sealed last by a manifest of
+its file sizes and SHA-256 hashes (written atomically): a folder without a whole manifest is
+partial, whatever it holds. Partial folders are never loaded and are removed on the next start.
 
 Each resumable checkpoint also carries `medsft_state.json`: everything medsft itself adds to
 training (loss accumulators, guard counters, monitor history, how far metrics.jsonl had got), so
@@ -29,33 +28,37 @@ def checkpoint_step(folder: Path) -> int | None:
     return int(number) if prefix == "checkpoint" and number.isdigit() else None
 
 
-def staging_folder(final: Path, clear: bool = True) -> Path:
-    """The folder to write a checkpoint into, as `staging/<final's name>`, before `publish`.
+def seal(folder: Path) -> None:
+    """Make a fully written checkpoint folder whole: its manifest is written last, atomically.
 
-    Cleared of any earlier attempt, except when another process (rank 0) does that."""
-    staging = final.with_name(PARTIAL + final.name)
-    if clear:
-        shutil.rmtree(staging, ignore_errors=True)
-    return staging
-
-
-def publish(staging: Path, final: Path) -> None:
-    commit(staging / final.name, final)
-    staging.rmdir()
-
-
-def commit(written: Path, final: Path) -> None:
-    """Manifest, fsync, rename: after this returns `final` is whole; before, it does not exist."""
-    files = sorted(p for p in written.rglob("*") if p.is_file())
-    manifest = {"files": {str(p.relative_to(written)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-                          for p in files}}
-    (written / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    for path in files + [written / MANIFEST]:
+    Until then the folder has no manifest and counts as partial (never loaded, removed on the
+    next start), so a crash at any moment leaves either a whole checkpoint or a partial one."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST
+                   and not p.name.startswith(PARTIAL))
+    for path in files:
         _fsync(path)
-    if final.exists():  # an incomplete leftover under the final name (never a complete one: see is_complete)
-        shutil.rmtree(final)
-    os.replace(written, final)
-    _fsync(final.parent)
+    manifest = {"files": {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                          for p in files}}
+    write_json_atomic(folder / MANIFEST, manifest)
+    _fsync(folder)
+
+
+def load_weights(model, folder: Path) -> None:
+    """The trained weights of a checkpoint folder, into `model` (a LoRA adapter into a PeftModel,
+    in place of its active adapter; all weights into a full model)."""
+    if hasattr(model, "peft_config"):
+        model.load_adapter(str(folder), adapter_name=model.active_adapter, is_trainable=True)
+        return
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    state = {}
+    for name in files:
+        state.update(load_file(folder / name))
+    _, unexpected = model.load_state_dict(state, strict=False)  # tied weights are saved once
+    if unexpected:
+        raise ValueError(f"{folder}: weights the model does not have: {', '.join(unexpected[:3])}")
 
 
 def is_complete(folder: Path, verify_hashes: bool = False) -> bool:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import statistics
 
-DOMAIN_SCORES = ("/rouge_l", "/accuracy")
+from medsft.eval import names
 
 
 def domain_score(entry: dict, domain_sources: list[str]) -> tuple[float, str]:
     """(score, what it is): higher is better. Domain probe scores when there are any, else -validation loss."""
     metrics = entry["metrics"]
-    scores = [v for k, v in metrics.items()
-              if k.startswith(("domain/", "knowledge/", "choice/", "probes/")) and k.endswith(DOMAIN_SCORES)]
+    scores = [v for k, v in metrics.items() if names.is_domain_score(k)]
     if scores:
         return statistics.fmean(scores), "mean domain probe score"
     losses = [entry["eval_loss"][s] for s in domain_sources if s in entry["eval_loss"]]
@@ -33,8 +32,8 @@ def select_checkpoint(history: list[dict], checkpoints: dict[tuple[str, int], st
         candidates.append({
             "step": entry["step"], "stage": entry["stage"], "checkpoint": path,
             "domain_score": score, "domain_score_is": meaning,
-            "general_retention": metrics.get("general/retention"),
-            "length_ratio": metrics.get("general/length_ratio"),
+            "general_retention": metrics.get(names.RETENTION),
+            "length_ratio": metrics.get(names.LENGTH_RATIO),
         })
     if not candidates:
         return None

@@ -1,8 +1,9 @@
-"""The built-in sample `medsft demo` starts from: short medical QA plus long general chat.
+"""Test fixture data: short medical QA plus long general chat, in Chinese and English.
 
 Written for this project (not taken from any dataset). It reproduces, at small scale, the
 length gap that makes domain SFT shorten a model's answers: medical answers are terse
-(one or two sentences), general answers are long and complete. Pure Python, no torch.
+(one or two sentences), general answers are long and complete. The tests build their tiny
+tokenizer and model from it and train on it; the benchmarks use it too. Pure Python, no torch.
 """
 
 from __future__ import annotations

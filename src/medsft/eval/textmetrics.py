@@ -11,7 +11,7 @@ import re
 import unicodedata
 from collections import Counter
 
-from medsft.monitor.score import contains_fact
+from medsft.eval.matching import contains_fact
 
 # Han (with extension A, compatibility ideographs and the supplementary planes) and kana.
 _CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"

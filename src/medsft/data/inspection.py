@@ -7,8 +7,10 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from medsft.data.encode import batch_tokenizer, encode_batch
 from medsft.data.readers import read_source
 from medsft.data.records import SourceRecords
+from medsft.data.templates import get_template, supervised_exchanges
 
 # An answer-length gap this large between sources teaches the model the shorter style.
 LENGTH_GAP_WARNING = 1.5
@@ -115,8 +117,9 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def inspect_command(files: list[str], tokenizer: str | None = None, template: str | None = None,
+def inspect_command(files: list[str], tokenizer=None, template: str | None = None,
                     max_length: int | None = None, as_json: bool = False) -> int:
+    """tokenizer: a loaded tokenizer, for lengths in tokens (None: characters)."""
     taken: set[str] = set()
     sources = []
     for path in files:
@@ -131,15 +134,8 @@ def inspect_command(files: list[str], tokenizer: str | None = None, template: st
     return 0
 
 
-def _token_counters(tokenizer_path: str, template_name: str | None, max_length: int | None):
-    """Token counting and encoding through the model's tokenizer (imports transformers)."""
-    from types import SimpleNamespace
-
-    from medsft.data.encode import batch_tokenizer, encode_batch
-    from medsft.data.templates import get_template, supervised_exchanges
-    from medsft.train.model import load_tokenizer
-
-    tok = load_tokenizer(SimpleNamespace(name_or_path=tokenizer_path, trust_remote_code=False, allow_pickle_weights=True))
+def _token_counters(tok, template_name: str | None, max_length: int | None):
+    """Token counting and encoding through the model's tokenizer."""
     tokenize = batch_tokenizer(tok)
 
     def count(texts: list[str]) -> list[int]:

@@ -4,7 +4,7 @@ Files: .jsonl, .json (an array; JSON Lines under a .json name also works), .csv 
 row, and .parquet (needs pyarrow). Column and field names are matched case-insensitively.
 
 Kinds, and the layouts each accepts:
-- generation: {"question" | "prompt" | "instruction", "key"?, "reference"?}  -> Probe
+- generation: {"question" | "prompt" | "instruction", "key"?, "reference"?, "category"?}  -> Probe
 - knowledge:  {"question", "facts": [...], "reference"?}                      -> KnowledgeProbe
   (in CSV, "facts" is a JSON array or facts separated by newlines or semicolons)
 - choice:     MedQA  {"question", "options": {"A": ..}, "answer_idx": "B"}    -> ChoiceProbe
@@ -24,35 +24,18 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from medsft.data.readers import file_items, json_loads  # the same file:line splitting as training data
+from medsft.data.readers import file_items, json_loads, type_name  # the same file:line splitting as training data
 from medsft.errors import UserError
-from medsft.monitor.score import contains_fact, normalize
-from medsft.monitor.textmetrics import fact_recall, has_cjk, rouge_l
-
-if TYPE_CHECKING:
-    from medsft.monitor.probes import Probe
+from medsft.eval.matching import normalize
+from medsft.eval.probes import ChoiceProbe, KnowledgeProbe, Probe
+from medsft.eval.textmetrics import has_cjk
 
 KINDS = ("generation", "knowledge", "choice")
 FILE_TYPES = (".jsonl", ".json", ".csv", ".parquet")
 QUESTION_FIELDS = ("question", "prompt", "instruction")
 ANSWER_CUES = {"en": "Answer:", "zh": "答案："}
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-@dataclass(frozen=True)
-class KnowledgeProbe:
-    question: str
-    facts: tuple[str, ...]  # key facts a good answer states
-    reference: str | None = None  # a reference answer, for ROUGE-L
-
-
-@dataclass(frozen=True)
-class ChoiceProbe:
-    question: str
-    options: tuple[tuple[str, str], ...]  # (letter, text), in letter order
-    answer: str  # the letter of the correct option
 
 
 @dataclass
@@ -108,16 +91,6 @@ def choice_prompt(probe: ChoiceProbe, language: str = "auto") -> str:
     return "\n".join(lines + [ANSWER_CUES[language]])
 
 
-def score_knowledge(answer: str, probe: KnowledgeProbe) -> dict:
-    """Key-fact recall of an answer, whether it states every fact, and ROUGE-L against the
-    reference (None without one)."""
-    return {
-        "fact_recall": fact_recall(answer, list(probe.facts)),
-        "all_facts": all(contains_fact(answer, fact) for fact in probe.facts),
-        "rouge_l": rouge_l(answer, probe.reference) if probe.reference is not None else None,
-    }
-
-
 # ---------------------------------------------------------------------------------------------
 # From a file to records
 
@@ -141,7 +114,7 @@ def _record(item) -> dict:
     if item.problem is not None:
         raise _BadRecord(item.problem)
     if not isinstance(item.value, dict):
-        raise _BadRecord(f"expected a JSON object, got {_type_name(item.value)}")
+        raise _BadRecord(f"expected a JSON object, got {type_name(item.value)}")
     return {str(key).strip().lower(): value for key, value in item.value.items() if value is not None}
 
 
@@ -150,14 +123,11 @@ def _record(item) -> dict:
 
 
 def _generation_probe(record: dict) -> Probe:
-    # Imported here: probes.py imports the torch generation code, which loading choice or
-    # knowledge files must not pull in.
-    from medsft.monitor.probes import Probe
-
     return Probe(
         question=_question(record),
         key=_optional_text(record, "key"),
         reference=_optional_text(record, "reference"),
+        family=_optional_text(record, "category") or "",
     )
 
 
@@ -199,7 +169,7 @@ def _facts(record: dict) -> tuple[str, ...]:
     if isinstance(value, str):
         value = _facts_from_text(value)
     if not isinstance(value, list):
-        raise _BadRecord(f"field 'facts' must be a list of strings, got {_type_name(value)}")
+        raise _BadRecord(f"field 'facts' must be a list of strings, got {type_name(value)}")
     if not value:
         raise _BadRecord("field 'facts' is empty")
     facts = []
@@ -244,7 +214,7 @@ def _options(record: dict) -> tuple[tuple[str, str], ...]:
         return _options_from_list(value)
     if isinstance(value, str):
         return _options_from_block(value)
-    raise _BadRecord(f"field 'options' must be an object, a list or lettered lines, got {_type_name(value)}")
+    raise _BadRecord(f"field 'options' must be an object, a list or lettered lines, got {type_name(value)}")
 
 
 def _options_from_dict(value: dict) -> tuple[tuple[str, str], ...]:
@@ -346,7 +316,7 @@ def _as_text(value: object, what: str) -> str | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise _BadRecord(f"{what} must be a string, got {_type_name(value)}")
+        raise _BadRecord(f"{what} must be a string, got {type_name(value)}")
     return value.strip() or None
 
 
@@ -361,7 +331,3 @@ def _shown(value: object, limit: int = 60) -> str:
     """A value quoted for a one-line reason: repr escapes newlines; long values are cut."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _type_name(value: object) -> str:
-    return "null" if value is None else type(value).__name__

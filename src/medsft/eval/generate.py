@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
 from medsft.data.encode import batch_tokenizer
 from medsft.data.records import Conversation, Message
+from medsft.tensors import eval_mode, pad_batch
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,32 @@ def prompt_for(template, question: str, system_prompt: str | None = None, histor
     return earlier + exchanges[-1].prompt
 
 
+@dataclass
+class Chat:
+    """How a model is talked to: its tokenizer, the chat template and the system prompt."""
+
+    tokenizer: object
+    template: object
+    system_prompt: str | None = None
+    _tokenize: object = field(default=None, init=False, repr=False)
+
+    def prompt(self, question: str) -> str:
+        return prompt_for(self.template, question, self.system_prompt)
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        if self._tokenize is None:
+            self._tokenize = batch_tokenizer(self.tokenizer)
+        return self._tokenize(texts)
+
+    @cached_property
+    def stop_ids(self) -> list[int]:
+        return stop_token_ids(self.template, self.tokenizer)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
+
+
 def stop_token_ids(template, tokenizer) -> list[int]:
     """Ids that end an answer: the template's end-of-turn token (when it is one token) and EOS."""
     ids = set()
@@ -38,40 +68,72 @@ def stop_token_ids(template, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-@torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], stop_ids: list[int], max_new_tokens: int = 128,
-             batch_size: int = 32) -> list[Generated]:
-    """Greedy answers for `prompts`, batched by similar length; results in the order given."""
-    tokenize = batch_tokenizer(tokenizer)
-    encoded = tokenize(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+def generate(model, chat: Chat, questions: list[str], max_new_tokens: int = 128, batch_size: int = 32,
+             label: str | None = "probing") -> list[Generated]:
+    """Greedy answers to `questions`, batched by similar length; results in the order given.
+
+    label: a progress line on the console (answers done, tokens/s, ETA) under this name; None: silent."""
+    encoded = chat.tokenize([chat.prompt(q) for q in questions])
+    order = sorted(range(len(questions)), key=lambda i: len(encoded[i]))
+    stop_ids = chat.stop_ids
     device = next(model.parameters()).device
     decode = _greedy_shrinking if _native(model) else _greedy_hf
-    was_training = model.training
-    model.eval()
-    results: list[Generated | None] = [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        longest = max(len(encoded[i]) for i in batch)
-        input_ids = torch.full((len(batch), longest), pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
-            ids = encoded[i]
-            input_ids[row, longest - len(ids):] = torch.tensor(ids)
-            attention_mask[row, longest - len(ids):] = 1
-        answers = decode(model, input_ids.to(device), attention_mask.to(device), stop_ids, pad, max_new_tokens)
-        for row, i in enumerate(batch):
-            new = answers[row]
-            stopped = False
-            for position, token in enumerate(new):
-                if token in stop_ids:
-                    new, stopped = new[:position], True
-                    break
-            results[i] = Generated(tokenizer.decode(new, skip_special_tokens=False), len(new), stopped)
-    if was_training:
-        model.train()
+    progress = Progress(label, len(questions)) if label else None
+    results: list[Generated | None] = [None] * len(questions)
+    with eval_mode(model):
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            # Left padding: every prompt ends where generation starts.
+            input_ids, attention_mask = pad_batch([encoded[i] for i in batch], chat.pad_id, side="left")
+            answers = decode(model, input_ids.to(device), attention_mask.to(device), stop_ids, chat.pad_id,
+                             max_new_tokens)
+            for row, i in enumerate(batch):
+                results[i] = _answer(chat.tokenizer, answers[row], stop_ids)
+            if progress:
+                progress.update(len(batch), sum(len(a) for a in answers))
+    if progress:
+        progress.close()
     return results  # type: ignore[return-value]
+
+
+def _answer(tokenizer, new: list[int], stop_ids: list[int]) -> Generated:
+    """The answer up to its first stop token (kept out of the text and the length)."""
+    for position, token in enumerate(new):
+        if token in stop_ids:
+            return Generated(tokenizer.decode(new[:position], skip_special_tokens=False), position, True)
+    return Generated(tokenizer.decode(new, skip_special_tokens=False), len(new), False)
+
+
+class Progress:
+    """One console line per few seconds while answers are generated: done/total, tokens/s, ETA.
+
+    Console only (stderr); nothing of it reaches metrics.jsonl."""
+
+    def __init__(self, label: str, total: int, every: float = 2.0, stream=None):
+        self.label, self.total, self.every = label, total, every
+        self.stream = stream or sys.stderr
+        self.done = self.tokens = 0
+        self.started = self.shown = time.perf_counter()
+        self.printed = False
+
+    def update(self, answers: int, tokens: int) -> None:
+        self.done += answers
+        self.tokens += tokens
+        now = time.perf_counter()
+        if now - self.shown >= self.every or (self.printed and self.done == self.total):
+            self.shown = now
+            self.printed = True
+            print(self.line(now), file=self.stream, flush=True)
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.started, 1e-9)
+        left = (self.total - self.done) * elapsed / self.done if self.done else 0.0
+        return (f"{self.label}: {self.done}/{self.total} answers, {self.tokens / elapsed:.0f} tokens/s, "
+                f"ETA {left:.0f}s")
+
+    def close(self) -> None:
+        if self.printed and self.done < self.total:
+            print(self.line(time.perf_counter()), file=self.stream, flush=True)
 
 
 def _native(model) -> bool:
@@ -80,12 +142,14 @@ def _native(model) -> bool:
     return type(inner).__module__.startswith("transformers.")
 
 
+@torch.no_grad()
 def _greedy_hf(model, input_ids, attention_mask, stop_ids, pad, max_new_tokens) -> list[list[int]]:
     output = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                             do_sample=False, eos_token_id=stop_ids, pad_token_id=pad, use_cache=True)
     return output[:, input_ids.shape[1]:].tolist()
 
 
+@torch.no_grad()
 def _greedy_shrinking(model, input_ids, attention_mask, stop_ids, pad, max_new_tokens) -> list[list[int]]:
     """Greedy decoding that drops each answer from the batch as soon as it ends.
 

@@ -1,0 +1,122 @@
+"""Loading the tokenizer and the model the way a user's model is loaded, and wrapping it in LoRA.
+
+Plain keyword arguments, so every caller (training, `medsft eval`, `data inspect`, the lab) loads
+models the same way without building a recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medsft.errors import UserError
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
+
+
+def check_model_source(name_or_path: str, allow_pickle_weights: bool = False,
+                       field: str = "model.name_or_path") -> None:
+    """A local folder must hold a model; a hub id must be reachable. Cheap: no weights are read."""
+    if not _looks_like_path(name_or_path):
+        return
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"{field}: {name_or_path}: no such folder")
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{field}: {name_or_path}: no config.json (is this a model folder?)")
+    pickled = list(folder.glob("*.bin")) or list(folder.glob("*.pt")) or list(folder.glob("*.pth"))
+    if pickled and not list(folder.glob("*.safetensors")) and not allow_pickle_weights:
+        raise UserError(
+            f"{field}: {name_or_path} has only pickle weights ({pickled[0].name}); unpickling can run code. "
+            "Convert them to safetensors, or set model.allow_pickle_weights: true if you trust them"
+        )
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, allow_pickle_weights: bool = False,
+                   field: str = "model.name_or_path"):
+    """The model's tokenizer; missing or unreachable models fail here, before any weights load."""
+    from transformers import AutoTokenizer
+
+    check_model_source(name_or_path, allow_pickle_weights, field)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        if "trust_remote_code" in str(error):
+            raise UserError(f"{field}: {name_or_path} ships its own code; "
+                            "set model.trust_remote_code: true if you trust it") from None
+        raise UserError(f"{field}: cannot load the tokenizer: {str(error).splitlines()[0]}") from None
+    except OSError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{field}: cannot load {name_or_path!r} "
+                        f"(not a local folder, and the hub could not provide it: {first})") from None
+    if tokenizer.pad_token is None:
+        # Padding positions are masked out of attention and loss, so any token will do; EOS is the convention.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def choose_dtype(requested: str, method: str):
+    """(weights dtype, mixed precision 'bf16'|'fp16'|None)."""
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            # LoRA: frozen base in bf16, adapter in fp32 (peft upcasts). Full FT: fp32 master weights + bf16 autocast.
+            return (torch.bfloat16, None) if method == "lora" else (torch.float32, "bf16")
+        return torch.float32, None
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[requested]
+    if dtype is torch.float16:
+        return (torch.float32, "fp16") if method == "full" else (torch.float16, "fp16")
+    return dtype, None
+
+
+def load_model(name_or_path: str, dtype=None, trust_remote_code: bool = False, allow_pickle_weights: bool = False,
+               attn_implementation: str | None = None, vocab_size: int | None = None,
+               gradient_checkpointing: bool = False):
+    """A causal LM from a folder or hub id, safetensors only unless pickle weights are allowed.
+
+    vocab_size: grow the embeddings to the tokenizer's size when it is larger."""
+    from transformers import AutoModelForCausalLM
+
+    check_model_source(name_or_path, allow_pickle_weights)
+    kwargs = {"trust_remote_code": trust_remote_code, "use_safetensors": None if allow_pickle_weights else True}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except OSError as error:
+        hint = "" if allow_pickle_weights else " (safetensors only, unless model.allow_pickle_weights)"
+        raise UserError(f"model.name_or_path: cannot load weights{hint}: {str(error).strip().splitlines()[0]}") from None
+    if vocab_size and vocab_size > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(vocab_size)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    return model
+
+
+def add_lora(model, rank: int = 8, alpha: float = 16, dropout: float = 0.05, target_modules="all-linear",
+             rslora: bool = False, dora: bool = False, modules_to_save: list[str] | None = None,
+             gradient_checkpointing: bool = False):
+    """`model` wrapped in a fresh LoRA adapter (peft)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                        use_rslora=rslora, use_dora=dora, modules_to_save=modules_to_save, task_type="CAUSAL_LM")
+    if gradient_checkpointing:
+        model.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
+    try:
+        return get_peft_model(model, config)
+    except ValueError as error:
+        raise UserError(f"finetune.lora.target_modules: {str(error).splitlines()[0]}") from None
+
+
+def load_adapter(model, adapter_dir: str | Path, field: str = "--adapter"):
+    """`model` with a saved LoRA adapter on top."""
+    from peft import PeftModel
+
+    if not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise UserError(f"{field}: {adapter_dir}: no adapter_config.json")
+    return PeftModel.from_pretrained(model, str(adapter_dir))

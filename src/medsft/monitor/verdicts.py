@@ -1,0 +1,47 @@
+"""Memorization verdicts: a pure function of the evaluation history.
+
+A source is memorizing when its validation loss has risen for `patience` evaluations in a row
+since its best while its train loss kept falling, or when its train loss is near zero on a
+small set. Otherwise it is learning."""
+
+from __future__ import annotations
+
+
+def memorization_verdicts(history: list[dict], train_sizes: dict[str, int], patience: int = 3,
+                          near_zero_loss: float = 0.05, small_set: int = 2000) -> dict[str, dict]:
+    """The verdict of every source with a validation loss in `history` (evaluations: step,
+    eval_loss and train_loss by source)."""
+    verdicts = {}
+    for source in sorted({s for h in history for s in h["eval_loss"]}):
+        points = [(h["step"], h["eval_loss"][source], h["train_loss"].get(source))
+                  for h in history if source in h["eval_loss"]]
+        verdicts[source] = source_verdict(points, train_sizes.get(source, 0), patience, near_zero_loss, small_set)
+    return verdicts
+
+
+def source_verdict(points: list[tuple[int, float, float | None]], train_size: int, patience: int,
+                   near_zero_loss: float, small_set: int) -> dict:
+    """points: (step, validation loss, train loss) of one source, in order."""
+    best = min(range(len(points)), key=lambda i: points[i][1])
+    train_now = points[-1][2]
+    if len(points) > patience and best <= len(points) - 1 - patience:
+        rising = all(points[i][1] > points[i - 1][1] for i in range(len(points) - patience, len(points)))
+        train_then = points[best][2]
+        falling = train_now is not None and train_then is not None and train_now < train_then
+        if rising and falling:
+            return {"verdict": "memorizing", "since_step": points[best][0],
+                    "reason": f"memorizing since step {points[best][0]}: validation loss rose for {patience} "
+                              f"evaluations ({points[best][1]:.3f} -> {points[-1][1]:.3f}) while train loss "
+                              f"kept falling ({train_then:.3f} -> {train_now:.3f})"}
+    if train_now is not None and train_now < near_zero_loss and train_size < small_set:
+        return {"verdict": "memorizing", "since_step": points[-1][0],
+                "reason": f"memorizing: train loss {train_now:.3f} is near zero on a small set ({train_size} records)"}
+    return {"verdict": "learning", "since_step": None,
+            "reason": f"learning: validation loss {points[0][1]:.3f} -> {points[-1][1]:.3f}"
+                      + (f" (best {points[best][1]:.3f} at step {points[best][0]})" if best != len(points) - 1 else "")}
+
+
+def newly_memorizing(before: dict[str, dict], now: dict[str, dict]) -> list[str]:
+    """Console lines for the sources that turned to memorizing between two sets of verdicts."""
+    return [f"memorization: {source}: {verdict['reason']}" for source, verdict in sorted(now.items())
+            if verdict["verdict"] == "memorizing" and before.get(source, {}).get("verdict") != "memorizing"]

@@ -1,0 +1,55 @@
+"""Tokenizer, template and data of a recipe, and `medsft data mix` (the same data, written out)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medsft.data.prepare import PreparedData, prepare_data, write_rejects
+from medsft.data.templates import get_template
+from medsft.errors import UserError
+from medsft.models import load_tokenizer
+from medsft.train import checkpoint
+
+
+def prepare(recipe):
+    """Tokenizer, template and prepared data. Everything a user can get wrong is caught here, before weights load."""
+    model = recipe.model
+    tokenizer = load_tokenizer(model.name_or_path, model.trust_remote_code, model.allow_pickle_weights)
+    template = get_template(model.template, tokenizer)
+    return tokenizer, template, prepare_data(recipe, tokenizer, template)
+
+
+def report_data(prepared: PreparedData, log) -> None:
+    totals = prepared.manifest["totals"]
+    log(f"data: {totals['read']} records read, {totals['used']} used, {totals['rejected']} rejected"
+        + (" (encoding cache hit)" if prepared.cache_hit else ""))
+    for warning in prepared.warnings:
+        log(f"warning: {warning}")
+
+
+def write_mix(recipe, out: str | Path, stage_name: str | None = None, log=print) -> Path:
+    """`medsft data mix`: the records each stage trains on, in training order, and the manifest."""
+    _, _, prepared = prepare(recipe)
+    names = [s.name for s in recipe.resolved_stages]
+    if stage_name is not None and stage_name not in names:
+        raise UserError(f"--stage: no stage {stage_name!r} (stages: {', '.join(names)})")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with open(out, "w", encoding="utf-8") as handle:
+        for name, plan in zip(names, prepared.plans):
+            if stage_name is not None and name != stage_name:
+                continue
+            for position, index in enumerate(plan.order):
+                record = prepared.conversations[index].to_json()
+                record["stage"], record["position"] = name, position
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                written += 1
+    manifest_path = out.with_name(out.stem + ".manifest.json")
+    checkpoint.write_json_atomic(manifest_path, prepared.manifest)
+    if prepared.rejects:
+        write_rejects(prepared.rejects, out.with_name(out.stem + ".rejects.jsonl"))
+    report_data(prepared, log)
+    log(f"wrote {written} records to {out}; manifest {manifest_path}")
+    return out

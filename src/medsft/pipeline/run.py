@@ -1,0 +1,194 @@
+"""`medsft train`: recipe -> run directory. `train` reads as the list of steps a run takes."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import transformers
+
+from medsft.data.prepare import write_rejects
+from medsft.errors import UserError
+from medsft.eval.generate import Chat
+from medsft.eval.sets import probe_sets
+from medsft.models import add_lora, choose_dtype, load_model
+from medsft.monitor.monitor import Monitor
+from medsft.pipeline.finish import best_so_far, finish_monitor
+from medsft.pipeline.prepare import prepare, report_data
+from medsft.pipeline.rundir import ResumePoint, claim_run_dir, truncate
+from medsft.pipeline.stages import check_disk_space, save_stage_end, stage_trainer
+from medsft.report.html import write_report
+from medsft.train import checkpoint
+from medsft.train.trainer import StageRun
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: object  # the trained model (a PeftModel for LoRA), still in memory
+
+
+def train(recipe, log=print, resume: str | None = None, overwrite: bool = False) -> TrainResult:
+    """Run every stage of the recipe and write the run directory.
+
+    resume: None (a fresh run), "yes" (continue from the newest whole checkpoint; there must be one)
+    or "auto" (continue if there is one, else start). overwrite: replace a previous run in output_dir."""
+    run = Run(recipe, log)
+    run.check_optional_packages()
+    run.claim(resume, overwrite)
+    run.prepare_data()  # with the probe files: every user error is raised before the model loads
+    run.write_start()
+    run.load_model()
+    run.check_disk_space()
+    run.start_monitor()
+    for index in range(len(recipe.resolved_stages)):
+        if not run.train_stage(index):
+            break
+    run.finish()
+    return TrainResult(run.run_dir, run.model)
+
+
+class Run:
+    """The state of one `medsft train`, built up step by step."""
+
+    def __init__(self, recipe, log=print):
+        self.recipe = recipe
+        self.log = log
+        self.run_dir = Path(recipe.output_dir)
+        self.point: ResumePoint | None = None
+        self.started = time.time()
+        self.step = 0  # run-wide steps of the stages done so far
+        self.trainer = None
+        self.model = None
+
+    def check_optional_packages(self) -> None:
+        if self.recipe.train.report_to == "tensorboard" and not (
+            importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
+        ):
+            raise UserError("train.report_to: tensorboard is not installed (pip install tensorboard)")
+
+    def claim(self, resume: str | None, overwrite: bool) -> None:
+        self.point = claim_run_dir(self.recipe, self.run_dir, resume, overwrite, self.log)
+        self.started = time.time() - (self.point.state.get("run_seconds", 0.0) if self.point else 0.0)
+
+    def prepare_data(self) -> None:
+        self.tokenizer, self.template, self.prepared = prepare(self.recipe)
+        roles = {s.name: s.role for s in self.recipe.data.sources}
+        held_out = {name: [self.prepared.conversations[i] for i in rows]
+                    for name, rows in self.prepared.val_pools.items() if roles[name] == "domain"}
+        self.probe_sets = probe_sets(self.recipe.monitor, held_out)
+        encoded = self.prepared.encoded.add_column("source_id", self.prepared.source_index)
+        self.encoded = encoded.add_column("record_index", list(range(len(encoded))))
+        self.val_sets = {name: self.encoded.select(rows) for name, rows in self.prepared.val_pools.items() if rows}
+
+    def write_start(self) -> None:
+        """A fresh run writes its recipe, rejects and manifest; a resumed one drops the events logged
+        after its checkpoint (they will be logged again)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path = self.run_dir / "metrics.jsonl"
+        if self.point is None:
+            (self.run_dir / "recipe.yaml").write_text(self.recipe.to_yaml(), encoding="utf-8")
+            metrics_path.unlink(missing_ok=True)
+            if self.prepared.rejects:
+                write_rejects(self.prepared.rejects, self.run_dir / "rejects.jsonl")
+            checkpoint.write_json_atomic(self.run_dir / "data_manifest.json", self.prepared.manifest)
+        else:
+            truncate(metrics_path, self.point.state["metrics_bytes"])
+            truncate(self.run_dir / "monitor" / "samples.jsonl", self.point.state["samples_bytes"])
+        report_data(self.prepared, self.log)
+
+    def load_model(self) -> None:
+        recipe = self.recipe
+        transformers.set_seed(recipe.train.seed)
+        model, checkpointing = recipe.model, recipe.train.gradient_checkpointing
+        dtype, _ = choose_dtype(model.dtype, recipe.finetune.method)
+        self.model = load_model(model.name_or_path, dtype=dtype, trust_remote_code=model.trust_remote_code,
+                                allow_pickle_weights=model.allow_pickle_weights,
+                                attn_implementation=model.attn_implementation, vocab_size=len(self.tokenizer),
+                                gradient_checkpointing=checkpointing)
+        if recipe.finetune.method == "lora":
+            self.model = add_lora(self.model, **recipe.finetune.lora.model_dump(), gradient_checkpointing=checkpointing)
+
+    def check_disk_space(self) -> None:
+        check_disk_space(self.recipe, self.model, self.prepared.plans, self.run_dir)
+
+    def start_monitor(self) -> None:
+        """The monitor, its state at the resume point, and the base model's answers (cached)."""
+        recipe = self.recipe
+        chat = Chat(self.tokenizer, self.template, recipe.model.system_prompt)
+        sizes = {name: len(rows) for name, rows in self.prepared.train_pools.items()}
+        self.monitor = Monitor(recipe.monitor, self.probe_sets, chat, self.run_dir, sizes, self.log)
+        if self.point is not None and self.point.state.get("monitor"):
+            self.monitor.load_state(self.point.state["monitor"])
+        if recipe.monitor.probes:
+            self.log("probing the base model (answers cached in monitor/base.json)")
+            self.monitor.compute_base(self.model)
+
+    def train_stage(self, index: int) -> bool:
+        """Train one stage (or skip it, when it finished before a resume). False: the run stops here."""
+        stage, plan, point = self.recipe.resolved_stages[index], self.prepared.plans[index], self.point
+        if point is not None and index < len(point.completed):  # finished before the interruption
+            self._count_steps(index, point.completed[index]["steps"])
+            return True
+        if point is not None and point.stopped_early:  # an early stop ended the run: later stages never ran
+            return False
+        self.log(f"stage {stage.name}: {len(plan.order)} records, "
+                 + ", ".join(f"{k} {v:.1%}" for k, v in plan.realized_share_samples.items()))
+        trainer = self.trainer = self._trainer(stage, plan)
+        trainer.train(resume_from_checkpoint=self._resume_into(trainer, stage, index))
+        last = self.monitor.history[-1] if self.monitor.history else None
+        evaluated = last is not None and (last["stage"], last["stage_step"]) == (stage.name, trainer.state.global_step)
+        if (self.val_sets or self.recipe.monitor.probes) and not evaluated:  # every stage ends with an evaluation
+            trainer.evaluate()
+        stage_dir = self.run_dir / "checkpoints" / stage.name
+        save_stage_end(trainer, stage_dir)
+        self._count_steps(index, trainer.state.global_step)
+        stopped_early = trainer.control.should_training_stop and trainer.state.global_step < trainer.state.max_steps
+        checkpoint.write_json_atomic(stage_dir / checkpoint.STAGE_COMPLETE, {
+            "checkpoint": f"checkpoint-{trainer.state.global_step}", "steps": trainer.state.global_step,
+            "stopped_early": bool(stopped_early), "state": trainer.resume_state()})
+        if stopped_early:
+            self.log(f"stopped in stage {stage.name}; later stages are skipped")
+        return not stopped_early
+
+    def _trainer(self, stage, plan):
+        run = StageRun(self.run_dir, stage.name, self.prepared.source_names, self.val_sets, self.step,
+                       [c.provenance for c in self.prepared.conversations], self.started, self.log,
+                       lambda: best_so_far(self.recipe, self.monitor, self.run_dir))
+        return stage_trainer(self.recipe, stage, self.model, self.tokenizer, self.encoded.select(plan.order), run,
+                             self.monitor)
+
+    def _resume_into(self, trainer, stage, index: int) -> str | None:
+        """The checkpoint the stage continues from (for `Trainer.train`), or None. A stage that had not
+        saved yet starts from its beginning with the weights of the previous stage's end."""
+        point = self.point
+        if point is None or index != len(point.completed):
+            return None
+        if point.checkpoint is not None:
+            self.log(f"resuming stage {stage.name} from {point.checkpoint.relative_to(self.run_dir)}")
+            trainer.load_resume_state(point.state)
+            return str(point.checkpoint)
+        if point.completed:
+            self.log(f"resuming stage {stage.name} from its start, with the weights of "
+                     f"{point.completed_checkpoint.relative_to(self.run_dir)}")
+            checkpoint.load_weights(self.model, point.completed_checkpoint)
+        return None
+
+    def _count_steps(self, index: int, steps: int) -> None:
+        self.prepared.manifest["stages"][index]["steps"] = steps
+        self.step += steps
+
+    def finish(self) -> None:
+        """Final weights (the selected checkpoint's), verdicts, manifest and report."""
+        if self.trainer is None and self.point is not None:  # every stage had finished: only the end remains
+            checkpoint.load_weights(self.model, self.point.completed_checkpoint)
+        final = self.run_dir / ("adapter" if self.recipe.finetune.method == "lora" else "model")
+        self.model.save_pretrained(final)
+        self.tokenizer.save_pretrained(final)
+        finish_monitor(self.recipe, self.monitor, self.run_dir, final, self.started, self.log)
+        checkpoint.write_json_atomic(self.run_dir / "data_manifest.json", self.prepared.manifest)
+        report = write_report(self.run_dir)
+        self.log(f"run directory: {self.run_dir}  (weights in {final.name}/, metrics in metrics.jsonl, "
+                 f"report {report.name})")
