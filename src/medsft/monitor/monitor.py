@@ -76,9 +76,9 @@ class Monitor:
         context = base_model_context(model)
         if context is not None:
             with context:
-                results = self._evaluate(model, "probing the base model")
+                results = self._ask(model, "probing the base model")
         else:  # full fine-tuning: called before any step, when the model still is the base
-            results = self._evaluate(model, "probing the base model")
+            results = self._ask(model, "probing the base model")
         self.base = {"questions": questions, "answers": answers_of(results), "scores": flat_scores(results)}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.base, ensure_ascii=False, indent=1), encoding="utf-8")
@@ -93,7 +93,7 @@ class Monitor:
             if self.base is None:
                 self.compute_base(model)
             started = time.perf_counter()
-            results = self._evaluate(model, f"probing at step {step}")
+            results = self._ask(model, f"probing at step {step}")
             self._spent("generation", started)
             started = time.perf_counter()
             metrics.update(flat_scores(results))
@@ -108,7 +108,7 @@ class Monitor:
                              "train_loss": dict(train_losses), "metrics": dict(metrics)})
         return metrics
 
-    def _evaluate(self, model, label: str):
+    def _ask(self, model, label: str):
         return evaluate(model, self.chat, self.probe_sets, self.config.max_new_tokens, self.config.batch_size, label)
 
     def _spent(self, phase: str, started: float) -> None:

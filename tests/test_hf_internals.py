@@ -1,0 +1,53 @@
+"""What medsft relies on in transformers' Trainer beyond its documented hooks (train/hf_internals.py).
+
+Each test fails loudly, with what changed, when a transformers release changes one of them."""
+
+from __future__ import annotations
+
+import inspect
+
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
+
+
+def test_trainer_reads_model_accepts_loss_kwargs_to_count_tokens_over_accumulation():
+    source = inspect.getsource(Trainer)
+    assert "model_accepts_loss_kwargs" in inspect.getsource(Trainer._get_num_items_in_batch) \
+        or "self.model_accepts_loss_kwargs" in source, \
+        "Trainer no longer decides from model_accepts_loss_kwargs whether to count num_items_in_batch"
+    assert "num_items_in_batch" in inspect.signature(Trainer.compute_loss).parameters
+
+
+def test_trainer_honours_loss_is_scaled_for_ga():
+    assert hasattr(Trainer, "loss_is_scaled_for_ga"), "Trainer.loss_is_scaled_for_ga is gone"
+    assert "self.loss_is_scaled_for_ga" in inspect.getsource(Trainer.training_step), \
+        "training_step no longer reads loss_is_scaled_for_ga: the loss may be divided by the accumulation steps twice"
+
+
+def test_callback_handler_on_evaluate_takes_metrics_and_clears_should_evaluate(tmp_path):
+    seen = []
+
+    class Listener(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            seen.append(metrics)
+
+    handler = CallbackHandler([Listener()], None, None, None, None)
+    control = TrainerControl(should_evaluate=True)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    control = handler.on_evaluate(args, TrainerState(), control, {"eval_loss": 1.0})
+    assert seen == [{"eval_loss": 1.0}] and control.should_evaluate is False
+
+
+def test_with_eval_strategy_no_the_default_flow_never_asks_for_evaluation(tmp_path):
+    """medsft schedules evaluation itself (EvaluateEvery); the Trainer's flow must not add its own."""
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], eval_strategy="no")
+    state = TrainerState(global_step=10, max_steps=10)
+    control = DefaultFlowCallback().on_step_end(args, state, TrainerControl())
+    assert control.should_evaluate is False
+
+
+def test_on_save_runs_after_the_checkpoint_is_written():
+    """SealCheckpoints writes the manifest in on_save: the checkpoint's files must exist by then."""
+    source = inspect.getsource(Trainer._maybe_log_save_evaluate)
+    save, notify = source.find("self._save_checkpoint("), source.find("on_save(")
+    assert 0 <= save < notify, "Trainer no longer calls on_save after _save_checkpoint"
