@@ -1,10 +1,14 @@
-"""The command line: parse, then call one function per command. User errors are one line, exit 2."""
+"""The command line: parse, then call one function per command. User errors are one line, exit 2.
+
+Each command imports what it runs when it runs, so `medsft --help` and the data commands start
+without loading torch."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 from medsft.errors import UserError
 from medsft.recipe import load_recipe
@@ -67,8 +71,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from pathlib import Path
-
     from medsft.report.html import write_report
 
     if not (Path(args.run_dir) / "metrics.jsonl").exists():

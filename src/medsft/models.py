@@ -1,7 +1,9 @@
 """Loading the tokenizer and the model the way a user's model is loaded, and wrapping it in LoRA.
 
 Plain keyword arguments, so every caller (training, `medsft eval`, `data inspect`, the lab) loads
-models the same way without building a recipe."""
+models the same way without building a recipe. transformers and peft are imported when a model
+is loaded, so that commands which never load one (`medsft data inspect` without --tokenizer,
+`medsft --help`) start without them."""
 
 from __future__ import annotations
 

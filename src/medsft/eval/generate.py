@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
+from transformers import DynamicCache
 
 from medsft.data.encode import batch_tokenizer
 from medsft.data.records import Conversation, Message
@@ -156,8 +157,6 @@ def _greedy_shrinking(model, input_ids, attention_mask, stop_ids, pad, max_new_t
     `model.generate` keeps every row until the longest answer stops, so one rambling answer makes
     the whole batch pay for its length; here the batch (and its KV cache) shrinks instead, and the
     work is the sum of the answer lengths. The tokens are the same as `generate`'s greedy ones."""
-    from transformers import DynamicCache
-
     rows = input_ids.shape[0]
     answers: list[list[int]] = [[] for _ in range(rows)]
     alive = list(range(rows))  # the original row of each row still generating

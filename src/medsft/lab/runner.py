@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import platform
 import statistics
@@ -153,9 +155,6 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
 
 def write_lab_report(results: dict, out: Path) -> Path:
     """report.html: the table and every plot in one self-contained page."""
-    import base64
-    import html
-
     columns = [m for m, _, _ in METRICS]
     seeds = len(results["seeds"])
     rows = []

@@ -17,6 +17,8 @@ import os
 import shutil
 from pathlib import Path
 
+from safetensors.torch import load_file
+
 MANIFEST = "medsft_manifest.json"
 STATE = "medsft_state.json"
 PARTIAL = ".partial-"
@@ -49,8 +51,6 @@ def load_weights(model, folder: Path) -> None:
     if hasattr(model, "peft_config"):
         model.load_adapter(str(folder), adapter_name=model.active_adapter, is_trainable=True)
         return
-    from safetensors.torch import load_file
-
     index = folder / "model.safetensors.index.json"
     files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
     state = {}
