@@ -124,3 +124,13 @@ def _third_party(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.append((node.lineno, node.module.split(".")[0]))
     return found
+
+
+def test_the_readme_layout_names_every_unit_in_layer_order():
+    readme = (PACKAGE.parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("### Layout", 1)[1].split("```", 2)[1]
+    listed = [line.split()[0].rstrip("/").removesuffix(".py") for line in block.splitlines()
+              if line and not line.startswith(" ")]
+    units = [u for layer in LAYERS for u in sorted(layer) if not u.startswith("__")]
+    assert set(units) <= set(listed)
+    assert [u for u in listed if u in RANK] == sorted((u for u in listed if u in RANK), key=RANK.get)
