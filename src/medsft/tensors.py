@@ -7,9 +7,6 @@ import math
 
 import torch
 
-IGNORE = -100  # the label of a position that carries no loss
-
-
 def pad_batch(rows: list[list[int]], pad_id: int, side: str = "right",
               multiple_of: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, attention mask) for token lists of different lengths, padded on `side` to the longest

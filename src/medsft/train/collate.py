@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from medsft.tensors import IGNORE, pad_batch
+from medsft.data.encode import IGNORE
+from medsft.tensors import pad_batch
 
 
 class Collator:

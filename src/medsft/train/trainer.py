@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from medsft.data.encode import IGNORE
 from medsft.errors import TrainingStopped
-from medsft.tensors import IGNORE, eval_mode
+from medsft.tensors import eval_mode
 from medsft.train import hf_internals
 from medsft.train.callbacks import NonFiniteGradientGuard, SealCheckpoints
 
