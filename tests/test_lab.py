@@ -107,3 +107,38 @@ def test_tiny_lab_runs_in_chinese(tmp_path):
     sample = results["runs"]["mix-7-3"][0]["samples"]["general"][0]["question"]
     assert any("\u4e00" <= ch <= "\u9fff" for ch in sample)
     assert results["variants"]["mix-7-3"]["general_accuracy"]["mean"] is not None
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_a_model_that_knows_only_the_trained_phrasings_scores_as_trained_and_nothing_else(language, monkeypatch):
+    """Memorized strings, not knowledge: the lab's metrics must tell the two apart."""
+    import medsft.eval.evaluate as evaluation
+    from medsft.eval.generate import Generated
+    from medsft.lab.runner import _score, probe_sets
+
+    world = build_world(0, language)
+    memorized = {item.question: item.answer for item in world.medical_train + world.general_train}
+
+    def parrot(model, chat, questions, max_new_tokens=128, batch_size=32, label=None):
+        return [Generated(memorized.get(q, "I do not know."), 4, True) for q in questions]
+
+    monkeypatch.setattr(evaluation, "generate", parrot)
+    scores = _score(None, None, probe_sets(world))
+    assert scores["domain_accuracy"] == 1.0  # every fact asked exactly as trained
+    assert scores["paraphrase_accuracy"] == 0.0  # the same facts in other words
+    assert scores["transfer_accuracy"] == 0.0  # facts it read only in passages
+
+
+def test_transfer_facts_appear_only_in_passages():
+    world = build_world(0, "en", n_diseases=20, probe_facts=40)
+    transfer = {d["disease"] for d in world.diseases if not d["qa"]}
+    assert len(transfer) == 10
+    passages = [i for i in world.medical_train if i.family == "medical_passage"]
+    qa = [i for i in world.medical_train if i.family != "medical_passage"]
+    assert len(passages) == 2 * 20  # every disease has its passage, under two prompts
+    assert not any(d in item.question for d in transfer for item in qa)  # never asked as QA
+    for probe in world.medical_transfer_probes:
+        disease = next(d for d in world.diseases if d["disease"] in probe.question or d["drug"] in probe.question)
+        assert not disease["qa"]
+        passage = next(p.answer for p in passages if disease["disease"] in p.question)
+        assert probe.key in passage  # the fact is there to be learned, in other words

@@ -32,6 +32,7 @@ METRICS = [
     ("length_ratio", "median general answer length, tuned / base", None),
     ("domain_accuracy", "fictional medical facts recalled, questions as trained", True),
     ("paraphrase_accuracy", "the same facts asked in words never trained", True),
+    ("transfer_accuracy", "facts seen only in knowledge passages, asked as questions", True),
     ("general_eos_rate", "general answers that end on their own", True),
     ("kl_to_base", "drift: mean token KL(base || tuned) on the base's general answers (LoRA only)", False),
     ("distinct_2", "general answer diversity: distinct bigrams / bigrams", True),
@@ -49,6 +50,7 @@ def probe_sets(world: World) -> list[ProbeSet]:
         ProbeSet(names.GENERAL, probes(world.general_probes), "exact", world.language),
         ProbeSet("medical_trained", probes(world.medical_trained_probes), "fact", world.language),
         ProbeSet("medical_paraphrase", probes(world.medical_paraphrase_probes), "fact", world.language),
+        ProbeSet("medical_transfer", probes(world.medical_transfer_probes), "fact", world.language),
     ]
 
 
@@ -64,6 +66,7 @@ def _score(model, tokenizer, sets: list[ProbeSet]) -> dict:
         "scores": flat_scores(results),
         "domain_accuracy": results["medical_trained"].accuracy,
         "paraphrase_accuracy": results["medical_paraphrase"].accuracy,
+        "transfer_accuracy": results["medical_transfer"].accuracy,
         "samples": {
             name: [{"question": p.question, "answer": a.text, "correct": c}
                    for p, a, c in list(zip(s.probes, results[name].answers, results[name].correct))[:5]]

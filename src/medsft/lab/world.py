@@ -6,8 +6,13 @@ rendered as terse QA, as real medical SFT data is. Every answer that can be scor
 general answers say "The answer is KEY." (scored by exact match of KEY); medical answers contain
 the key fact (scored by whether it appears).
 
+Beside the QA, every disease has a short knowledge passage (as a textbook or a medical corpus
+would), trained as the answer to "Tell me about X". For half of the diseases the facts are also
+trained as QA; for the other half (the transfer diseases) they appear only in the passage.
+
 Probes are held out: general probes use inputs never seen in training (and, for facts, phrasings
-never seen); medical paraphrase probes ask trained facts in words never used in training.
+never seen); medical paraphrase probes ask trained facts in words never used in training;
+transfer probes ask facts seen only in passages, in the QA's own words.
 """
 
 from __future__ import annotations
@@ -41,11 +46,13 @@ class World:
     medical_train: list[Item] = field(default_factory=list)
     medical_trained_probes: list[Item] = field(default_factory=list)  # questions exactly as trained
     medical_paraphrase_probes: list[Item] = field(default_factory=list)  # trained facts, new words
-    diseases: list[dict] = field(default_factory=list)
+    medical_transfer_probes: list[Item] = field(default_factory=list)  # facts seen only in passages
+    diseases: list[dict] = field(default_factory=list)  # each with "qa": whether its facts are trained as QA
 
     def texts(self) -> list[str]:
         """Every string of the world, for training its tokenizer."""
-        items = self.general_train + self.general_probes + self.medical_train + self.medical_paraphrase_probes
+        items = (self.general_train + self.general_probes + self.medical_train + self.medical_paraphrase_probes
+                 + self.medical_transfer_probes)
         return [t for item in items for t in (item.question, item.answer)]
 
     def write(self, folder: Path) -> dict[str, Path]:
@@ -58,6 +65,7 @@ class World:
             ("general_probes", self.general_probes, "probe"),
             ("medical_trained_probes", self.medical_trained_probes, "probe"),
             ("medical_paraphrase_probes", self.medical_paraphrase_probes, "probe"),
+            ("medical_transfer_probes", self.medical_transfer_probes, "probe"),
         ]:
             path = folder / f"{name}.jsonl"
             with open(path, "w", encoding="utf-8") as out:
@@ -143,6 +151,9 @@ PHRASES = {
             "contra": (["Who should not take {m}?", "What is the contraindication of {m}?"],
                        ["In which patients is {m} forbidden?"], "Avoid {m} in people with {k}."),
         },
+        "passage_q": ["Tell me about {d}.", "What do you know about {d}?"],
+        "passage": "{D} is a rare disease. Its main symptom is {symptom}. {D} is treated with {drug}. "
+                   "The adult dose of {drug} is {dose}. {Drug} must not be given to people with {contra}.",
         "closings": [""],
         "disease_suffix": ["syndrome", "fever", "disease", "palsy", "fatigue"],
         "symptoms": ["a blue rash", "joint pain", "night sweats", "a dry cough", "blurred vision", "hair loss",
@@ -179,6 +190,9 @@ PHRASES = {
             "dose": (["{m}的剂量是多少？", "成人应该服用多少{m}？"], ["成年人一次给多少{m}？"], "{m}：{k}。"),
             "contra": (["哪些人不能用{m}？", "{m}的禁忌症是什么？"], ["{m}禁用于哪些病人？"], "{k}患者禁用{m}。"),
         },
+        "passage_q": ["介绍一下{d}。", "你了解{d}吗？"],
+        "passage": "{d}是一种少见的疾病，主要症状是{symptom}。{d}用{drug}治疗。{drug}的成人剂量是{dose}。"
+                   "{contra}患者不能使用{drug}。",
         "closings": ["如果你还有别的问题，欢迎随时继续问我，我会尽量详细地回答，并且把每一步的理由都解释清楚。",
                      "这类问题只要按步骤仔细检查，通常都能得到可靠的结果；遇到不确定的地方，再回头核对一遍就好。",
                      "要是你想再练习一次，可以换一个例子，我们一起来验证答案，看看每一步是不是都做对了。"],
@@ -323,11 +337,14 @@ def _names(rng: random.Random, language: str, n: int):
     return diseases, drugs
 
 
-def _medical(rng: random.Random, language: str, n_diseases: int):
+def _medical(rng: random.Random, language: str, n_diseases: int, qa_share: float = 0.5):
+    """The fictional knowledge base, its training records (QA for the first `qa_share` of the diseases,
+    a passage for every disease), and the probes: as trained, paraphrased, and passage-only (transfer)."""
     p = PHRASES[language]
     diseases, drugs = _names(rng, language, n_diseases)
-    kb, train, trained_probes, paraphrases = [], [], [], []
-    for disease, drug in zip(diseases, drugs):
+    with_qa = round(n_diseases * qa_share)
+    kb, train, trained_probes, paraphrases, transfer = [], [], [], [], []
+    for number, (disease, drug) in enumerate(zip(diseases, drugs)):
         dose = p["dose_form"].format(n=rng.choice([5, 10, 15, 20, 25, 40, 50, 80]), f=rng.choice(p["dose_freq"]))
         facts = {
             "symptom": rng.choice(p["symptoms"]),
@@ -335,18 +352,30 @@ def _medical(rng: random.Random, language: str, n_diseases: int):
             "dose": dose,
             "contra": rng.choice(p["conditions"]),
         }
-        kb.append({"disease": disease, **facts})
+        qa = number < with_qa
+        kb.append({"disease": disease, **facts, "qa": qa})
+        fill = {"d": disease, "D": disease, "m": drug, "M": _capital(drug, language)}
+        passage = p["passage"].format(**fill, drug=drug, Drug=_capital(drug, language), **{
+            k: v for k, v in facts.items() if k != "drug"})
+        for q in p["passage_q"]:
+            train.append(Item("medical_passage", q.format(**fill), passage, drug))
         for kind, key in facts.items():
             train_qs, heldout_qs, answer = p["med"][kind]
-            fill = {"d": disease, "D": disease, "m": drug, "M": drug[:1].upper() + drug[1:], "k": key}
-            text = answer.format(**fill)
-            text = text[:1].upper() + text[1:] if language == "en" else text
+            text = _capital(answer.format(**fill, k=key), language)
+            probe = Item(f"medical_{kind}", train_qs[0].format(**fill), text, key)
+            if not qa:
+                transfer.append(probe)
+                continue
             for q in train_qs:
                 train.append(Item(f"medical_{kind}", q.format(**fill), text, key))
-            trained_probes.append(Item(f"medical_{kind}", train_qs[0].format(**fill), text, key))
+            trained_probes.append(probe)
             paraphrases.append(Item(f"medical_{kind}", heldout_qs[0].format(**fill), text, key))
     rng.shuffle(train)
-    return kb, train, trained_probes, paraphrases
+    return kb, train, trained_probes, paraphrases, transfer
+
+
+def _capital(text: str, language: str) -> str:
+    return text[:1].upper() + text[1:] if language == "en" else text
 
 
 def build_world(seed: int = 0, language: str = "en", n_diseases: int = 100, per_family: int = 1500, fact_repeats: int = 4,
@@ -355,12 +384,13 @@ def build_world(seed: int = 0, language: str = "en", n_diseases: int = 100, per_
     if language not in PHRASES:
         raise ValueError(f"language must be one of {sorted(PHRASES)}")
     rng = random.Random(f"medsft-world:{seed}:{language}")
-    kb, medical_train, trained, paraphrases = _medical(rng, language, n_diseases)
+    kb, medical_train, trained, paraphrases, transfer = _medical(rng, language, n_diseases)
     names = {d["disease"] for d in kb} | {d["drug"] for d in kb}
     pool = item_pool(language, names, rng)
     general_train, general_probes = _general(rng, language, per_family, probes_per_family, fact_repeats, pool)
     # The same facts are probed as trained and as paraphrased, so the two accuracies compare like with like.
     chosen = random.Random(f"medsft-probes:{seed}").sample(range(len(trained)), min(probe_facts, len(trained)))
+    transferred = random.Random(f"medsft-transfer:{seed}").sample(range(len(transfer)), min(probe_facts, len(transfer)))
     return World(
         language=language,
         seed=seed,
@@ -369,5 +399,6 @@ def build_world(seed: int = 0, language: str = "en", n_diseases: int = 100, per_
         medical_train=medical_train,
         medical_trained_probes=[trained[i] for i in chosen],
         medical_paraphrase_probes=[paraphrases[i] for i in chosen],
+        medical_transfer_probes=[transfer[i] for i in transferred],
         diseases=kb,
     )
