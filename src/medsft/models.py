@@ -122,3 +122,52 @@ def load_adapter(model, adapter_dir: str | Path, field: str = "--adapter"):
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise UserError(f"{field}: {adapter_dir}: no adapter_config.json")
     return PeftModel.from_pretrained(model, str(adapter_dir))
+
+
+REAL_MODEL_EXTRA = "pip install 'medsft[real-model]'"
+
+
+def import_gguf(gguf_file: str | Path, out_dir: str | Path, log=print) -> Path:
+    """A GGUF checkpoint as a normal HF model folder: fp32 safetensors, tokenizer with its chat
+    template, generation config, and `medsft_import.json` (the source file and its SHA-256).
+
+    transformers dequantizes GGUF on load but will not save a model loaded that way, so the model
+    is rebuilt from its config without the GGUF quantization entry and given the loaded weights."""
+    import hashlib
+    import importlib.util
+    import json
+
+    source = Path(gguf_file).expanduser()
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError(f"reading GGUF needs the gguf package: {REAL_MODEL_EXTRA}")
+    if not source.is_file():
+        raise UserError(f"{source}: no such file")
+    if source.suffix.lower() != ".gguf":
+        raise UserError(f"{source}: not a .gguf file")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log(f"reading {source.name} (dequantizing to fp32)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+        loaded = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+    except (ValueError, KeyError, OSError) as error:
+        raise UserError(f"{source}: cannot import: {str(error).strip().splitlines()[0]}") from None
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    digest = hashlib.sha256()
+    with open(source, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    (out / "medsft_import.json").write_text(json.dumps(
+        {"source": str(source), "sha256": digest.hexdigest(), "architecture": type(model).__name__}, indent=1) + "\n")
+    log(f"wrote {out} ({type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters)")
+    return out

@@ -20,11 +20,16 @@ from medsft.eval import names
 from medsft.eval.evaluate import evaluate, flat_scores
 from medsft.eval.generate import Chat
 from medsft.eval.probes import Probe, ProbeSet
-from medsft.lab.base import BaseConfig, build_base
+from medsft.eval.sets import general_set
+from medsft.lab.base import BaseConfig, build_base, default_lab_cache
+from medsft.lab.real import BASES, SYNTHETIC, LabBase, smollm2_base
 from medsft.lab.variants import DESCRIPTIONS, VARIANTS, LabContext, recipe_variant
 from medsft.lab.world import Item, World, build_world
 from medsft.pipeline.run import train
 from medsft.recipe import parse_recipe
+
+# The real model is slow on CPU: a smaller world keeps its lab within about half an hour on 2 cores.
+SMOLLM2_WORLD = {"n_diseases": 20, "per_family": 100, "probes_per_family": 10, "probe_facts": 40}
 
 METRICS = [
     # (name, what it is, higher is better)
@@ -42,20 +47,26 @@ METRICS = [
 ]
 
 
-def probe_sets(world: World) -> list[ProbeSet]:
+def probe_sets(world: World, base: LabBase = SYNTHETIC) -> list[ProbeSet]:
+    """The world's probes; general ability on the world's own general probes (exact answers), or on
+    a built-in set for a real model that never learned the world's answer format."""
     def probes(items: list[Item]) -> list[Probe]:
         return [Probe(i.question, i.key, i.answer, i.family) for i in items]
 
+    if base.general_probes == "world":
+        general = ProbeSet(names.GENERAL, probes(world.general_probes), "exact", world.language)
+    else:
+        general = general_set([base.general_probes])
     return [
-        ProbeSet(names.GENERAL, probes(world.general_probes), "exact", world.language),
+        general,
         ProbeSet("medical_trained", probes(world.medical_trained_probes), "fact", world.language),
         ProbeSet("medical_paraphrase", probes(world.medical_paraphrase_probes), "fact", world.language),
         ProbeSet("medical_transfer", probes(world.medical_transfer_probes), "fact", world.language),
     ]
 
 
-def _score(model, tokenizer, sets: list[ProbeSet]) -> dict:
-    chat = Chat(tokenizer, get_template("chatml", tokenizer))
+def _score(model, tokenizer, sets: list[ProbeSet], template: str = "chatml") -> dict:
+    chat = Chat(tokenizer, get_template(template, tokenizer))
     results = evaluate(model, chat, sets, max_new_tokens=96, batch_size=64, label="scoring")
     general = results[names.GENERAL]
     return {
@@ -85,8 +96,11 @@ def _last_eval(run_dir: Path) -> dict:
 
 def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", cache_dir: str | Path | None = None,
             language: str = "en", base_config: BaseConfig | None = None, world_size: dict | None = None,
-            log=print) -> dict:
-    """Run every variant for every seed; returns (and writes) the results."""
+            log=print, base: str = "synthetic") -> dict:
+    """Run every variant for every seed; returns (and writes) the results.
+
+    base: `synthetic` (the lab's tiny model, built on first use) or `smollm2` (a real pretrained chat
+    model, converted from its GGUF file on first use; English world)."""
     makers = {}
     for name in variants:
         if name in VARIANTS:
@@ -97,18 +111,27 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
             raise UserError(f"--variants: unknown variant {name!r} (known: {', '.join(VARIANTS)}, or a recipe .yaml)")
     if seeds < 1:
         raise UserError("--seeds: must be at least 1")
+    if base not in BASES:
+        raise UserError(f"--base: unknown base {base!r} (known: {', '.join(BASES)})")
+    lab_base = BASES[base]
+    if base != "synthetic" and language != "en":
+        raise UserError(f"--base {base}: the real-model lab runs the English world (--language en)")
     out = Path(out)
     started = time.time()
-    world = build_world(0, language, **(world_size or {}))
-    base_config = base_config or BaseConfig()
-    base_path = build_base(world, base_config, Path(cache_dir) if cache_dir else None, log=log)
-    context = LabContext(base_path, world.write(out / "world"), out)
-    sets = probe_sets(world)
+    cache = Path(cache_dir) if cache_dir else default_lab_cache()
+    if base == "smollm2":
+        world = build_world(0, language, **{**SMOLLM2_WORLD, **(world_size or {})})
+        base_path = smollm2_base(cache, log=log)
+    else:
+        world = build_world(0, language, **(world_size or {}))
+        base_path = build_base(world, base_config or BaseConfig(), cache, log=log)
+    context = LabContext(base_path, world.write(out / "world"), out, lab_base)
+    sets = probe_sets(world, lab_base)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
 
     log("scoring the base model")
     base_model = AutoModelForCausalLM.from_pretrained(base_path)
-    base_scores = _score(base_model, tokenizer, sets)
+    base_scores = _score(base_model, tokenizer, sets, lab_base.template)
     del base_model
 
     runs: dict[str, list[dict]] = {}
@@ -122,7 +145,7 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
                 scores.update({"eval_loss_medical": None, "eval_loss_general": None, "kl_to_base": 0.0})
             else:
                 result = train(parse_recipe(tree, f"lab variant {name}"), log=lambda *_: None, overwrite=True)
-                scores = _score(result.model, tokenizer, sets)
+                scores = _score(result.model, tokenizer, sets, lab_base.template)
                 scores.update(_last_eval(result.run_dir))
                 del result
             scores["length_ratio"] = names.relative_to_base(scores.pop("scores"), base_scores["scores"]).get(names.LENGTH_RATIO)
@@ -140,6 +163,7 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
         },
         "seeds": list(range(seeds)),
         "language": language,
+        "base": base,
         "world": {"general_train": len(world.general_train), "medical_train": len(world.medical_train),
                   "diseases": len(world.diseases), "probes": {s.name: len(s.probes) for s in sets}},
         "base_model": str(base_path),
@@ -175,7 +199,7 @@ def write_lab_report(results: dict, out: Path) -> Path:
 table {{ border-collapse: collapse; font-size: 13px; }} th, td {{ border: 1px solid #ccc; padding: 3px 8px; }}
 .grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 10px; }}
 img {{ max-width: 100%; }}</style></head><body>
-<h1>Forgetting lab ({html.escape(results['language'])}, {seeds} seed{'s' if seeds > 1 else ''})</h1>
+<h1>Forgetting lab ({html.escape(results.get('base', 'synthetic'))} base, {html.escape(results['language'])}, {seeds} seed{'s' if seeds > 1 else ''})</h1>
 <table><thead><tr><th>variant</th>{''.join(f'<th>{html.escape(c)}</th>' for c in columns)}</tr></thead>
 <tbody>{''.join(rows)}</tbody></table><ul>{legend}</ul><ul>{variants}</ul>
 <div class=grid>{figures}</div></body></html>
@@ -212,7 +236,8 @@ def results_table(results: dict) -> str:
     columns = [m for m, _, _ in METRICS]
     seeds = len(results["seeds"])
     lines = [
-        f"Forgetting lab ({results['language']}, {seeds} seed{'s' if seeds > 1 else ''}; mean"
+        f"Forgetting lab ({results.get('base', 'synthetic')} base, {results['language']}, "
+        f"{seeds} seed{'s' if seeds > 1 else ''}; mean"
         + (" ± std" if seeds > 1 else "") + ")",
         "",
         "| variant | " + " | ".join(columns) + " |",

@@ -14,10 +14,8 @@ from pathlib import Path
 import yaml
 
 from medsft.errors import UserError
+from medsft.lab.real import SYNTHETIC, LabBase
 
-# Tiny models need larger steps than 7B models; the ratios between variants are what matter.
-LORA_LR = 5e-3
-FULL_LR = 3e-4
 DOMAIN_EPOCHS = 3
 
 
@@ -26,15 +24,19 @@ class LabContext:
     base_model: Path
     files: dict[str, Path]
     out: Path
+    base: LabBase = SYNTHETIC  # template, learning rates and general probes for this base
 
 
 def _recipe(ctx: LabContext, name: str, seed: int, stages: list[dict], method: str = "lora",
-            rank: int = 8, alpha: float = 16, learning_rate: float = LORA_LR) -> dict:
+            rank: int = 8, alpha: float = 16, learning_rate: float | None = None) -> dict:
+    # Tiny models need larger steps than 7B models; the ratios between variants are what matter.
+    learning_rate = learning_rate or (ctx.base.lora_lr if method == "lora" else ctx.base.full_lr)
+    general = [str(ctx.files["general_probes"])] if ctx.base.general_probes == "world" else [ctx.base.general_probes]
     finetune: dict = {"method": method}
     if method == "lora":
         finetune["lora"] = {"rank": rank, "alpha": alpha, "dropout": 0.05, "target_modules": "all-linear"}
     return {
-        "model": {"name_or_path": str(ctx.base_model), "template": "chatml"},
+        "model": {"name_or_path": str(ctx.base_model), "template": ctx.base.template},
         "finetune": finetune,
         "data": {
             "sources": [
@@ -49,7 +51,7 @@ def _recipe(ctx: LabContext, name: str, seed: int, stages: list[dict], method: s
                   "logging_steps": 20, "seed": seed},
         # The monitor measures drift from the base on the world's general probes at the end of each
         # stage; the lab keeps the final weights (no selection) and scores them itself.
-        "monitor": {"general_probes": [str(ctx.files["general_probes"])], "domain_probes": 0,
+        "monitor": {"general_probes": general, "domain_probes": 0,
                     "max_new_tokens": 96, "batch_size": 64, "select": {"enabled": False}},
         "output_dir": str(ctx.out / "runs" / name / f"seed-{seed}"),
     }
@@ -74,7 +76,7 @@ VARIANTS: dict[str, Callable[[LabContext, str, int], dict | None]] = {
     "progressive": lambda ctx, name, seed: _recipe(
         ctx, name, seed, [{"name": "general", "epochs": 0.25, "weights": {"general": 1.0}}] + _mix(0.7)
     ),
-    "full-ft": lambda ctx, name, seed: _recipe(ctx, name, seed, _domain(), method="full", learning_rate=FULL_LR),
+    "full-ft": lambda ctx, name, seed: _recipe(ctx, name, seed, _domain(), method="full"),
 }
 
 DESCRIPTIONS = {

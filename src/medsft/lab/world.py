@@ -118,37 +118,45 @@ GENERAL_FACTS_ZH = [
 
 PHRASES = {
     "en": {
-        "fact_q": ["What is {s}?", "Tell me {s}.", "Can you tell me {s}?"],
+        "fact_q": ["What is {s}?", "Tell me {s}.", "Can you tell me {s}?", "Please tell me {s}.", "I want to know {s}."],
         "fact_q_heldout": ["Do you know {s}?", "Please name {s}."],
         "fact_a": "You asked about {s}. This is a common fact that many people learn at school, and it is easy "
         "to check in any reference book. The answer is {k}. I hope this short explanation helps you.",
-        "copy_q": ["Copy this list: {l}.", "Repeat the list {l}.", "Write the list {l} again."],
+        "copy_q": ["Copy this list: {l}.", "Repeat the list {l}.", "Write the list {l} again.",
+                   "Write out the following items again: {l}.", "Please repeat this list: {l}."],
         "copy_q_heldout": ["Please copy the following list: {l}."],
         "copy_a": "You asked me to copy the list {l}. Copying means writing every item again in the same order, "
         "without adding or removing anything. The answer is {k}. Each item appears exactly once, as in the original.",
         "first_q": ["What is the first item of the list {l}?", "Name the item that opens the list {l}.",
-                    "Which item comes first in the list {l}?"],
+                    "Which item comes first in the list {l}?", "Tell me the item at the beginning of {l}.",
+                    "What does the list {l} start with?"],
         "first_q_heldout": ["Please tell me the item at the start of the list {l}."],
         "first_a": "You asked me for the first item of the list {l}. The first item is the one at the very start, "
         "before all the others. The answer is {k}. Nothing comes before it in the list.",
         "count_q": ["How many items are in this list: {l}?", "Count the items in the list {l}.",
-                    "What is the number of items in {l}?"],
+                    "What is the number of items in {l}?", "How many items does the list {l} have?",
+                    "Please count the items: {l}."],
         "count_q_heldout": ["Please count how many items the list {l} has."],
         "count_a": "You asked me to count the items in the list {l}. Counting means going through the list one "
         "item at a time and adding one for each. The answer is {k}. I counted every item exactly once.",
         "last_q": ["What is the last item of the list {l}?", "Name the final item in {l}.",
-                   "Which item comes last in the list {l}?"],
+                   "Which item comes last in the list {l}?", "Tell me the item at the end of {l}.",
+                   "What does the list {l} end with?"],
         "last_q_heldout": ["Please tell me the item at the end of the list {l}."],
         "last_a": "You asked me for the last item of the list {l}. The last item is the one at the very end, "
         "after all the others. The answer is {k}. Nothing comes after it in the list.",
         "med": {
-            "symptom": (["What is the main symptom of {d}?", "Which symptom does {d} cause?"],
+            "symptom": (["What is the main symptom of {d}?", "Which symptom does {d} cause?",
+                         "What symptom do people with {d} have?", "How does {d} show itself?"],
                         ["Patients with {d} usually notice which sign?"], "{d} causes {k}."),
-            "drug": (["What is the treatment for {d}?", "Which drug treats {d}?"],
+            "drug": (["What is the treatment for {d}?", "Which drug treats {d}?",
+                      "How is {d} treated?", "What drug is given for {d}?"],
                      ["If someone has {d}, what medicine should they receive?"], "{D} is treated with {k}."),
-            "dose": (["What is the dose of {m}?", "How much {m} should an adult take?"],
+            "dose": (["What is the dose of {m}?", "How much {m} should an adult take?",
+                      "What dose of {m} is used?", "How is {m} dosed?"],
                      ["What amount of {m} is given to an adult?"], "{M}: {k}."),
-            "contra": (["Who should not take {m}?", "What is the contraindication of {m}?"],
+            "contra": (["Who should not take {m}?", "What is the contraindication of {m}?",
+                        "When must {m} be avoided?", "Who cannot be given {m}?"],
                        ["In which patients is {m} forbidden?"], "Avoid {m} in people with {k}."),
         },
         "passage_q": ["Tell me about {d}.", "What do you know about {d}?"],
@@ -164,31 +172,35 @@ PHRASES = {
         "dose_freq": ["once daily", "twice daily", "every morning", "at night"],
     },
     "zh": {
-        "fact_q": ["{s}是什么？", "告诉我{s}。", "你能告诉我{s}吗？"],
+        "fact_q": ["{s}是什么？", "告诉我{s}。", "你能告诉我{s}吗？", "请告诉我{s}。", "我想知道{s}。"],
         "fact_q_heldout": ["你知道{s}吗？", "请说出{s}。"],
         "fact_a": "你问的是{s}。这是很多人在学校里学过的常识，在任何参考书里都很容易查到。答案是{k}。"
         "希望这个简短的解释对你有帮助。我又核对了一遍关于{s}的资料，确认{k}是正确的。",
-        "copy_q": ["抄写这个列表：{l}。", "重复列表{l}。", "把列表{l}再写一遍。"],
+        "copy_q": ["抄写这个列表：{l}。", "重复列表{l}。", "把列表{l}再写一遍。", "把下面这些项重写一遍：{l}。",
+                   "请重复这个列表：{l}。"],
         "copy_q_heldout": ["请抄写下面的列表：{l}。"],
         "copy_a": "你让我抄写列表{l}。抄写就是按原来的顺序把每一项重新写一遍，不增加也不删除。答案是{k}。"
         "每一项都和原列表一样只出现一次。我又把{l}从头到尾核对了一遍，确认{k}没有遗漏。",
-        "first_q": ["列表{l}的第一项是什么？", "说出{l}的第一项。", "列表{l}里排在最前面的是哪一项？"],
+        "first_q": ["列表{l}的第一项是什么？", "说出{l}的第一项。", "列表{l}里排在最前面的是哪一项？",
+                    "告诉我{l}开头的那一项。", "列表{l}以哪一项开始？"],
         "first_q_heldout": ["请告诉我列表{l}开头的那一项。"],
         "first_a": "你问的是列表{l}的第一项。第一项就是排在最前面、在其他所有项之前的那一项。答案是{k}。"
         "列表里没有任何项排在它前面。我又把{l}从头到尾核对了一遍，确认第一项是{k}。",
-        "count_q": ["这个列表有几项：{l}？", "数一数列表{l}有多少项。", "列表{l}里有多少个元素？"],
+        "count_q": ["这个列表有几项：{l}？", "数一数列表{l}有多少项。", "列表{l}里有多少个元素？",
+                    "列表{l}一共有多少项？", "请数一下这些项：{l}。"],
         "count_q_heldout": ["请数一下列表{l}一共有几项。"],
         "count_a": "你让我数列表{l}的项数。计数就是逐项查看列表，每看到一项就加一。答案是{k}。"
         "我把每一项都恰好数了一次。我又把{l}从头到尾核对了一遍，确认一共是{k}项。",
-        "last_q": ["列表{l}的最后一项是什么？", "说出{l}的最后一项。", "列表{l}里排在最后的是哪一项？"],
+        "last_q": ["列表{l}的最后一项是什么？", "说出{l}的最后一项。", "列表{l}里排在最后的是哪一项？",
+                    "告诉我{l}末尾的那一项。", "列表{l}以哪一项结束？"],
         "last_q_heldout": ["请告诉我列表{l}末尾的那一项。"],
         "last_a": "你问的是列表{l}的最后一项。最后一项就是排在最末尾、在其他所有项之后的那一项。答案是{k}。"
         "列表里没有任何项排在它后面。我又把{l}从头到尾核对了一遍，确认最后一项是{k}。",
         "med": {
-            "symptom": (["{d}的主要症状是什么？", "{d}会引起什么症状？"], ["患了{d}的人通常会出现什么表现？"], "{d}引起{k}。"),
-            "drug": (["{d}怎么治疗？", "哪种药治疗{d}？"], ["得了{d}应该用什么药？"], "{d}用{k}治疗。"),
-            "dose": (["{m}的剂量是多少？", "成人应该服用多少{m}？"], ["成年人一次给多少{m}？"], "{m}：{k}。"),
-            "contra": (["哪些人不能用{m}？", "{m}的禁忌症是什么？"], ["{m}禁用于哪些病人？"], "{k}患者禁用{m}。"),
+            "symptom": (["{d}的主要症状是什么？", "{d}会引起什么症状？", "得了{d}会有什么症状？", "{d}有哪些表现？"], ["患了{d}的人通常会出现什么表现？"], "{d}引起{k}。"),
+            "drug": (["{d}怎么治疗？", "哪种药治疗{d}？", "{d}用什么药？", "治疗{d}的药物是什么？"], ["得了{d}应该用什么药？"], "{d}用{k}治疗。"),
+            "dose": (["{m}的剂量是多少？", "成人应该服用多少{m}？", "{m}怎么服用？", "{m}一次吃多少？"], ["成年人一次给多少{m}？"], "{m}：{k}。"),
+            "contra": (["哪些人不能用{m}？", "{m}的禁忌症是什么？", "什么情况下不能用{m}？", "{m}不适合哪些人？"], ["{m}禁用于哪些病人？"], "{k}患者禁用{m}。"),
         },
         "passage_q": ["介绍一下{d}。", "你了解{d}吗？"],
         "passage": "{d}是一种少见的疾病，主要症状是{symptom}。{d}用{drug}治疗。{drug}的成人剂量是{dose}。"
@@ -337,9 +349,11 @@ def _names(rng: random.Random, language: str, n: int):
     return diseases, drugs
 
 
-def _medical(rng: random.Random, language: str, n_diseases: int, qa_share: float = 0.5):
+def _medical(rng: random.Random, language: str, n_diseases: int, qa_share: float = 0.5, qa_phrasings: int = 2,
+             repeats: int = 1):
     """The fictional knowledge base, its training records (QA for the first `qa_share` of the diseases,
-    a passage for every disease), and the probes: as trained, paraphrased, and passage-only (transfer)."""
+    a passage for every disease; each `repeats` times), and the probes: as trained, paraphrased, and
+    passage-only (transfer). QA is asked in the first `qa_phrasings` phrasings of the phrasebook."""
     p = PHRASES[language]
     diseases, drugs = _names(rng, language, n_diseases)
     with_qa = round(n_diseases * qa_share)
@@ -358,7 +372,7 @@ def _medical(rng: random.Random, language: str, n_diseases: int, qa_share: float
         passage = p["passage"].format(**fill, drug=drug, Drug=_capital(drug, language), **{
             k: v for k, v in facts.items() if k != "drug"})
         for q in p["passage_q"]:
-            train.append(Item("medical_passage", q.format(**fill), passage, drug))
+            train += [Item("medical_passage", q.format(**fill), passage, drug)] * repeats
         for kind, key in facts.items():
             train_qs, heldout_qs, answer = p["med"][kind]
             text = _capital(answer.format(**fill, k=key), language)
@@ -366,8 +380,8 @@ def _medical(rng: random.Random, language: str, n_diseases: int, qa_share: float
             if not qa:
                 transfer.append(probe)
                 continue
-            for q in train_qs:
-                train.append(Item(f"medical_{kind}", q.format(**fill), text, key))
+            for q in train_qs[:qa_phrasings]:
+                train += [Item(f"medical_{kind}", q.format(**fill), text, key)] * repeats
             trained_probes.append(probe)
             paraphrases.append(Item(f"medical_{kind}", heldout_qs[0].format(**fill), text, key))
     rng.shuffle(train)
@@ -379,12 +393,14 @@ def _capital(text: str, language: str) -> str:
 
 
 def build_world(seed: int = 0, language: str = "en", n_diseases: int = 100, per_family: int = 1500, fact_repeats: int = 4,
-                probes_per_family: int = 30, probe_facts: int = 120) -> World:
+                probes_per_family: int = 30, probe_facts: int = 120, qa_phrasings: int = 2,
+                medical_repeats: int = 1) -> World:
     """The whole world from a seed: same seed and settings, same world, byte for byte."""
     if language not in PHRASES:
         raise ValueError(f"language must be one of {sorted(PHRASES)}")
     rng = random.Random(f"medsft-world:{seed}:{language}")
-    kb, medical_train, trained, paraphrases, transfer = _medical(rng, language, n_diseases)
+    kb, medical_train, trained, paraphrases, transfer = _medical(rng, language, n_diseases, 0.5, qa_phrasings,
+                                                                 medical_repeats)
     names = {d["disease"] for d in kb} | {d["drug"] for d in kb}
     pool = item_pool(language, names, rng)
     general_train, general_probes = _general(rng, language, per_family, probes_per_family, fact_repeats, pool)
