@@ -12,7 +12,7 @@ from medsft.lab.world import build_world
 
 TINY_BASE = BaseConfig(vocab_size=400, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2,
                        intermediate_size=64, epochs=1, batch_size=32)
-TINY_WORLD = {"n_diseases": 12, "per_family": 20, "probes_per_family": 4, "probe_facts": 12}
+TINY_WORLD = {"n_diseases": 12, "per_family": 20, "probes_per_family": 4, "probe_facts": 12, "medical_repeats": 1}
 
 
 @pytest.mark.parametrize("language", ["en", "zh"])
@@ -20,7 +20,7 @@ def test_world_is_deterministic_and_held_out(language):
     world = build_world(3, language)
     assert build_world(3, language).texts() == world.texts()
     assert build_world(4, language).texts() != world.texts()
-    assert len(world.diseases) >= 100 and all(len(d) >= 4 for d in world.diseases)
+    assert len(world.diseases) >= 40 and all(len(d) >= 4 for d in world.diseases)
     families = {i.family for i in world.general_train}
     assert len(families) >= 4
     general_text = " ".join(i.question + " " + i.answer for i in world.general_train + world.general_probes)
@@ -77,7 +77,8 @@ def test_tiny_lab_end_to_end(tmp_path):
     manifest = json.loads((tmp_path / "lab" / "runs" / "my-recipe" / "seed-0" / "data_manifest.json").read_text())
     assert manifest["stages"][0]["asked_share"] == {"medical": 0.5, "general": 0.5}
     for name in saved["variants"]:
-        for metric in ["general_accuracy", "length_ratio", "domain_accuracy", "paraphrase_accuracy"]:
+        for metric in ["general_accuracy", "length_ratio", "domain_accuracy", "paraphrase_accuracy",
+                       "transfer_accuracy"]:
             entry = saved["variants"][name][metric]
             assert entry["mean"] is not None and len(entry["values"]) == 2
     assert saved["variants"]["base"]["length_ratio"]["mean"] == 1.0

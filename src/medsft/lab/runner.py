@@ -29,7 +29,7 @@ from medsft.pipeline.run import train
 from medsft.recipe import parse_recipe
 
 # The real model is slow on CPU: a smaller world keeps its lab within about half an hour on 2 cores.
-SMOLLM2_WORLD = {"n_diseases": 20, "per_family": 100, "probes_per_family": 10, "probe_facts": 40}
+SMOLLM2_WORLD = {"n_diseases": 16, "per_family": 100, "probes_per_family": 10, "probe_facts": 32, "medical_repeats": 2}
 
 METRICS = [
     # (name, what it is, higher is better)

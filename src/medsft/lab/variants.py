@@ -35,7 +35,7 @@ def _recipe(ctx: LabContext, name: str, seed: int, stages: list[dict], method: s
     finetune: dict = {"method": method}
     if method == "lora":
         finetune["lora"] = {"rank": rank, "alpha": alpha, "dropout": 0.05, "target_modules": "all-linear"}
-    return {
+    recipe = {
         "model": {"name_or_path": str(ctx.base_model), "template": ctx.base.template},
         "finetune": finetune,
         "data": {
@@ -55,6 +55,8 @@ def _recipe(ctx: LabContext, name: str, seed: int, stages: list[dict], method: s
                     "max_new_tokens": 96, "batch_size": 64, "select": {"enabled": False}},
         "output_dir": str(ctx.out / "runs" / name / f"seed-{seed}"),
     }
+    recipe["monitor"].update(dict(ctx.base.monitor))
+    return recipe
 
 
 def _domain(epochs: float = DOMAIN_EPOCHS) -> list[dict]:

@@ -123,26 +123,22 @@ PHRASES = {
         "fact_a": "You asked about {s}. This is a common fact that many people learn at school, and it is easy "
         "to check in any reference book. The answer is {k}. I hope this short explanation helps you.",
         "copy_q": ["Copy this list: {l}.", "Repeat the list {l}.", "Write the list {l} again.",
-                   "Write out the following items again: {l}.", "Please repeat this list: {l}."],
-        "copy_q_heldout": ["Please copy the following list: {l}."],
+                   "Copy the following items: {l}.", "Please repeat this list: {l}."],
         "copy_a": "You asked me to copy the list {l}. Copying means writing every item again in the same order, "
         "without adding or removing anything. The answer is {k}. Each item appears exactly once, as in the original.",
         "first_q": ["What is the first item of the list {l}?", "Name the item that opens the list {l}.",
                     "Which item comes first in the list {l}?", "Tell me the item at the beginning of {l}.",
                     "What does the list {l} start with?"],
-        "first_q_heldout": ["Please tell me the item at the start of the list {l}."],
         "first_a": "You asked me for the first item of the list {l}. The first item is the one at the very start, "
         "before all the others. The answer is {k}. Nothing comes before it in the list.",
         "count_q": ["How many items are in this list: {l}?", "Count the items in the list {l}.",
                     "What is the number of items in {l}?", "How many items does the list {l} have?",
-                    "Please count the items: {l}."],
-        "count_q_heldout": ["Please count how many items the list {l} has."],
+                    "Tell me how many items are in {l}."],
         "count_a": "You asked me to count the items in the list {l}. Counting means going through the list one "
         "item at a time and adding one for each. The answer is {k}. I counted every item exactly once.",
         "last_q": ["What is the last item of the list {l}?", "Name the final item in {l}.",
                    "Which item comes last in the list {l}?", "Tell me the item at the end of {l}.",
                    "What does the list {l} end with?"],
-        "last_q_heldout": ["Please tell me the item at the end of the list {l}."],
         "last_a": "You asked me for the last item of the list {l}. The last item is the one at the very end, "
         "after all the others. The answer is {k}. Nothing comes after it in the list.",
         "med": {
@@ -176,24 +172,20 @@ PHRASES = {
         "fact_q_heldout": ["你知道{s}吗？", "请说出{s}。"],
         "fact_a": "你问的是{s}。这是很多人在学校里学过的常识，在任何参考书里都很容易查到。答案是{k}。"
         "希望这个简短的解释对你有帮助。我又核对了一遍关于{s}的资料，确认{k}是正确的。",
-        "copy_q": ["抄写这个列表：{l}。", "重复列表{l}。", "把列表{l}再写一遍。", "把下面这些项重写一遍：{l}。",
+        "copy_q": ["抄写这个列表：{l}。", "重复列表{l}。", "把列表{l}再写一遍。", "抄写下面这些项：{l}。",
                    "请重复这个列表：{l}。"],
-        "copy_q_heldout": ["请抄写下面的列表：{l}。"],
         "copy_a": "你让我抄写列表{l}。抄写就是按原来的顺序把每一项重新写一遍，不增加也不删除。答案是{k}。"
         "每一项都和原列表一样只出现一次。我又把{l}从头到尾核对了一遍，确认{k}没有遗漏。",
         "first_q": ["列表{l}的第一项是什么？", "说出{l}的第一项。", "列表{l}里排在最前面的是哪一项？",
                     "告诉我{l}开头的那一项。", "列表{l}以哪一项开始？"],
-        "first_q_heldout": ["请告诉我列表{l}开头的那一项。"],
         "first_a": "你问的是列表{l}的第一项。第一项就是排在最前面、在其他所有项之前的那一项。答案是{k}。"
         "列表里没有任何项排在它前面。我又把{l}从头到尾核对了一遍，确认第一项是{k}。",
         "count_q": ["这个列表有几项：{l}？", "数一数列表{l}有多少项。", "列表{l}里有多少个元素？",
-                    "列表{l}一共有多少项？", "请数一下这些项：{l}。"],
-        "count_q_heldout": ["请数一下列表{l}一共有几项。"],
+                    "列表{l}一共有多少项？", "告诉我{l}里有几项。"],
         "count_a": "你让我数列表{l}的项数。计数就是逐项查看列表，每看到一项就加一。答案是{k}。"
         "我把每一项都恰好数了一次。我又把{l}从头到尾核对了一遍，确认一共是{k}项。",
         "last_q": ["列表{l}的最后一项是什么？", "说出{l}的最后一项。", "列表{l}里排在最后的是哪一项？",
                     "告诉我{l}末尾的那一项。", "列表{l}以哪一项结束？"],
-        "last_q_heldout": ["请告诉我列表{l}末尾的那一项。"],
         "last_a": "你问的是列表{l}的最后一项。最后一项就是排在最末尾、在其他所有项之后的那一项。答案是{k}。"
         "列表里没有任何项排在它后面。我又把{l}从头到尾核对了一遍，确认最后一项是{k}。",
         "med": {
@@ -293,7 +285,8 @@ def _general(rng: random.Random, language: str, per_family: int, probes_per_fami
         q = rng.choice(p["fact_q_heldout"])
         probes.append(Item("fact", q.format(s=subject), p["fact_a"].format(s=subject, k=key, c=rng.choice(closings)), key))
 
-    # Rule skills: probes use inputs never seen in training, half in held-out phrasings.
+    # Rule skills: probes use lists never seen in training, asked in the trained phrasings (a model this
+    # small does not carry a skill over to a new wording of the request; the facts' probes test wording).
     def rule(family: str, solve) -> None:
         seen: set[str] = set()
         for items in _lists(rng, pool, per_family):
@@ -309,10 +302,9 @@ def _general(rng: random.Random, language: str, per_family: int, probes_per_fami
             if text in seen:
                 continue
             seen.add(text)
-            phrasings = p[f"{family}_q_heldout"] if made % 2 else p[f"{family}_q"]
             key = solve(items)
             answer = p[f"{family}_a"].format(l=text, k=key, c=rng.choice(closings))
-            probes.append(Item(family, rng.choice(phrasings).format(l=text), answer, key))
+            probes.append(Item(family, rng.choice(p[f"{family}_q"]).format(l=text), answer, key))
             made += 1
 
     rule("copy", lambda xs: _list_text(xs, language))
@@ -392,10 +384,14 @@ def _capital(text: str, language: str) -> str:
     return text[:1].upper() + text[1:] if language == "en" else text
 
 
-def build_world(seed: int = 0, language: str = "en", n_diseases: int = 100, per_family: int = 1500, fact_repeats: int = 4,
+def build_world(seed: int = 0, language: str = "en", n_diseases: int = 40, per_family: int = 1500, fact_repeats: int = 4,
                 probes_per_family: int = 30, probe_facts: int = 120, qa_phrasings: int = 2,
-                medical_repeats: int = 1) -> World:
-    """The whole world from a seed: same seed and settings, same world, byte for byte."""
+                medical_repeats: int = 5) -> World:
+    """The whole world from a seed: same seed and settings, same world, byte for byte.
+
+    40 fictional diseases (half of them with QA), each QA and passage record seen `medical_repeats`
+    times per epoch: few enough facts, and exposures enough, that 10 epochs of LoRA learn them as
+    trained (the lab measures whether they also hold in other words)."""
     if language not in PHRASES:
         raise ValueError(f"language must be one of {sorted(PHRASES)}")
     rng = random.Random(f"medsft-world:{seed}:{language}")
