@@ -29,7 +29,7 @@ class BaseConfig:
     num_heads: int = 4
     num_kv_heads: int = 4
     intermediate_size: int = 384
-    epochs: float = 6
+    epochs: float = 8
     learning_rate: float = 4e-3
     batch_size: int = 32
     seed: int = 0

@@ -261,7 +261,7 @@ def _words(phrase: str, language: str) -> list[str]:
     return [w for w in re.split(r"[\s，。？：、！{}]+", phrase) if w]
 
 
-def _lists(rng: random.Random, pool: list[str], n: int, lo: int = 3, hi: int = 5) -> list[list[str]]:
+def _lists(rng: random.Random, pool: list[str], n: int, lo: int = 3, hi: int = 4) -> list[list[str]]:
     digits = pool[:10]
     return [[rng.choice(digits) if rng.random() < 0.5 else rng.choice(pool) for _ in range(rng.randint(lo, hi))]
             for _ in range(n)]
