@@ -486,3 +486,10 @@ def sample_texts() -> list[str]:
     for c in GENERAL:
         texts += [turn["value"] for turn in c["conversations"]]
     return texts
+
+
+def sample_sources(folder: Path) -> list[dict]:
+    """The sample written to `folder`, as a recipe's two sources: medical (domain) and general."""
+    files = write_sample(folder)
+    return [{"name": "medical", "path": str(files["medical"]), "role": "domain"},
+            {"name": "general", "path": str(files["general"]), "role": "general"}]

@@ -10,21 +10,17 @@ import torch
 import yaml
 
 from medsft.cli import main
-from sample_data import write_sample
+from sample_data import sample_sources
 from medsft.recipe import load_recipe
 from medsft.pipeline.run import train
 
 
 def _recipe_file(tmp_path: Path, model_dir: Path, **overrides) -> Path:
-    files = write_sample(tmp_path / "data")
     tree = {
         "model": {"name_or_path": str(model_dir), "template": "qwen"},
         "finetune": {"method": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": 0.0}},
         "data": {
-            "sources": [
-                {"name": "medical", "path": str(files["medical"]), "role": "domain"},
-                {"name": "general", "path": str(files["general"]), "role": "general"},
-            ],
+            "sources": sample_sources(tmp_path / "data"),
             "max_length": 1024,
             "val_fraction": 0.15,
         },

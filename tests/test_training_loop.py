@@ -20,7 +20,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 # Every medsft import, in one block: re-point these when modules move.
 from medsft.cli import main
-from sample_data import write_sample
+from sample_data import sample_sources
 from medsft.recipe import load_recipe
 from medsft.pipeline.run import train
 from medsft.train.callbacks import NonFiniteGradientGuard
@@ -32,15 +32,11 @@ STAGE = "only"
 def _recipe_file(tmp_path: Path, model_dir: Path, name: str, *overrides: str, steps: int = 4,
                  weights: dict | None = None) -> Path:
     """One stage of `steps` optimizer steps on the sample data; no validation split, probes or selection."""
-    files = write_sample(tmp_path / "data")
     tree = {
         "model": {"name_or_path": str(model_dir), "template": "qwen"},
         "finetune": {"method": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": 0.0}},
         "data": {
-            "sources": [
-                {"name": "medical", "path": str(files["medical"]), "role": "domain"},
-                {"name": "general", "path": str(files["general"]), "role": "general"},
-            ],
+            "sources": sample_sources(tmp_path / "data"),
             "val_fraction": 0.0,
         },
         "stages": [{"name": STAGE, "epochs": 1, "weights": weights or {"medical": 0.7, "general": 0.3},

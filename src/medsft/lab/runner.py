@@ -34,7 +34,7 @@ SMOLLM2_WORLD = {"n_diseases": 12, "per_family": 60, "probes_per_family": 10, "p
 
 METRICS = [
     # (name, what it is, higher is better)
-    ("general_accuracy", "general probes answered exactly right (held-out inputs and phrasings)", True),
+    ("general_accuracy", "general probes answered exactly right (unseen lists; facts in unseen phrasings)", True),
     ("length_ratio", "median general answer length, tuned / base", None),
     ("domain_accuracy", "fictional medical facts recalled, questions as trained", True),
     ("paraphrase_accuracy", "the same facts asked in words never trained", True),
