@@ -131,7 +131,7 @@ def test_a_model_that_knows_only_the_trained_phrasings_scores_as_trained_and_not
 
 
 def test_transfer_facts_appear_only_in_passages():
-    world = build_world(0, "en", n_diseases=20, probe_facts=40)
+    world = build_world(0, "en", n_diseases=20, probe_facts=40, medical_repeats=1)
     transfer = {d["disease"] for d in world.diseases if not d["qa"]}
     assert len(transfer) == 10
     passages = [i for i in world.medical_train if i.family == "medical_passage"]

@@ -249,7 +249,7 @@ def item_pool(language: str, avoid: set[str], rng: random.Random, codes: int = 3
             code = code.capitalize() if rng.random() < 0.5 else code + rng.choice(_DRUG_ENDINGS_EN)
         else:
             code = "".join(rng.sample(_CHARS_ZH, rng.choice([2, 3]))) + rng.choice(["", *_DRUG_CHARS_ZH])
-        if code not in avoid and not any(code in name or name.split()[0] == code for name in avoid):
+        if code not in avoid and not any(code in name or name in code or name.split()[0] == code for name in avoid):
             made.add(code)
     return pool + sorted(made)
 
