@@ -57,6 +57,8 @@ def test_base_is_built_once_and_rebuilt_when_the_config_changes(tmp_path, monkey
 
     monkeypatch.setattr(run, "train", no_training)
     assert build_base(world, TINY_BASE, tmp_path, log=lambda *_: None) == first
+    same = BaseConfig(**{**TINY_BASE.__dict__, "epochs": float(TINY_BASE.epochs)})  # 1 and 1.0: one base
+    assert build_base(world, same, tmp_path, log=lambda *_: None) == first
     with pytest.raises(AssertionError, match="reused"):
         build_base(world, BaseConfig(**{**TINY_BASE.__dict__, "epochs": 2}), tmp_path, log=lambda *_: None)
     with pytest.raises(AssertionError, match="reused"):

@@ -7,6 +7,9 @@ is loaded, so that commands which never load one (`medsft data inspect` without 
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
 from pathlib import Path
 
 from medsft.errors import UserError
@@ -133,10 +136,6 @@ def import_gguf(gguf_file: str | Path, out_dir: str | Path, log=print) -> Path:
 
     transformers dequantizes GGUF on load but will not save a model loaded that way, so the model
     is rebuilt from its config without the GGUF quantization entry and given the loaded weights."""
-    import hashlib
-    import importlib.util
-    import json
-
     source = Path(gguf_file).expanduser()
     if importlib.util.find_spec("gguf") is None:
         raise UserError(f"reading GGUF needs the gguf package: {REAL_MODEL_EXTRA}")

@@ -33,5 +33,4 @@ def flat_scores(results: dict[str, ProbeResult]) -> dict[str, float]:
 
 def answers_of(results: dict[str, ProbeResult]) -> dict[str, list[str]]:
     """The generated answer texts of each set."""
-    return {name: [a.text for a in r.answers] for name, r in results.items()
-            if r.answers and hasattr(r.answers[0], "text")}
+    return {name: [a.text for a in r.answers] for name, r in results.items() if r.generated}

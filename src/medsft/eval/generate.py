@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import torch
@@ -37,15 +37,14 @@ class Chat:
     tokenizer: object
     template: object
     system_prompt: str | None = None
-    _tokenize: object = field(default=None, init=False, repr=False)
 
     def prompt(self, question: str) -> str:
         return prompt_for(self.template, question, self.system_prompt)
 
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
-        if self._tokenize is None:
-            self._tokenize = batch_tokenizer(self.tokenizer)
-        return self._tokenize(texts)
+    @cached_property
+    def tokenize(self):
+        """texts -> token ids, without special tokens (the tokenizer's batch encoder, made once)."""
+        return batch_tokenizer(self.tokenizer)
 
     @cached_property
     def stop_ids(self) -> list[int]:

@@ -67,6 +67,11 @@ class ProbeResult:
     correct: list = field(repr=False, default_factory=list)  # per probe: True/False, a fact share, or None
 
     @property
+    def generated(self) -> bool:
+        """The answers are generated texts (not the letters chosen in a multiple-choice set)."""
+        return "median_tokens" in self.metrics
+
+    @property
     def accuracy(self) -> float | None:
         return self.metrics.get("accuracy")
 

@@ -9,7 +9,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from medsft.data.encode import default_cache_dir
@@ -35,8 +35,11 @@ class BaseConfig:
     seed: int = 0
 
     def key(self, world: World) -> str:
+        # float fields as floats: epochs=8 and epochs=8.0 are the same base, so the same key
+        config = {f.name: float(getattr(self, f.name)) if f.type == "float" else getattr(self, f.name)
+                  for f in fields(self)}
         payload = json.dumps(
-            {"version": BASE_VERSION, "config": asdict(self), "world": world_fingerprint(world)},
+            {"version": BASE_VERSION, "config": config, "world": world_fingerprint(world)},
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
