@@ -16,6 +16,7 @@ LAYERS = [
     {"__main__"},
     {"cli"},
     {"lab"},
+    {"serve"},
     {"pipeline"},
     {"report"},
     {"monitor"},

@@ -77,6 +77,20 @@ def cmd_models_import_gguf(args) -> int:
     return 0
 
 
+def _source(args):
+    from medsft.serve.loading import resolve_source
+
+    return resolve_source(args.target, adapter=getattr(args, "adapter", None), base=args.base, template=args.template,
+                          checkpoint=args.checkpoint, trust_remote_code=args.trust_remote_code)
+
+
+def cmd_merge(args) -> int:
+    from medsft.serve.merge import merge
+
+    merge(_source(args), args.out, dtype=args.dtype, max_shard_size=args.max_shard_size, overwrite=args.overwrite)
+    return 0
+
+
 def cmd_report(args) -> int:
     from medsft.report.html import write_report
 
@@ -157,10 +171,31 @@ def build_parser() -> argparse.ArgumentParser:
     gguf.add_argument("--out", required=True, help="the folder to write")
     gguf.set_defaults(func=cmd_models_import_gguf)
 
+    merge = commands.add_parser("merge", help="a LoRA adapter merged into its base: a plain model folder")
+    _add_source_arguments(merge, adapter=False)
+    merge.add_argument("--out", required=True, help="the folder to write")
+    merge.add_argument("--dtype", default="auto", help="auto (the base's own), float32, bfloat16 or float16")
+    merge.add_argument("--max-shard-size", default="2GB", help="safetensors shard size (default 2GB)")
+    merge.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    merge.set_defaults(func=cmd_merge)
+
     report = commands.add_parser("report", help="write RUN_DIR/report.html from a run directory")
     report.add_argument("run_dir", help="a run directory (output_dir of a recipe)")
     report.set_defaults(func=cmd_report)
     return parser
+
+
+def _add_source_arguments(parser, adapter: bool = True) -> None:
+    """TARGET and the options that say which weights and template to use (merge, chat, generate, serve)."""
+    parser.add_argument("target", metavar="RUN_DIR|ADAPTER|MODEL",
+                        help="a run directory (its selected weights), an adapter folder, or a model folder / hub id")
+    if adapter:
+        parser.add_argument("--adapter", default=None, help="a LoRA adapter folder on top of MODEL")
+    parser.add_argument("--base", default=None, help="the base model, when the one the run or adapter names moved")
+    parser.add_argument("--checkpoint", default=None, help="in a run directory: checkpoint-N instead of the selected one")
+    parser.add_argument("--template", default=None,
+                        help="chat template (default: the run's, else the tokenizer's own)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="run the model folder's own code")
 
 
 def main(argv: list[str] | None = None) -> int:

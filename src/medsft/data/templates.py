@@ -202,6 +202,56 @@ def get_template(name: str, tokenizer=None):
     return template.resolve(bos, eos)
 
 
+def to_jinja(template: Template, system_prompt: str | None = None) -> str:
+    """A resolved built-in template as a Jinja chat template, for a tokenizer's `chat_template`.
+
+    `apply_chat_template(messages, add_generation_prompt=True)` then renders exactly what medsft
+    trained on, so a merged model talks the same way in any runtime (vLLM, TGI, llama.cpp).
+    The assistant header is part of each user turn here, as in the template, so it follows a user
+    turn whether or not a generation prompt is asked for. system_prompt: the default system text
+    (the recipe's `model.system_prompt`); without it, the template's own."""
+
+    def literal(value: str) -> str:  # a Jinja string literal (Python escapes)
+        escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r")
+        return f"'{escaped}'"
+
+    def around(pattern: str, content: str) -> str:  # output of pattern, {content} being a Jinja expression
+        before, _, after = pattern.partition("{content}")
+        return "{{ " + " + ".join(p for p in (literal(before) if before else "", content,
+                                              literal(after) if after else "") if p) + " }}"
+
+    default = system_prompt if system_prompt is not None else template.default_system
+    user = around(template.user, "message['content']")
+    observation = around(template.observation, "message['content']") if template.observation else user
+    parts = [
+        "{%- if messages and messages[0]['role'] == 'system' -%}",
+        "{%- set system = messages[0]['content'] -%}{%- set turns = messages[1:] -%}",
+        "{%- else -%}{%- set system = " + literal(default) + " -%}{%- set turns = messages -%}",
+        "{%- endif -%}",
+    ]
+    if template.prefix:
+        parts.append("{{ " + literal(template.prefix) + " }}")
+    if template.system_in_first_user:
+        before, _, after = template.system.partition("{content}")
+        first_user = around(template.user, f"(({literal(before)} + system + {literal(after)}) if system else '')"
+                            " + message['content']")
+    else:
+        parts.append("{%- if system -%}" + around(template.system, "system") + "{%- endif -%}")
+        first_user = user
+    answer_end = template.end + template.separator
+    parts += [
+        "{%- for message in turns -%}",
+        "{%- if message['role'] == 'assistant' -%}",
+        around("{content}" + answer_end, "message['content']"),
+        "{%- elif message['role'] in ('tool', 'observation', 'function') -%}" + observation,
+        "{%- elif loop.first -%}" + first_user,
+        "{%- else -%}" + user,
+        "{%- endif -%}",
+        "{%- endfor -%}",
+    ]
+    return "".join(parts)
+
+
 def supervised_exchanges(exchanges: list[Exchange], train_on: str) -> list[bool]:
     """Which exchanges' answers carry loss."""
     if train_on == "last_assistant":

@@ -1,0 +1,1 @@
+"""Using a trained model: merge, chat, batch generation, the OpenAI-compatible server."""

@@ -1,0 +1,152 @@
+"""Using a trained model: merge, the exported chat template, batch generation, chat, the server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from medsft.cli import main
+from medsft.data.records import Conversation, Message
+from medsft.data.templates import BUILTIN, get_template, to_jinja
+from medsft.eval.generate import prompt_for
+from sample_data import sample_sources
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_model_dir) -> Path:
+    """A finished LoRA run directory on the tiny model (qwen template, a system prompt)."""
+    from medsft.pipeline.run import train
+    from medsft.recipe import parse_recipe
+
+    folder = tmp_path_factory.mktemp("lora-run")
+    tree = {
+        "model": {"name_or_path": str(tiny_model_dir), "template": "qwen", "system_prompt": "You are a doctor."},
+        "finetune": {"method": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": 0.0}},
+        "data": {"sources": sample_sources(folder / "data"), "max_length": 512, "val_fraction": 0.1},
+        "stages": [{"name": "mixed", "epochs": 1, "weights": {"medical": 0.7, "general": 0.3}, "max_steps": 4}],
+        "monitor": {"probes": False},
+        "train": {"learning_rate": 2e-2, "batch_size": 4, "save_steps": 2, "seed": 3},
+        "output_dir": str(folder / "run"),
+    }
+    return train(parse_recipe(tree, "test"), log=lambda *_: None).run_dir
+
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "发烧了怎么办？"}],
+    [{"role": "system", "content": "Answer in one line, 'plainly'.\n"}, {"role": "user", "content": "Q1"},
+     {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}],
+    [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"},
+     {"role": "assistant", "content": "A2"}],
+]
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_exported_jinja_renders_what_medsft_trains_on(name, tiny_tokenizer):
+    template = get_template(name, tiny_tokenizer)
+    tokenizer = type(tiny_tokenizer).from_pretrained(tiny_tokenizer.name_or_path)
+    tokenizer.chat_template = to_jinja(template)
+    for messages in CONVERSATIONS:
+        system = messages[0]["content"] if messages[0]["role"] == "system" else None
+        turns = [Message(m["role"], m["content"]) for m in messages if m["role"] != "system"]
+        if turns[-1].role == "user":  # a prompt: what the model sees before it answers
+            expected = prompt_for(template, turns[-1].content, system, turns[:-1]) if system is None else \
+                _prompt_with_system(template, turns, system)
+            rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:  # a whole conversation, as trained
+            exchanges = template.render(Conversation(tuple(turns), system=system))
+            expected = "".join(e.prompt + e.answer + e.separator for e in exchanges)
+            rendered = tokenizer.apply_chat_template(messages, tokenize=False)
+        assert rendered == expected, name
+
+
+def _prompt_with_system(template, turns, system):
+    exchanges = template.render(Conversation(tuple(turns) + (Message("assistant", ""),), system=system))
+    return "".join(e.prompt + e.answer + e.separator for e in exchanges[:-1]) + exchanges[-1].prompt
+
+
+def test_exported_jinja_carries_the_recipes_system_prompt(tiny_tokenizer):
+    template = get_template("chatml", tiny_tokenizer)
+    tokenizer = type(tiny_tokenizer).from_pretrained(tiny_tokenizer.name_or_path)
+    tokenizer.chat_template = to_jinja(template, "你是医生。")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                         add_generation_prompt=True)
+    assert text == "<|im_start|>system\n你是医生。<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_merge_gives_the_logits_of_base_plus_adapter(lora_run, tmp_path, capsys):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "merged"
+    assert main(["merge", str(lora_run), "--out", str(out), "--max-shard-size", "200KB"]) == 0
+    assert len(list(out.glob("*.safetensors"))) > 1  # sharded as asked
+    assert not list(out.glob("*.bin"))
+    info = json.loads((out / "medsft_merge.json").read_text())
+    assert info["template"] == "qwen" and info["adapter"].endswith("adapter")
+
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()  # plain transformers, no peft
+    recipe = yaml.safe_load((lora_run / "recipe.yaml").read_text())
+    base = AutoModelForCausalLM.from_pretrained(recipe["model"]["name_or_path"])
+    tuned = PeftModel.from_pretrained(base, lora_run / "adapter").eval()
+    ids = torch.tensor([[5, 40, 300, 17, 99, 250, 8, 3]])
+    with torch.no_grad():
+        expected, got = tuned(input_ids=ids).logits, merged(input_ids=ids).logits
+        with tuned.disable_adapter():
+            plain = tuned(input_ids=ids).logits
+    assert (expected - got).abs().max().item() < 1e-5
+    assert (expected - plain).abs().max().item() > 1e-3  # the adapter did change something
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Q"}], tokenize=False, add_generation_prompt=True)
+    assert text == "<|im_start|>system\nYou are a doctor.<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert im_end in json.loads((out / "generation_config.json").read_text())["eos_token_id"]
+
+
+def test_merge_honours_a_saved_adapter_scale(lora_run, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "adapter"
+    import shutil
+
+    shutil.copytree(lora_run / "adapter", adapter)
+    (adapter / "medsft_scale.json").write_text('{"scale": 0.5}')
+    out = tmp_path / "merged"
+    assert main(["merge", str(adapter), "--out", str(out)]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    base = AutoModelForCausalLM.from_pretrained(json.loads((adapter / "adapter_config.json").read_text())
+                                                ["base_model_name_or_path"])
+    tuned = PeftModel.from_pretrained(base, lora_run / "adapter").eval()
+    ids = torch.tensor([[5, 40, 300, 17]])
+    with torch.no_grad():
+        full = tuned(input_ids=ids).logits
+        with tuned.disable_adapter():
+            plain = tuned(input_ids=ids).logits
+        got = merged(input_ids=ids).logits
+    # Half the adapter's weight change: between base and tuned, not at either end.
+    assert (got - full).abs().max() > 1e-4 and (got - plain).abs().max() > 1e-4
+    assert json.loads((out / "medsft_merge.json").read_text())["adapter_scale"] == 0.5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["merge", "{model}", "--out", "{tmp}/o"], "nothing to merge"),
+    (["merge", "{tmp}/nowhere", "--out", "{tmp}/o"], "no such folder"),
+    (["merge", "{run}", "--out", "{tmp}/o", "--checkpoint", "checkpoint-999"], "no checkpoint-999"),
+    (["merge", "{run}", "--out", "{run}"], "not empty"),
+])
+def test_merge_errors_are_one_line(argv, message, lora_run, tiny_model_dir, tmp_path, capsys):
+    argv = [a.format(model=tiny_model_dir, tmp=tmp_path, run=lora_run) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_merge_of_a_checkpoint(lora_run, tmp_path):
+    checkpoint = sorted(lora_run.glob("checkpoints/*/checkpoint-*"))[0].name
+    assert main(["merge", str(lora_run), "--checkpoint", checkpoint, "--out", str(tmp_path / "m")]) == 0
+    assert json.loads((tmp_path / "m" / "medsft_merge.json").read_text())["adapter"].endswith(checkpoint)
