@@ -150,3 +150,70 @@ def test_merge_of_a_checkpoint(lora_run, tmp_path):
     checkpoint = sorted(lora_run.glob("checkpoints/*/checkpoint-*"))[0].name
     assert main(["merge", str(lora_run), "--checkpoint", checkpoint, "--out", str(tmp_path / "m")]) == 0
     assert json.loads((tmp_path / "m" / "medsft_merge.json").read_text())["adapter"].endswith(checkpoint)
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_generate_answers_every_format_in_file_order(lora_run, tmp_path, capsys):
+    from conftest import write_jsonl
+
+    questions = write_jsonl(tmp_path / "q.jsonl", [
+        {"instruction": "发烧了怎么办？"},  # alpaca without output
+        {"instruction": "What is a fever?", "input": "", "output": "A raised temperature."},
+        {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
+                           {"from": "human", "value": "Can I take ibuprofen?"}]},
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Cough?"}]},
+        {"question": "How long does a cold last?"},
+    ])
+    out = tmp_path / "answers.jsonl"
+    assert main(["generate", str(lora_run), "--in", str(questions), "--out", str(out), "--max-new-tokens", "6",
+                 "--batch-size", "2"]) == 0
+    rows = _rows(out)
+    assert [r["index"] for r in rows] == [0, 1, 2, 3, 4]
+    assert rows[1]["reference"] == "A raised temperature." and "reference" not in rows[0]
+    assert rows[2]["messages"][-1] == {"role": "user", "content": "Can I take ibuprofen?"}
+    assert len(rows[2]["messages"]) == 3
+    assert rows[3]["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert all(r["source"].endswith(f"q.jsonl:{r['index'] + 1}") for r in rows)
+    assert all(0 < r["tokens"] <= 6 for r in rows)
+
+
+def test_generate_is_resumable_and_greedy_answers_do_not_change(lora_run, tmp_path):
+    questions = tmp_path / "q.txt"
+    questions.write_text("\n".join(f"Question number {i}?" for i in range(7)) + "\n", encoding="utf-8")
+    whole, resumed = tmp_path / "whole.jsonl", tmp_path / "resumed.jsonl"
+    argv = ["generate", str(lora_run), "--in", str(questions), "--max-new-tokens", "5", "--batch-size", "3"]
+    assert main(argv + ["--out", str(whole)]) == 0
+    lines = whole.read_text(encoding="utf-8").splitlines(keepends=True)
+    resumed.write_text("".join(lines[:3]) + lines[3][:10], encoding="utf-8")  # killed mid-write
+    assert main(argv + ["--out", str(resumed)]) == 0
+    assert _rows(resumed) == _rows(whole)
+
+
+def test_generate_sampling_is_seeded(lora_run, tmp_path):
+    questions = tmp_path / "q.txt"
+    questions.write_text("Hello\nWhat is a fever?\n", encoding="utf-8")
+    answers = []
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["generate", str(lora_run), "--in", str(questions), "--out", str(out), "--temperature", "1.5",
+                     "--max-new-tokens", "12", "--seed", seed]) == 0
+        answers.append([r["answer"] for r in _rows(out)])
+    assert answers[0] == answers[1] and answers[0] != answers[2]
+
+
+def test_generate_bad_records_fail_with_the_way_to_skip_or_are_skipped(lora_run, tmp_path, capsys):
+    from conftest import write_jsonl
+
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"question": "Fine?"}, "{not json", {"foo": 1}])
+    out = tmp_path / "o.jsonl"
+    assert main(["generate", str(lora_run), "--in", str(questions), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "q.jsonl:2" in err and "--on-bad-record skip" in err and len(err.splitlines()) == 1
+    assert main(["generate", str(lora_run), "--in", str(questions), "--out", str(out), "--on-bad-record", "skip",
+                 "--max-new-tokens", "3"]) == 0
+    assert len(_rows(out)) == 1
+    rejects = _rows(tmp_path / "o.rejects.jsonl")
+    assert [r["line"] for r in rejects] == [2, 3]

@@ -91,6 +91,33 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    from medsft.serve.batch import generate_file
+
+    if not Path(args.input).exists():
+        raise UserError(f"--in: {args.input}: no such file or directory")
+    if args.batch_size < 1:
+        raise UserError("--batch-size: must be at least 1")
+    sampling = _sampling(args)
+    source = _source(args)
+    counts = generate_file(source, args.input, args.out, sampling, args.batch_size, args.on_bad_record)
+    print(f"{counts['answered']} answers written to {args.out}"
+          + (f" ({counts['skipped_done']} were already there)" if counts["skipped_done"] else ""))
+    return 0
+
+
+def _sampling(args):
+    from medsft.eval.generate import Sampling
+
+    if args.max_new_tokens < 1:
+        raise UserError("--max-new-tokens: must be at least 1")
+    if args.temperature < 0:
+        raise UserError("--temperature: must be 0 (greedy) or more")
+    if not 0 < args.top_p <= 1:
+        raise UserError("--top-p: must be in (0, 1]")
+    return Sampling(args.max_new_tokens, args.temperature, args.top_p, args.seed)
+
+
 def cmd_report(args) -> int:
     from medsft.report.html import write_report
 
@@ -179,6 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     merge.set_defaults(func=cmd_merge)
 
+    generate = commands.add_parser("generate", help="answers for a file of questions or conversations, as JSONL")
+    _add_source_arguments(generate)
+    generate.add_argument("--in", dest="input", required=True,
+                          help="questions: .txt (one per line), or alpaca / ShareGPT / messages records")
+    generate.add_argument("--out", required=True, help="output JSONL; a rerun skips the rows already written")
+    _add_sampling_arguments(generate)
+    generate.add_argument("--batch-size", type=int, default=8)
+    generate.add_argument("--on-bad-record", default="fail", choices=["fail", "skip"],
+                          help="a record that is not a prompt: stop (fail) or write it to OUT.rejects.jsonl (skip)")
+    generate.set_defaults(func=cmd_generate)
+
     report = commands.add_parser("report", help="write RUN_DIR/report.html from a run directory")
     report.add_argument("run_dir", help="a run directory (output_dir of a recipe)")
     report.set_defaults(func=cmd_report)
@@ -196,6 +234,13 @@ def _add_source_arguments(parser, adapter: bool = True) -> None:
     parser.add_argument("--template", default=None,
                         help="chat template (default: the run's, else the tokenizer's own)")
     parser.add_argument("--trust-remote-code", action="store_true", help="run the model folder's own code")
+
+
+def _add_sampling_arguments(parser) -> None:
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0, help="for sampled answers")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,27 +68,61 @@ def stop_token_ids(template, tokenizer) -> list[int]:
     return sorted(ids)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How answers are drawn: temperature 0 is greedy (the default, and what probes use)."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
 def generate(model, chat: Chat, questions: list[str], max_new_tokens: int = 128, batch_size: int = 32,
              label: str | None = "probing") -> list[Generated]:
     """Greedy answers to `questions`, batched by similar length; results in the order given.
 
     label: a progress line on the console (answers done, tokens/s, ETA) under this name; None: silent."""
-    encoded = chat.tokenize([chat.prompt(q) for q in questions])
-    order = sorted(range(len(questions)), key=lambda i: len(encoded[i]))
+    return generate_prompts(model, chat, [chat.prompt(q) for q in questions], Sampling(max_new_tokens), batch_size,
+                            label)
+
+
+def generate_prompts(model, chat: Chat, prompts: list[str], sampling: Sampling = Sampling(), batch_size: int = 32,
+                     label: str | None = None, on_batch=None) -> list[Generated]:
+    """Answers to prompts already rendered by the template, in the order given.
+
+    Batched by similar length. on_batch(indices, answers): called after each batch (what
+    `medsft generate` writes as it goes). Sampled answers are drawn with a generator seeded by
+    sampling.seed and the batch's first prompt, so a rerun of the same file draws the same."""
+    encoded = chat.tokenize(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     stop_ids = chat.stop_ids
     device = next(model.parameters()).device
-    decode = _greedy_shrinking if _native(model) else _greedy_hf
-    progress = Progress(label, len(questions)) if label else None
-    results: list[Generated | None] = [None] * len(questions)
+    progress = Progress(label, len(prompts)) if label else None
+    results: list[Generated | None] = [None] * len(prompts)
     with eval_mode(model):
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             # Left padding: every prompt ends where generation starts.
             input_ids, attention_mask = pad_batch([encoded[i] for i in batch], chat.pad_id, side="left")
-            answers = decode(model, input_ids.to(device), attention_mask.to(device), stop_ids, chat.pad_id,
-                             max_new_tokens)
-            for row, i in enumerate(batch):
-                results[i] = _answer(chat.tokenizer, answers[row], stop_ids)
+            input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+            if not sampling.greedy:
+                torch.manual_seed(sampling.seed * 1_000_003 + batch[0])
+                answers = _sampled(model, input_ids, attention_mask, stop_ids, chat.pad_id, sampling)
+            elif _native(model):
+                answers = _greedy_shrinking(model, input_ids, attention_mask, stop_ids, chat.pad_id,
+                                            sampling.max_new_tokens)
+            else:
+                answers = _greedy_hf(model, input_ids, attention_mask, stop_ids, chat.pad_id, sampling.max_new_tokens)
+            done = [_answer(chat.tokenizer, answers[row], stop_ids) for row in range(len(batch))]
+            for i, answer in zip(batch, done):
+                results[i] = answer
+            if on_batch:
+                on_batch(batch, done)
             if progress:
                 progress.update(len(batch), sum(len(a) for a in answers))
     if progress:
@@ -146,6 +180,15 @@ def _native(model) -> bool:
 def _greedy_hf(model, input_ids, attention_mask, stop_ids, pad, max_new_tokens) -> list[list[int]]:
     output = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                             do_sample=False, eos_token_id=stop_ids, pad_token_id=pad, use_cache=True)
+    return output[:, input_ids.shape[1]:].tolist()
+
+
+@torch.no_grad()
+def _sampled(model, input_ids, attention_mask, stop_ids, pad, sampling: Sampling) -> list[list[int]]:
+    output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                            max_new_tokens=sampling.max_new_tokens, do_sample=True,
+                            temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
+                            eos_token_id=stop_ids, pad_token_id=pad, use_cache=True)
     return output[:, input_ids.shape[1]:].tolist()
 
 
