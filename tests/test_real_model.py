@@ -58,6 +58,20 @@ def test_two_lora_steps_and_one_probe_on_the_real_model(smollm2, tmp_path):
     assert probed["general/median_tokens"] > 0 and "general/kl_to_base" in probed
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
 
+    # The trained run, used: merged into a plain folder that answers like base + adapter, and streamed.
+    from medsft.eval.generate import Sampling
+    from medsft.serve.loading import load_for_use, resolve_source
+    from medsft.serve.stream import AnswerStream
+
+    assert main(["merge", str(tmp_path / "run"), "--out", str(tmp_path / "merged")]) == 0
+    loaded = load_for_use(resolve_source(str(tmp_path / "run")))
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    ids = torch.tensor([loaded.chat.tokenize([loaded.chat.prompt("What is a fever?")])[0]])
+    with torch.no_grad():
+        assert (loaded.model(input_ids=ids).logits - merged(input_ids=ids).logits).abs().max() < 1e-4
+    pieces = list(AnswerStream(loaded.model, loaded.chat, loaded.chat.prompt("What is a fever?"), Sampling(12)))
+    assert len(pieces) > 3 and all(pieces)  # token by token
+
 
 def test_import_gguf_refuses_a_missing_or_wrong_file(tmp_path, capsys):
     assert main(["models", "import-gguf", str(tmp_path / "none.gguf"), "--out", str(tmp_path / "o")]) == 2

@@ -217,3 +217,50 @@ def test_generate_bad_records_fail_with_the_way_to_skip_or_are_skipped(lora_run,
     assert len(_rows(out)) == 1
     rejects = _rows(tmp_path / "o.rejects.jsonl")
     assert [r["line"] for r in rejects] == [2, 3]
+
+
+def test_chat_in_a_real_terminal_streams_answers_and_obeys_commands(lora_run):
+    import sys
+
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "medsft", "chat", str(lora_run), "--compare-base",
+                                           "--max-new-tokens", "8"], encoding="utf-8", timeout=120,
+                          env={"TERM": "dumb", "PYTHONUNBUFFERED": "1", "TRANSFORMERS_VERBOSITY": "error",
+                               "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PATH": "/usr/bin:/bin"})
+    child.expect("/reset clears the conversation")
+    child.expect_exact("you> ")
+    child.sendline("发烧了怎么办？")
+    child.expect_exact("base> ")
+    child.expect_exact("tuned> ")
+    child.expect_exact("you> ")
+    child.sendline("/system Be brief.")
+    child.expect_exact("(system prompt set; conversation cleared)")
+    child.sendline("/reset")
+    child.expect_exact("(conversation cleared)")
+    child.sendline("/nonsense")
+    child.expect_exact("(unknown command /nonsense")
+    child.sendline("/quit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_the_stream_gives_the_greedy_answer_and_holds_back_stop_strings(lora_run):
+    from medsft.eval.generate import Sampling, generate
+    from medsft.serve.loading import load_for_use, resolve_source
+    from medsft.serve.stream import AnswerStream
+
+    loaded = load_for_use(resolve_source(str(lora_run)))
+    question = "What is a fever?"
+    expected = generate(loaded.model, loaded.chat, [question], max_new_tokens=12, label=None)[0]
+    stream = AnswerStream(loaded.model, loaded.chat, loaded.chat.prompt(question), Sampling(12))
+    pieces = list(stream)
+    assert "".join(pieces) == stream.text == expected.text and stream.tokens == expected.tokens
+    # Streamed, not one block (the tiny model may emit stray bytes, which wait for a whole character).
+    assert len(pieces) > 1 or "\ufffd" in expected.text
+    if len(expected.text) > 4:
+        stop = expected.text[2:5]
+        cut = AnswerStream(loaded.model, loaded.chat, loaded.chat.prompt(question), Sampling(12), stop=(stop,))
+        shown = "".join(cut)
+        assert shown == expected.text[: expected.text.find(stop)] and cut.finish_reason == "stop"

@@ -118,6 +118,26 @@ def _sampling(args):
     return Sampling(args.max_new_tokens, args.temperature, args.top_p, args.seed)
 
 
+def cmd_chat(args) -> int:
+    from dataclasses import replace
+
+    from medsft.serve.chat import chat_loop
+    from medsft.serve.loading import load_for_use
+
+    sampling = _sampling(args)
+    source = _source(args)
+    if args.compare_base and source.adapter is None:
+        raise UserError("--compare-base needs an adapter (a run directory, an adapter folder, or --adapter)")
+    if args.system is not None:
+        source = replace(source, system_prompt=args.system)
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    chat_loop(load_for_use(source), sampling, args.compare_base)
+    return 0
+
+
 def cmd_report(args) -> int:
     from medsft.report.html import write_report
 
@@ -216,6 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--on-bad-record", default="fail", choices=["fail", "skip"],
                           help="a record that is not a prompt: stop (fail) or write it to OUT.rejects.jsonl (skip)")
     generate.set_defaults(func=cmd_generate)
+
+    chat = commands.add_parser("chat", help="talk to the model in the terminal (streamed, multi-turn)")
+    _add_source_arguments(chat)
+    chat.add_argument("--compare-base", action="store_true",
+                      help="the base model's answer (adapter off) before the tuned one, for each question")
+    chat.add_argument("--system", default=None, help="system prompt (default: the run's or the template's)")
+    _add_sampling_arguments(chat)
+    chat.set_defaults(func=cmd_chat)
 
     report = commands.add_parser("report", help="write RUN_DIR/report.html from a run directory")
     report.add_argument("run_dir", help="a run directory (output_dir of a recipe)")
