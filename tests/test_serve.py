@@ -264,3 +264,138 @@ def test_the_stream_gives_the_greedy_answer_and_holds_back_stop_strings(lora_run
         cut = AnswerStream(loaded.model, loaded.chat, loaded.chat.prompt(question), Sampling(12), stop=(stop,))
         shown = "".join(cut)
         assert shown == expected.text[: expected.text.find(stop)] and cut.finish_reason == "stop"
+
+
+# ---------------------------------------------------------------------------------------------
+# The server: a real `medsft serve` process on loopback, talked to with the official openai client
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(lora_run):
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medsft", "serve", str(lora_run), "--port", str(port), "--name", "tiny", "--ui",
+         "--api-key", "secret", "--max-prompt-tokens", "200", "--max-request-bytes", "20000", "--max-tokens", "64"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                assert json.loads(response.read())["status"] == "ok"
+            break
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                pytest.fail("the server did not start: " + (process.stdout.read() if process.stdout else ""))
+            time.sleep(0.3)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _client(url: str, key: str = "secret"):
+    import openai
+
+    return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def test_server_answers_with_the_openai_client_plain_and_streamed(server):
+    client = _client(server)
+    assert sorted(m.id for m in client.models.list().data) == ["tiny", "tiny-base"]
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a fever?"}]
+    plain = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0)
+    text = plain.choices[0].message.content
+    assert plain.choices[0].finish_reason in ("stop", "length") and plain.usage.completion_tokens <= 8
+    pieces = []
+    for chunk in client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0,
+                                                stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+    assert "".join(pieces) == text  # greedy: the same answer, streamed
+    base = client.chat.completions.create(model="tiny-base", messages=messages, max_tokens=8, temperature=0)
+    assert base.model == "tiny-base"
+    again = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=1.2, seed=5)
+    same = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=1.2, seed=5)
+    assert again.choices[0].message.content == same.choices[0].message.content
+
+
+def test_server_refuses_bad_requests_with_openai_errors(server):
+    import urllib.error
+    import urllib.request
+
+    import openai
+
+    client = _client(server)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.AuthenticationError):
+        _client(server, "wrong").chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "fever " * 400}])
+    assert caught.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=500)
+    assert caught.value.body["param"] == "max_tokens"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny", messages=[{"role": "assistant", "content": "hi"}])
+
+    def post(body: bytes) -> tuple[int, dict]:
+        request = urllib.request.Request(server + "/v1/chat/completions", data=body, method="POST",
+                                         headers={"Authorization": "Bearer secret", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    status, body = post(b'{"model": "tiny", "messages": [')
+    assert status == 400 and "not valid JSON" in body["error"]["message"]
+    status, body = post(json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x" * 30000}]}).encode())
+    assert status == 413 and body["error"]["code"] == "request_too_large"
+    status, body = post(b"[1, 2]")
+    assert status == 400
+    # After all that, it still answers.
+    assert client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                          max_tokens=2).choices[0].message.content is not None
+
+
+def test_server_under_a_bounded_load_has_no_errors(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = _client(server)
+
+    def one_client(number: int) -> int:
+        done = 0
+        for i in range(5):  # bench/serve_load.py runs 16 x 20 and prints the latencies
+            answer = client.chat.completions.create(
+                model="tiny" if i % 2 else "tiny-base", max_tokens=3, temperature=0,
+                messages=[{"role": "user", "content": f"Question {number}-{i}: what helps a cough?"}])
+            done += answer.choices[0].message.content is not None
+        return done
+
+    with ThreadPoolExecutor(16) as pool:
+        assert sum(pool.map(one_client, range(16))) == 16 * 5
+
+
+def test_the_page_is_self_contained(server):
+    import urllib.request
+
+    with urllib.request.urlopen(server + "/", timeout=30) as response:
+        page = response.read().decode()
+    assert "/v1/chat/completions" in page and '"tiny-base", "tiny"' in page
+    assert "http://" not in page and "https://" not in page and "<script src" not in page

@@ -138,6 +138,30 @@ def cmd_chat(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import os
+
+    from medsft.serve.loading import load_for_use
+    from medsft.serve.server import Limits, serve
+
+    source = _source(args)
+    api_key = args.api_key or os.environ.get("MEDSFT_API_KEY") or None
+    if args.engine == "vllm":
+        from medsft.serve.vllm import serve_vllm
+
+        return serve_vllm(source, args.name, args.host, args.port, api_key)
+    limits = Limits(args.max_request_bytes, args.max_prompt_tokens, args.max_tokens, args.max_waiting)
+    if min(limits.__dict__.values()) < 1:
+        raise UserError("--max-request-bytes, --max-prompt-tokens, --max-tokens, --max-waiting: must be at least 1")
+    import importlib.util
+
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+        raise UserError("medsft serve needs FastAPI and uvicorn: pip install 'medsft[serve]'")
+    name = args.name or Path(source.run_dir or source.adapter or source.base).name
+    serve(load_for_use(source), name, args.host, args.port, api_key, limits, args.ui)
+    return 0
+
+
 def cmd_report(args) -> int:
     from medsft.report.html import write_report
 
@@ -244,6 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", default=None, help="system prompt (default: the run's or the template's)")
     _add_sampling_arguments(chat)
     chat.set_defaults(func=cmd_chat)
+
+    serve = commands.add_parser("serve", help="an OpenAI-compatible API (/v1/chat/completions), optionally a page")
+    _add_source_arguments(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--name", default=None, help="the model name clients ask for (default: the folder's name)")
+    serve.add_argument("--api-key", default=None, help="require this key (default: $MEDSFT_API_KEY, else none)")
+    serve.add_argument("--ui", action="store_true", help="a chat page at / (base and tuned side by side)")
+    serve.add_argument("--engine", default="hf", choices=["hf", "vllm"],
+                       help="hf (default; any machine) or vllm (a CUDA GPU with vllm installed)")
+    serve.add_argument("--max-request-bytes", type=int, default=1_000_000)
+    serve.add_argument("--max-prompt-tokens", type=int, default=4096)
+    serve.add_argument("--max-tokens", type=int, default=2048, help="the most tokens a request may ask for")
+    serve.add_argument("--max-waiting", type=int, default=64,
+                       help="requests in flight (answering or queued) before 429 Too Many Requests")
+    serve.set_defaults(func=cmd_serve)
 
     report = commands.add_parser("report", help="write RUN_DIR/report.html from a run directory")
     report.add_argument("run_dir", help="a run directory (output_dir of a recipe)")
