@@ -399,3 +399,49 @@ def test_the_page_is_self_contained(server):
         page = response.read().decode()
     assert "/v1/chat/completions" in page and '"tiny-base", "tiny"' in page
     assert "http://" not in page and "https://" not in page and "<script src" not in page
+
+
+def _chromium() -> tuple[str, str] | None:
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="needs chromium and chromedriver (apt-get install chromium "
+                                                 "chromium-driver); the page's other checks run without them")
+def test_the_page_in_headless_chromium_shows_base_and_tuned_answers(server):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, driver_path = _chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get(server + "/")
+        columns = driver.find_elements(By.CSS_SELECTOR, ".column")
+        assert [c.get_attribute("data-model") for c in columns] == ["tiny-base", "tiny"]
+        driver.find_element(By.ID, "key").send_keys("secret")
+        box = driver.find_element(By.ID, "question")
+        box.send_keys("What is a fever?")
+        box.send_keys(Keys.ENTER)
+        WebDriverWait(driver, 120).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, ".assistant[data-done='1']")) == 2)
+        for column in columns:
+            turns = column.find_elements(By.CSS_SELECTOR, ".turn")
+            assert [t.get_attribute("class") for t in turns] == ["turn user", "turn assistant"]
+            assert turns[0].text == "What is a fever?"
+        assert not driver.find_elements(By.CSS_SELECTOR, ".error")
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        driver.quit()

@@ -9,7 +9,7 @@ import json
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>medsft</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
 <style>
 body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1100px; padding: 1em; color: #222; }
 h1 { font-size: 1.2em; margin: 0 0 .6em; }
