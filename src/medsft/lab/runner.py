@@ -165,6 +165,8 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
         "seeds": list(range(seeds)),
         "language": language,
         "base": base,
+        "lora": {"rank": lab_base.lora_rank, "alpha": 2 * lab_base.lora_rank, "learning_rate": lab_base.lora_lr},
+        "full_learning_rate": lab_base.full_lr,
         "world": {"general_train": len(world.general_train), "medical_train": len(world.medical_train),
                   "diseases": len(world.diseases), "probes": {s.name: len(s.probes) for s in sets}},
         "base_model": str(base_path),
@@ -249,6 +251,10 @@ def results_table(results: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", *(f"- `{m}`: {d}" for m, d, _ in METRICS)]
     lines += ["", *(f"- {n}: {DESCRIPTIONS.get(n, '')}" for n in results["variants"])]
+    if "lora" in results:
+        lora = results["lora"]
+        lines += ["", f"LoRA variants: rank {lora['rank']}, alpha {lora['alpha']}, learning rate {lora['learning_rate']:g}; "
+                      f"full fine-tuning: learning rate {results['full_learning_rate']:g}."]
     return "\n".join(lines)
 
 

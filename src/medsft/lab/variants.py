@@ -28,9 +28,11 @@ class LabContext:
 
 
 def _recipe(ctx: LabContext, name: str, seed: int, stages: list[dict], method: str = "lora",
-            rank: int = 8, alpha: float = 16, learning_rate: float | None = None) -> dict:
+            rank: int | None = None, alpha: float | None = None, learning_rate: float | None = None) -> dict:
     # Tiny models need larger steps than 7B models; the ratios between variants are what matter.
     learning_rate = learning_rate or (ctx.base.lora_lr if method == "lora" else ctx.base.full_lr)
+    rank = rank or ctx.base.lora_rank
+    alpha = alpha or 2 * rank
     general = [str(ctx.files["general_probes"])] if ctx.base.general_probes == "world" else [ctx.base.general_probes]
     finetune: dict = {"method": method}
     if method == "lora":
@@ -83,12 +85,12 @@ VARIANTS: dict[str, Callable[[LabContext, str, int], dict | None]] = {
 
 DESCRIPTIONS = {
     "base": "the base model, no SFT",
-    "domain-only": "LoRA r8, medical only, 3 epochs (the setup users report failing)",
-    "domain-only-10ep": "LoRA r8, medical only, 10 epochs",
-    "mix-7-3": "LoRA r8, medical:general 7:3, 3 epochs",
-    "mix-8-2": "LoRA r8, medical:general 8:2, 3 epochs",
+    "domain-only": "LoRA, medical only, 3 epochs (the setup users report failing)",
+    "domain-only-10ep": "LoRA, medical only, 10 epochs",
+    "mix-7-3": "LoRA, medical:general 7:3, 3 epochs",
+    "mix-8-2": "LoRA, medical:general 8:2, 3 epochs",
     "domain-only-r64": "LoRA r64/alpha128, medical only, 3 epochs",
-    "progressive": "LoRA r8, a general stage (a quarter of the general set), then 7:3 for 3 epochs",
+    "progressive": "LoRA, a general stage (a quarter of the general set), then 7:3 for 3 epochs",
     "full-ft": "full fine-tuning, medical only, 3 epochs",
 }
 
