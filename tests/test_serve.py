@@ -445,3 +445,27 @@ def test_the_page_in_headless_chromium_shows_base_and_tuned_answers(server):
         assert not errors, errors
     finally:
         driver.quit()
+
+
+def test_a_client_leaving_mid_stream_frees_the_server(server):
+    import http.client
+    import time
+    import urllib.request
+
+    host, port = server.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    body = json.dumps({"model": "tiny", "stream": True, "max_tokens": 64, "temperature": 0,
+                       "messages": [{"role": "user", "content": "Tell me about fevers."}]})
+    connection.request("POST", "/v1/chat/completions", body,
+                       {"Authorization": "Bearer secret", "Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200
+    assert response.readline().startswith(b"data: ")  # the first event arrived
+    connection.close()  # and the client is gone
+    deadline = time.time() + 60
+    while json.loads(urllib.request.urlopen(server + "/health", timeout=10).read())["waiting"] and time.time() < deadline:
+        time.sleep(0.2)
+    assert json.loads(urllib.request.urlopen(server + "/health", timeout=10).read())["waiting"] == 0
+    answer = _client(server).chat.completions.create(model="tiny-base", max_tokens=4, temperature=0,
+                                                     messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].finish_reason in ("stop", "length")

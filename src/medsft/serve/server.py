@@ -15,6 +15,7 @@ import json
 import secrets
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -138,14 +139,21 @@ def build_app(loaded: Loaded, name: str, api_key: str | None = None, limits: Lim
     try:
         from fastapi import FastAPI, Request
         from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-        from starlette.concurrency import run_in_threadpool
     except ImportError:
         raise UserError(f"medsft serve needs FastAPI and uvicorn: {SERVE_EXTRA}") from None
 
     names = [name] + ([f"{name}-base"] if loaded.has_adapter else [])
     app = FastAPI(title="medsft", docs_url=None, redoc_url=None, openapi_url=None)
-    model_lock = asyncio.Lock()  # one generation at a time: the model is one object
+    # Everything that touches the model runs on one worker thread, in order: a request whose client
+    # went away cannot overlap the next one (its last step finishes first), and switching the adapter
+    # off for a `-base` request never races another request's generation. The lock keeps each
+    # request's steps together.
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medsft-model")
+    model_lock = asyncio.Lock()
     admitted = 0
+
+    async def on_worker(function, *args):
+        return await asyncio.get_running_loop().run_in_executor(worker, function, *args)
     created = int(time.time())
 
     def error(problem: ApiError):
@@ -209,11 +217,11 @@ def build_app(loaded: Loaded, name: str, api_key: str | None = None, limits: Lim
             return {"prompt_tokens": stream.prompt_tokens, "completion_tokens": stream.tokens,
                     "total_tokens": stream.prompt_tokens + stream.tokens}
 
-        admitted += 1
         if not asked.stream:
+            admitted += 1
             try:
                 async with model_lock:
-                    text = await run_in_threadpool(run_all)
+                    text = await on_worker(run_all)
             finally:
                 admitted -= 1
             return {**identity, "object": "chat.completion", "choices": [{
@@ -227,17 +235,18 @@ def build_app(loaded: Loaded, name: str, api_key: str | None = None, limits: Lim
 
         async def events():
             nonlocal admitted
+            admitted += 1  # counted here: a response never started (client gone) never decrements
             try:
                 async with model_lock:
                     yield chunk({"role": "assistant", "content": ""}, None)
                     pieces = iter(stream)
                     context = loaded.model.disable_adapter() if base_only else nullcontext()
-                    context.__enter__()
+                    await on_worker(context.__enter__)
                     try:
-                        while (piece := await run_in_threadpool(next, pieces, None)) is not None:
+                        while (piece := await on_worker(next, pieces, None)) is not None:
                             yield chunk({"content": piece}, None)
                     finally:
-                        context.__exit__(None, None, None)
+                        worker.submit(context.__exit__, None, None, None)  # queued before any later request
                     yield chunk({}, stream.finish_reason)
                     if asked.include_usage:
                         yield f"data: {json.dumps({**identity, 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage()})}\n\n"
