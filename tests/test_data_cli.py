@@ -93,6 +93,7 @@ def test_fail_mode_stops_at_the_first_bad_record_with_one_line(tmp_path, tiny_mo
     assert main(["train", str(recipe)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"medsft: error: {medical}:2: malformed JSON") and "\n" not in err
+    assert err.endswith("set data.on_bad_record: skip)")  # and how to go on
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing trained, no model loaded
 
 
@@ -115,3 +116,45 @@ def test_inspect_reports_lengths_duplicates_and_the_length_gap(tmp_path, tiny_mo
     text = capsys.readouterr().out
     assert "lengths in tokens" in text and "shorter than in general" in text
     assert "do not fit in max_length=40" in text
+
+
+def test_a_trailing_unanswered_user_turn_is_trimmed_and_counted(tmp_path, tiny_model_dir):
+    turns = [{"role": "user", "content": f"q{i}"} if i % 2 == 0 else {"role": "assistant", "content": f"a{i}"}
+             for i in range(23)]  # 11 answered exchanges, then a question nobody answered
+    medical = write_jsonl(tmp_path / "med.jsonl", [{"messages": turns}] +
+                          [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+                           for i in range(30)] +
+                          [{"messages": [{"role": "user", "content": "alone"}]}])  # nothing answered: rejected
+    recipe = _recipe(tmp_path, tiny_model_dir, {"medical": medical, "general": medical}, on_bad_record="skip")
+    out = tmp_path / "mixed.jsonl"
+    assert main(["data", "mix", str(recipe), "--out", str(out)]) == 0
+    manifest = json.loads((tmp_path / "mixed.manifest.json").read_text())
+    med = manifest["sources"]["medical"]
+    assert med["trimmed_unanswered_turn"] == 1 and med["read"] == 32 and med["rejected"] == 1
+    assert med["read"] == med["used"] + med["rejected"]
+    kept = [json.loads(line) for line in out.read_text().splitlines() if json.loads(line)["line"] == 1]
+    assert kept and len(kept[0]["messages"]) == 22 and kept[0]["messages"][-1]["role"] == "assistant"
+
+
+def test_placeholders_are_filled_from_the_recipe_and_inspect_warns_about_them(tmp_path, tiny_model_dir, capsys):
+    identity = write_jsonl(tmp_path / "identity.jsonl", [
+        {"instruction": "Who are you?", "output": "I am {{name}}, an assistant trained by {{author}}."},
+        {"instruction": "你是谁？", "output": "我是{{name}}，由{{author}}训练。"},
+        {"instruction": "What is 2+2?", "output": "4"},
+    ] * 10)
+    assert main(["data", "inspect", str(identity)]) == 0
+    assert "identity: 20 records hold {{...}} placeholders" in capsys.readouterr().out
+
+    recipe = _recipe(tmp_path, tiny_model_dir, {"medical": identity, "general": identity})
+    tree = yaml.safe_load(recipe.read_text())
+    tree["data"]["sources"][0]["replace"] = {"{{name}}": "MedBot", "{{author}}": "City Hospital"}
+    recipe.write_text(yaml.safe_dump(tree, allow_unicode=True), encoding="utf-8")
+    out = tmp_path / "mixed.jsonl"
+    assert main(["data", "mix", str(recipe), "--out", str(out), "--stage", "mixed"]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    medical = [r["messages"][-1]["content"] for r in rows if r["source"] == "medical"]
+    assert "I am MedBot, an assistant trained by City Hospital." in medical and "我是MedBot，由City Hospital训练。" in medical
+    assert not any("{{" in text for text in medical)
+    manifest = json.loads((tmp_path / "mixed.manifest.json").read_text())
+    assert manifest["sources"]["medical"]["unreplaced_placeholders"] == 0
+    assert manifest["sources"]["general"]["unreplaced_placeholders"] == 20  # no replace for this source

@@ -90,6 +90,11 @@ class SourceConfig(_Section):
     role: Literal["domain", "general"] = Field(
         "domain", description="What the source teaches: domain knowledge or general ability."
     )
+    replace: dict[str, str] = Field(
+        default_factory=dict,
+        description='Text replaced in every message of this source before training, e.g. '
+        '`{"{{name}}": "MedBot", "{{author}}": "City Hospital"}` for identity data with placeholders.',
+    )
 
     @field_validator("name")
     @classmethod

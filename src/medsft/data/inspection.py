@@ -9,7 +9,7 @@ from pathlib import Path
 
 from medsft.data.encode import batch_tokenizer, encode_batch
 from medsft.data.readers import read_source
-from medsft.data.records import SourceRecords
+from medsft.data.records import SourceRecords, has_placeholder
 from medsft.data.templates import get_template, supervised_exchanges
 
 # An answer-length gap this large between sources teaches the model the shorter style.
@@ -58,6 +58,7 @@ def inspect_sources(sources: list[SourceRecords], count=None, encode=None, max_l
             "exact_duplicates": sum(n - 1 for n in keys.values() if n > 1),
             "empty_answers": sum(1 for r in reasons if "empty content" in r and ("(assistant)" in r or "(function_call)" in r)),
             "nothing_to_supervise": sum(1 for r in reasons if "nothing to supervise" in r or r == "no messages"),
+            "placeholders": sum(has_placeholder(c) for c in conversations),
         }
         if encode is not None and max_length and conversations:
             rows = encode(conversations)
@@ -89,6 +90,9 @@ def _warnings(report: dict) -> list[str]:
         if s["malformed"] - s["empty_answers"] - s["nothing_to_supervise"] > 0:
             other = s["malformed"] - s["empty_answers"] - s["nothing_to_supervise"]
             notes.append(f"{name}: {other} malformed records (run `medsft train` with on_bad_record: skip to list them)")
+        if s.get("placeholders"):
+            notes.append(f"{name}: {s['placeholders']} records hold {{{{...}}}} placeholders such as {{{{name}}}}; "
+                         "they would be trained literally (fill them with data.sources[].replace in the recipe)")
         if s["exact_duplicates"]:
             notes.append(f"{name}: {s['exact_duplicates']} exact duplicates (they weigh double in training)")
         if s.get("too_long"):

@@ -15,9 +15,9 @@ from pathlib import Path
 from medsft.data.encode import encode_records
 from medsft.data.mixture import StagePlan, in_validation, plan_stage
 from medsft.data.readers import read_source
-from medsft.data.records import Conversation, Reject
+from medsft.data.records import Conversation, Reject, has_placeholder, replace_text
 from medsft.data.templates import supervised_exchanges
-from medsft.errors import UserError
+from medsft.errors import BadRecordError, UserError
 
 
 @dataclass
@@ -54,7 +54,13 @@ def prepare_data(recipe, tokenizer, template) -> PreparedData:
     rejects: list[Reject] = []
     per_source: dict[str, dict] = {}
     for source in data.sources:
-        records = read_source(source.name, source.path, source.format, data.on_bad_record)
+        try:
+            records = read_source(source.name, source.path, source.format, data.on_bad_record)
+        except BadRecordError as error:  # the first error a new user meets: say how to go on
+            raise BadRecordError(f"{error} (to skip such records and keep them in rejects.jsonl, "
+                                 "set data.on_bad_record: skip)") from None
+        if source.replace:
+            records.conversations = [replace_text(c, source.replace) for c in records.conversations]
         conversations += records.conversations
         rejects += records.rejects
         per_source[source.name] = {
@@ -63,6 +69,8 @@ def prepare_data(recipe, tokenizer, template) -> PreparedData:
             "files": records.files,
             "read": records.read,
             "malformed": len(records.rejects),
+            "trimmed_unanswered_turn": sum(c.trimmed for c in records.conversations),
+            "unreplaced_placeholders": sum(has_placeholder(c) for c in records.conversations),
         }
 
     exchanges = [template.render(c, recipe.model.system_prompt) for c in conversations]
@@ -200,6 +208,12 @@ def _warnings(manifest: dict, max_length: int) -> list[str]:
             )
         if s["malformed"]:
             notes.append(f"{name}: {s['malformed']} malformed records skipped (see rejects.jsonl)")
+        if s.get("unreplaced_placeholders"):
+            notes.append(f"{name}: {s['unreplaced_placeholders']} records still hold {{{{...}}}} placeholders, "
+                         "trained literally (fill them with data.sources[].replace)")
+        if s.get("trimmed_unanswered_turn"):
+            notes.append(f"{name}: {s['trimmed_unanswered_turn']} records ended on an unanswered user turn; "
+                         "it was dropped and the answered turns kept")
     return notes
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from medsft.data.records import Conversation, Message, Provenance, Reject, SourceRecords, check_turns
+from medsft.data.records import USER_SIDE, Conversation, Message, Provenance, Reject, SourceRecords, check_turns
 from medsft.errors import BadRecordError, UserError
 
 FORMATS = ("alpaca", "sharegpt", "messages")
@@ -529,10 +529,15 @@ def _from_turns(turns: list[tuple[str, str]], system: str | None, tools: str | N
 def _checked(
     messages: list[Message], system: str | None, tools: str | None, first_number: int = 1
 ) -> Conversation:
+    """A trainable conversation. A chat that ends on an unanswered user turn after at least one
+    answered exchange keeps its answered part (marked `trimmed`, counted in the manifest)."""
+    trimmed = len(messages) >= 3 and messages[-1].role in USER_SIDE and check_turns(messages[:-1], first_number) is None
+    if trimmed:
+        messages = messages[:-1]
     reason = check_turns(messages, first_number)
     if reason is not None:
         raise _NotTrainable(reason)
-    return Conversation(messages=tuple(messages), system=system or None, tools=tools)
+    return Conversation(messages=tuple(messages), system=system or None, tools=tools, trimmed=trimmed)
 
 
 def _history_turns(history: object) -> list[Message]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 
 # Roles after normalization. `observation` (a tool's output) sits on the user side of the chat,
@@ -37,6 +39,7 @@ class Conversation:
     tools: str | None = None  # tool schema text, as ShareGPT's `tools` field carries it
     source: str = ""
     provenance: Provenance | None = None
+    trimmed: bool = False  # the file's record ended on an unanswered user turn, which was dropped
 
     def to_json(self) -> dict:
         """The normalized form written by `data mix` (OpenAI-messages layout plus source and provenance)."""
@@ -126,3 +129,26 @@ class SourceRecords:
     @property
     def read(self) -> int:
         return len(self.conversations) + len(self.rejects)
+
+
+PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
+
+
+def has_placeholder(conversation: Conversation) -> bool:
+    """A `{{name}}`-style template slot left in the text (identity data ships them to be filled in)."""
+    texts = [m.content for m in conversation.messages] + [conversation.system or ""]
+    return any(PLACEHOLDER.search(t) for t in texts)
+
+
+def replace_text(conversation: Conversation, replacements: dict[str, str]) -> Conversation:
+    """The conversation with each key replaced by its value in every message and the system prompt."""
+    def apply(text: str) -> str:
+        for old, new in replacements.items():
+            text = text.replace(old, new)
+        return text
+
+    return dataclasses.replace(
+        conversation,
+        messages=tuple(Message(m.role, apply(m.content)) for m in conversation.messages),
+        system=apply(conversation.system) if conversation.system is not None else None,
+    )
