@@ -162,6 +162,19 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_augment(args) -> int:
+    from medsft.data.augment import AugmentSettings, augment_files
+
+    for path in args.inputs:
+        if not Path(path).exists():
+            raise UserError(f"{path}: no such file or directory")
+    augmenters = tuple(a.strip() for a in args.augmenters.split(",") if a.strip())
+    augment_files(args.inputs, args.out, AugmentSettings(augmenters, args.per_record, args.seed,
+                                                         rules_file=args.rules), args.on_bad_record)
+    print(f"written to {args.out}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from medsft.report.html import write_report
 
@@ -233,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--trust-remote-code", action="store_true")
     evaluate.add_argument("--out", default=None, help="write the scores (and deltas) as JSON")
     evaluate.set_defaults(func=cmd_eval)
+
+    augment = commands.add_parser("augment", help="more question wordings and the facts in more contexts, "
+                                  "never a changed fact")
+    augment.add_argument("inputs", nargs="+", metavar="IN", help="data files or folders (never modified)")
+    augment.add_argument("--out", required=True, help="output JSONL: the read records, then the augmented ones")
+    augment.add_argument("--augmenters", default="rephrase,statements,shuffle",
+                         help="comma-separated: rephrase, statements, shuffle (default: all)")
+    augment.add_argument("--per-record", type=int, default=4, help="new records per record and augmenter, at most")
+    augment.add_argument("--seed", type=int, default=0)
+    augment.add_argument("--rules", default=None, help="YAML file of extra rephrasing rules")
+    augment.add_argument("--on-bad-record", default="fail", choices=["fail", "skip"])
+    augment.set_defaults(func=cmd_augment)
 
     models = commands.add_parser("models", help="model files: import a GGUF checkpoint as a normal model folder")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")

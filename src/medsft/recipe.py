@@ -81,6 +81,18 @@ class FinetuneConfig(_Section):
     lora: LoraSection = Field(default_factory=LoraSection, description="LoRA settings (method: lora).")
 
 
+class AugmentConfig(_Section):
+    augmenters: list[Literal["rephrase", "statements", "shuffle"]] = Field(
+        default_factory=lambda: ["rephrase", "statements", "shuffle"],
+        description="rephrase: the question in other forms and voices; statements: QA about one subject "
+        "joined into passages in several orders; shuffle: a long answer's sentences reordered.",
+    )
+    per_record: int = Field(4, ge=1, description="New records per original record and augmenter, at most.")
+    seed: int = Field(0, description="Augmentation is deterministic for a seed.")
+    rules_file: str | None = Field(None, description="YAML file of extra rephrasing rules ({en: [[pattern, "
+                                   "[replacement, ...]]], zh: [...]}).")
+
+
 class SourceConfig(_Section):
     name: str = Field(description="Short name used in stage weights, metrics and the manifest.")
     path: str = Field(description="A file (.json, .jsonl, .csv, .parquet) or a folder read recursively.")
@@ -89,6 +101,10 @@ class SourceConfig(_Section):
     )
     role: Literal["domain", "general"] = Field(
         "domain", description="What the source teaches: domain knowledge or general ability."
+    )
+    augment: AugmentConfig | None = Field(
+        None, description="Augment this source's training records (never its validation records) before "
+        "encoding: more question wordings and the facts in more contexts, never a changed fact.",
     )
     replace: dict[str, str] = Field(
         default_factory=dict,

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medsft.data.augment import AugmentSettings, augment, check_settings
 from medsft.data.encode import encode_records
 from medsft.data.mixture import StagePlan, in_validation, plan_stage
 from medsft.data.readers import read_source
@@ -51,6 +52,7 @@ def prepare_data(recipe, tokenizer, template) -> PreparedData:
     """Read every source, reject what cannot be used, encode, split, and plan every stage."""
     data = recipe.data
     conversations: list[Conversation] = []
+    augmented: list[Conversation] = []
     rejects: list[Reject] = []
     per_source: dict[str, dict] = {}
     for source in data.sources:
@@ -72,6 +74,16 @@ def prepare_data(recipe, tokenizer, template) -> PreparedData:
             "trimmed_unanswered_turn": sum(c.trimmed for c in records.conversations),
             "unreplaced_placeholders": sum(has_placeholder(c) for c in records.conversations),
         }
+        if source.augment:
+            # Validation is split off first: no rewrite of a validation record reaches training.
+            train_side = [c for c in records.conversations if not in_validation(c.content_key, data.val_fraction)]
+            settings = AugmentSettings(tuple(source.augment.augmenters), source.augment.per_record,
+                                       source.augment.seed, rules_file=source.augment.rules_file)
+            check_settings(settings, f"data.sources.{source.name}.augment")
+            made, report = augment(train_side, settings, reference=records.conversations)
+            augmented += made
+            per_source[source.name]["augmentation"] = report.to_json()
+    conversations += augmented  # after every read record: read records keep their positions
 
     exchanges = [template.render(c, recipe.model.system_prompt) for c in conversations]
     supervised = [supervised_exchanges(e, data.train_on) for e in exchanges]
@@ -84,7 +96,14 @@ def prepare_data(recipe, tokenizer, template) -> PreparedData:
     train_pools: dict[str, list[int]] = {n: [] for n in names}
     val_pools: dict[str, list[int]] = {n: [] for n in names}
     too_long = Counter()
+    augmented_too_long = Counter()
     for i, conversation in enumerate(conversations):
+        if conversation.augmenter is not None:  # made from a training record: training only
+            if lengths[i] == 0:
+                augmented_too_long[conversation.source] += 1
+            else:
+                train_pools[conversation.source].append(i)
+            continue
         if lengths[i] == 0:
             too_long[conversation.source] += 1
             rejects.append(
@@ -117,6 +136,8 @@ def prepare_data(recipe, tokenizer, template) -> PreparedData:
     prepared = PreparedData(
         conversations, encoded, names, source_index, train_pools, val_pools, plans, rejects, {}, cache_hit
     )
+    for name, count in augmented_too_long.items():
+        per_source[name]["augmentation"]["too_long_left_out"] = count
     prepared.manifest = _manifest(recipe, prepared, per_source, too_long, lengths)
     prepared.warnings = _warnings(prepared.manifest, data.max_length)
     return prepared
@@ -149,7 +170,8 @@ def _manifest(recipe, prepared: PreparedData, per_source: dict[str, dict], too_l
             **info,
             "too_long": too_long[name],
             "rejected": rejected,
-            "used": len(rows),
+            "used": sum(1 for i in rows if prepared.conversations[i].augmenter is None),
+            "augmented_used": sum(1 for i in rows if prepared.conversations[i].augmenter is not None),
             "train": len(prepared.train_pools[name]),
             "validation": len(prepared.val_pools[name]),
             "truncated_records": sum(1 for i in rows if dropped[i] > 0),
@@ -161,7 +183,7 @@ def _manifest(recipe, prepared: PreparedData, per_source: dict[str, dict], too_l
             "answer_tokens": _quantiles(answers),
             "answer_chars": _quantiles(answer_chars),
         }
-        assert info["read"] == len(rows) + rejected, f"{name}: read != used + rejected"
+        assert info["read"] == sources[name]["used"] + rejected, f"{name}: read != used + rejected"
     stages = []
     for stage, plan in zip(recipe.resolved_stages, prepared.plans):
         stages.append(
@@ -190,6 +212,7 @@ def _manifest(recipe, prepared: PreparedData, per_source: dict[str, dict], too_l
             "read": sum(s["read"] for s in sources.values()),
             "used": sum(s["used"] for s in sources.values()),
             "rejected": sum(s["rejected"] for s in sources.values()),
+            "augmented_used": sum(s["augmented_used"] for s in sources.values()),
         },
         "sources": sources,
         "stages": stages,

@@ -40,6 +40,7 @@ class Conversation:
     source: str = ""
     provenance: Provenance | None = None
     trimmed: bool = False  # the file's record ended on an unanswered user turn, which was dropped
+    augmenter: str | None = None  # made by this augmenter from the record at `provenance`
 
     def to_json(self) -> dict:
         """The normalized form written by `data mix` (OpenAI-messages layout plus source and provenance)."""

@@ -70,6 +70,15 @@ def _mix(domain_share: float, epochs: float = DOMAIN_EPOCHS) -> list[dict]:
              "weights": {"medical": domain_share, "general": round(1 - domain_share, 6)}}]
 
 
+AUGMENT = {"augmenters": ["rephrase", "statements", "shuffle"], "per_record": 4}
+
+
+def _augmented(recipe: dict) -> dict:
+    """The same recipe with the medical source augmented (training records only)."""
+    recipe["data"]["sources"][0]["augment"] = dict(AUGMENT)
+    return recipe
+
+
 VARIANTS: dict[str, Callable[[LabContext, str, int], dict | None]] = {
     "base": lambda ctx, name, seed: None,
     "domain-only": lambda ctx, name, seed: _recipe(ctx, name, seed, _domain()),
@@ -81,6 +90,8 @@ VARIANTS: dict[str, Callable[[LabContext, str, int], dict | None]] = {
         ctx, name, seed, [{"name": "general", "epochs": 0.25, "weights": {"general": 1.0}}] + _mix(0.7)
     ),
     "full-ft": lambda ctx, name, seed: _recipe(ctx, name, seed, _domain(), method="full"),
+    "augmented": lambda ctx, name, seed: _augmented(_recipe(ctx, name, seed, _domain())),
+    "augmented-mix-7-3": lambda ctx, name, seed: _augmented(_recipe(ctx, name, seed, _mix(0.7))),
 }
 
 DESCRIPTIONS = {
@@ -92,6 +103,8 @@ DESCRIPTIONS = {
     "domain-only-r64": "LoRA r64/alpha128, medical only, 3 epochs",
     "progressive": "LoRA, a general stage (a quarter of the general set), then 7:3 for 3 epochs",
     "full-ft": "full fine-tuning, medical only, 3 epochs",
+    "augmented": "LoRA, medical only, augmented (rephrase, statements, shuffle; up to 4 per record), 3 epochs",
+    "augmented-mix-7-3": "LoRA, augmented medical:general 7:3, 3 epochs",
 }
 
 DEMO_VARIANTS = ["base", "domain-only", "mix-7-3", "progressive"]

@@ -23,7 +23,15 @@ def prepare(recipe):
 def report_data(prepared: PreparedData, log) -> None:
     totals = prepared.manifest["totals"]
     log(f"data: {totals['read']} records read, {totals['used']} used, {totals['rejected']} rejected"
+        + (f", {totals['augmented_used']} augmented records added" if totals.get("augmented_used") else "")
         + (" (encoding cache hit)" if prepared.cache_hit else ""))
+    for name, source in prepared.manifest["sources"].items():
+        if "augmentation" in source:
+            report = source["augmentation"]
+            made = ", ".join(f"{a} {c['kept']}/{c['made']}" for a, c in report["per_augmenter"].items())
+            log(f"augmented {name}: {report['records_in']} training records -> {made} kept "
+                f"({report['exact_duplicates_removed']} exact and {report['near_duplicates_removed']} near "
+                "duplicates removed)")
     for warning in prepared.warnings:
         log(f"warning: {warning}")
 

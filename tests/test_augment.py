@@ -1,0 +1,161 @@
+"""Augmentation never changes a fact: answers copied or reordered, numbers untouched, provenance
+kept, duplicates removed and counted, deterministic by seed, validation split before augmenting."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import write_jsonl
+from medsft.cli import main
+from medsft.data.augment import AugmentSettings, augment
+from medsft.data.readers import read_source
+from medsft.data.records import Conversation, Message, Provenance
+
+QA = [
+    ("What is the main symptom of Varnex fever?", "Varnex fever causes a blue rash."),
+    ("Which drug treats Varnex fever?", "Varnex fever is treated with quelpram."),
+    ("What is the dose of quelpram?", "Quelpram: 25 mg twice daily."),
+    ("Who should not take quelpram?", "Avoid quelpram in people with asthma."),
+    ("What is the main symptom of Doltra palsy?", "Doltra palsy causes night sweats."),
+    ("Which drug treats Doltra palsy?", "Doltra palsy is treated with sormex."),
+    ("What is the dose of sormex?", "Sormex: 40 mg once daily."),
+    ("布洛芬可以空腹吃吗？", "布洛芬对胃有刺激，最好饭后服用，每次200毫克。"),
+    ("高血压吃什么药", "常用氨氯地平，每日5毫克，需遵医嘱。"),
+]
+PASSAGE = ("Tell me about Varnex fever.", "Varnex fever is a rare disease. Its main symptom is a blue rash. "
+           "Varnex fever is treated with quelpram. The adult dose of quelpram is 25 mg twice daily.")
+
+
+def conversations() -> list[Conversation]:
+    pairs = QA + [PASSAGE]
+    return [Conversation((Message("user", q), Message("assistant", a)), source="medical",
+                         provenance=Provenance("med.jsonl", i + 1)) for i, (q, a) in enumerate(pairs)]
+
+
+def numbers(text: str) -> list[str]:
+    return sorted(re.findall(r"\d+(?:\.\d+)?", text))
+
+
+def sentences(text: str) -> set[str]:
+    return {s.strip() for s in re.findall(r"[^.!?。！？]+[.!?。！？]+", text)}
+
+
+ALL = AugmentSettings(("rephrase", "statements", "shuffle"), per_record=4, seed=0)
+
+
+def test_no_augmented_record_changes_a_fact():
+    originals = conversations()
+    made, report = augment(originals, ALL)
+    by_place = {c.provenance: c for c in originals}
+    all_answer_sentences = set().union(*(sentences(c.messages[1].content) for c in originals))
+    assert {c.augmenter for c in made} == {"rephrase", "statements", "shuffle"}
+    for record in made:
+        origin = by_place[record.provenance]  # every record names the record it came from
+        answer = record.messages[-1].content
+        if record.augmenter == "rephrase":
+            assert answer == origin.messages[-1].content  # the answer is copied, verbatim
+            assert numbers(record.messages[0].content) == numbers(origin.messages[0].content)
+            assert record.messages[0].content != origin.messages[0].content
+        else:  # reordered sentences of answers that exist, nothing else
+            assert sentences(answer) <= all_answer_sentences, answer
+    assert report.records_out == len(originals) + len(made)
+    assert all(report.per_augmenter[a]["kept"] <= report.per_augmenter[a]["made"] for a in report.per_augmenter)
+
+
+def test_rephrasing_keeps_the_medical_terms_in_english_and_chinese():
+    made, _ = augment(conversations(), AugmentSettings(("rephrase",), per_record=8, seed=1))
+    english = [c.messages[0].content for c in made if c.messages[1].content == "Quelpram: 25 mg twice daily."]
+    chinese = [c.messages[0].content for c in made if c.messages[1].content.startswith("布洛芬")]
+    assert len(english) >= 4 and all("dose of quelpram" in q for q in english)
+    assert len(chinese) >= 4 and all("布洛芬可以空腹吃吗" in q for q in chinese)
+    assert len(set(english)) == len(english)
+
+
+def test_statements_join_facts_about_one_subject_and_shuffle_keeps_back_references():
+    made, _ = augment(conversations(), ALL)
+    statements = [c for c in made if c.augmenter == "statements"]
+    quelpram = [c for c in statements if "quelpram" in c.messages[0].content.lower()]
+    assert quelpram, [c.messages[0].content for c in statements]
+    for record in quelpram:  # the drug's facts together, nothing about the other disease's drug
+        assert "Quelpram: 25 mg twice daily." in record.messages[1].content
+        assert "sormex" not in record.messages[1].content.lower()
+    for record in (c for c in made if c.augmenter == "shuffle"):
+        text = record.messages[1].content
+        assert "Varnex fever is a rare disease. Its main symptom is a blue rash." in text  # "Its" stays put
+
+
+def test_duplicates_are_removed_and_counted():
+    originals = conversations()
+    twice = originals + [Conversation(c.messages, source=c.source, provenance=Provenance("copy.jsonl", 1))
+                         for c in originals[:3]]
+    made, report = augment(twice, AugmentSettings(("rephrase",), per_record=4, seed=0))
+    keys = [c.content_key for c in made]
+    assert len(keys) == len(set(keys))
+    assert not set(keys) & {c.content_key for c in originals}
+    assert report.exact_duplicates >= 3 * 4  # the copies' rewrites are the originals' rewrites
+
+
+def test_augmentation_is_deterministic_by_seed():
+    first, _ = augment(conversations(), ALL)
+    again, _ = augment(conversations(), ALL)
+    other, _ = augment(conversations(), AugmentSettings(ALL.augmenters, ALL.per_record, seed=7))
+    assert [c.messages for c in first] == [c.messages for c in again]
+    assert [c.messages for c in first] != [c.messages for c in other]
+
+
+def test_user_rules_extend_rephrasing(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"en": [[r"^What is the dose of (.+)$", ["How many mg of {1} per dose"]]]}),
+                     encoding="utf-8")
+    made, _ = augment(conversations(), AugmentSettings(("rephrase",), per_record=20, seed=0, rules_file=str(rules)))
+    assert "How many mg of quelpram per dose" in [c.messages[0].content for c in made]
+
+
+def test_augment_command_writes_counts_and_never_touches_its_input(tmp_path, capsys):
+    source = write_jsonl(tmp_path / "medical.jsonl", [{"instruction": q, "output": a} for q, a in QA + [PASSAGE]])
+    before = hashlib.sha256(source.read_bytes()).hexdigest()
+    out = tmp_path / "augmented.jsonl"
+    assert main(["augment", str(source), "--out", str(out), "--per-record", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "rephrase" in printed and "distinct_2" in printed and "duplicates removed" in printed
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == before
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["augmenter"] for r in rows[:len(QA) + 1]] == [None] * (len(QA) + 1)  # the originals first
+    assert all(r["file"] == str(source) and r["line"] >= 1 for r in rows)
+    report = json.loads((tmp_path / "augmented.report.json").read_text())
+    assert report["records_out"] == len(rows)
+    assert read_source("a", out).read == len(rows)  # the output is itself training data
+    assert main(["augment", str(source), "--out", str(source)]) == 2  # never over an input
+    assert main(["augment", str(source), "--out", str(out), "--augmenters", "magic"]) == 2
+
+
+def test_validation_records_are_split_off_before_augmentation(tmp_path, tiny_model_dir, tiny_tokenizer):
+    from medsft.data.prepare import prepare_data
+    from medsft.data.templates import get_template
+    from medsft.recipe import parse_recipe
+
+    medical = write_jsonl(tmp_path / "medical.jsonl",
+                          [{"instruction": f"What is the dose of drug{i}x?", "output": f"Drug{i}x: {i} mg daily."}
+                           for i in range(60)])
+    tree = {"model": {"name_or_path": str(tiny_model_dir), "template": "qwen"},
+            "data": {"sources": [{"name": "medical", "path": str(medical),
+                                  "augment": {"augmenters": ["rephrase"], "per_record": 2}}],
+                     "val_fraction": 0.2, "max_length": 256},
+            "output_dir": str(tmp_path / "run")}
+    recipe = parse_recipe(tree, "test")
+    prepared = prepare_data(recipe, tiny_tokenizer, get_template("qwen", tiny_tokenizer))
+    conversations = prepared.conversations
+    validation = [conversations[i] for i in prepared.val_pools["medical"]]
+    augmented = [conversations[i] for i in prepared.train_pools["medical"] if conversations[i].augmenter]
+    assert validation and augmented
+    assert not {c.provenance for c in validation} & {c.provenance for c in augmented}
+    assert all(conversations[i].augmenter is None for i in prepared.val_pools["medical"])
+    source = prepared.manifest["sources"]["medical"]
+    assert source["read"] == 60 and source["read"] == source["used"] + source["rejected"]
+    assert source["augmented_used"] == len(augmented) == source["augmentation"]["per_augmenter"]["rephrase"]["kept"]
