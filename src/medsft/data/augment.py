@@ -365,7 +365,8 @@ def _deduplicate(originals: list[Conversation], made: list[Conversation], thresh
 
 
 def diversity(conversations: list[Conversation]) -> dict:
-    """Of the questions: distinct word (or character) bigrams / bigrams, length spread, vocabulary."""
+    """Of the questions: distinct word (or character) bigrams, and as a share of all bigrams (which
+    falls as rewrites repeat the asked-about words), length spread, vocabulary."""
     questions = [m.content for c in conversations for m in c.messages if m.role == "user"]
     bigrams, vocabulary, lengths = [], set(), []
     for question in questions:
@@ -375,7 +376,8 @@ def diversity(conversations: list[Conversation]) -> dict:
         lengths.append(len(question))
     mean = sum(lengths) / len(lengths) if lengths else 0.0
     spread = (sum((x - mean) ** 2 for x in lengths) / len(lengths)) ** 0.5 if lengths else 0.0
-    return {"questions": len(questions), "distinct_2": round(len(set(bigrams)) / len(bigrams), 4) if bigrams else 0.0,
+    return {"questions": len(questions), "distinct_bigrams": len(set(bigrams)),
+            "distinct_2": round(len(set(bigrams)) / len(bigrams), 4) if bigrams else 0.0,
             "question_length_mean": round(mean, 1), "question_length_std": round(spread, 1),
             "vocabulary": len(vocabulary)}
 
@@ -433,6 +435,7 @@ def format_report(result: dict) -> str:
                  f"{result['near_duplicates_removed']} near")
     before, after = result["diversity_before"], result["diversity_after"]
     lines.append(f"{'questions':12} {'before':>9} {'after':>9}")
-    for key in ("questions", "distinct_2", "question_length_mean", "question_length_std", "vocabulary"):
+    for key in ("questions", "distinct_bigrams", "distinct_2", "question_length_mean", "question_length_std",
+                "vocabulary"):
         lines.append(f"{key:22} {before[key]:>9} {after[key]:>9}")
     return "\n".join(lines)
