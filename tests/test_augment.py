@@ -80,9 +80,10 @@ def test_rephrasing_keeps_the_medical_terms_in_english_and_chinese():
 def test_statements_join_facts_about_one_subject_and_shuffle_keeps_back_references():
     made, _ = augment(conversations(), ALL)
     statements = [c for c in made if c.augmenter == "statements"]
-    quelpram = [c for c in statements if "quelpram" in c.messages[0].content.lower()]
-    assert quelpram, [c.messages[0].content for c in statements]
-    for record in quelpram:  # the drug's facts together, nothing about the other disease's drug
+    varnex = [c for c in statements if "Varnex fever" in c.messages[0].content]
+    assert varnex, [c.messages[0].content for c in statements]
+    for record in varnex:  # the disease's facts and its drug's together, nothing about the other disease
+        assert "Varnex fever causes a blue rash." in record.messages[1].content
         assert "Quelpram: 25 mg twice daily." in record.messages[1].content
         assert "sormex" not in record.messages[1].content.lower()
     for record in (c for c in made if c.augmenter == "shuffle"):

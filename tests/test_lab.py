@@ -100,6 +100,20 @@ def test_tiny_lab_end_to_end(tmp_path):
         assert first_seed[metric] == repeat[metric]
 
 
+def test_the_augmented_variant_trains_on_augmented_medical_records(tmp_path):
+    from medsft.lab.runner import run_lab
+
+    results = run_lab(["augmented"], seeds=1, out=tmp_path / "lab", cache_dir=tmp_path / "cache",
+                      base_config=TINY_BASE, world_size=TINY_WORLD, log=lambda *_: None)
+    manifest = json.loads((tmp_path / "lab" / "runs" / "augmented" / "seed-0" / "data_manifest.json").read_text())
+    medical = manifest["sources"]["medical"]
+    assert medical["augmented_used"] > medical["used"] / 5  # the world repeats each record; rewrites are unique
+    assert set(medical["augmentation"]["per_augmenter"]) == {"rephrase", "statements", "shuffle"}
+    assert all(counts["kept"] > 0 for counts in medical["augmentation"]["per_augmenter"].values())
+    assert medical["read"] == medical["used"] + medical["rejected"]
+    assert results["variants"]["augmented"]["paraphrase_accuracy"]["mean"] is not None
+
+
 @pytest.mark.slow
 def test_tiny_lab_runs_in_chinese(tmp_path):
     from medsft.lab.runner import run_lab

@@ -279,9 +279,10 @@ def _statements(conversations: list[Conversation], per_record: int, rng: random.
         shared = [t for t in ts if frequency[t] >= 2]
         if shared:
             by_term[min(shared, key=lambda t: (frequency[t], t not in names, -len(t), t))].append(index)
+    groups = _linked(by_term, [_terms(c.messages[1].content) for c in single])
     made = []
-    for term in sorted(by_term, key=lambda t: (-len(by_term[t]), t)):
-        members = by_term[term]
+    for term in sorted(groups, key=lambda t: (-len(groups[t]), t)):
+        members = groups[term]
         answers = [single[i].messages[1].content.strip() for i in members]
         if len(set(answers)) < 2:
             continue
@@ -293,6 +294,22 @@ def _statements(conversations: list[Conversation], per_record: int, rng: random.
             made.append(_derived(single[members[0]], "statements",
                                  (Message("user", prompt), Message("assistant", _join(order)))))
     return made
+
+
+def _linked(by_term: dict[str, list[int]], answer_terms: list[set[str]], largest: int = 8) -> dict[str, list[int]]:
+    """Subjects whose answers name another subject, joined: a disease's records ("X is treated
+    with Y") and its drug's records ("Y: 25 mg") make one passage about X, up to `largest` records."""
+    groups = {term: list(members) for term, members in by_term.items()}
+    for term in sorted(by_term, key=lambda t: (-len(by_term[t]), t)):
+        if term not in groups:
+            continue
+        for other in sorted(by_term):
+            if other == term or other not in groups:
+                continue
+            names_other = any(other in answer_terms[i] for i in groups[term])
+            if names_other and len(groups[term]) + len(groups[other]) <= largest:
+                groups[term] += groups.pop(other)
+    return groups
 
 
 def _subject(term: str, questions: list[str]) -> str:
