@@ -70,7 +70,7 @@ def _mix(domain_share: float, epochs: float = DOMAIN_EPOCHS) -> list[dict]:
              "weights": {"medical": domain_share, "general": round(1 - domain_share, 6)}}]
 
 
-AUGMENT = {"augmenters": ["rephrase", "statements", "shuffle"], "per_record": 4}
+AUGMENT = {"augmenters": ["rephrase", "statements", "shuffle"], "per_record": 8}
 
 
 def _augmented(recipe: dict) -> dict:
@@ -103,7 +103,7 @@ DESCRIPTIONS = {
     "domain-only-r64": "LoRA r64/alpha128, medical only, 3 epochs",
     "progressive": "LoRA, a general stage (a quarter of the general set), then 7:3 for 3 epochs",
     "full-ft": "full fine-tuning, medical only, 3 epochs",
-    "augmented": "LoRA, medical only, augmented (rephrase, statements, shuffle; up to 4 per record), 3 epochs",
+    "augmented": "LoRA, medical only, augmented (rephrase, statements, shuffle; up to 8 per record), 3 epochs",
     "augmented-mix-7-3": "LoRA, augmented medical:general 7:3, 3 epochs",
 }
 
