@@ -469,3 +469,22 @@ def test_a_client_leaving_mid_stream_frees_the_server(server):
     answer = _client(server).chat.completions.create(model="tiny-base", max_tokens=4, temperature=0,
                                                      messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].finish_reason in ("stop", "length")
+
+
+def test_the_vllm_engine_command_and_its_refusal_without_vllm(lora_run, capsys):
+    import importlib.util
+
+    from medsft.serve.loading import resolve_source
+    from medsft.serve.vllm import vllm_command
+
+    source = resolve_source(str(lora_run))
+    command = vllm_command(source, "medical", "127.0.0.1", 8001, "key", Path("/tmp/t.jinja"), python="python")
+    assert command[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert command[command.index("--model") + 1] == source.base
+    assert command[command.index("--lora-modules") + 1] == f"medical={source.adapter}"
+    assert command[command.index("--served-model-name") + 1] == "medical-base"
+    assert command[command.index("--chat-template") + 1] == "/tmp/t.jinja"
+    assert command[command.index("--host") + 1] == "127.0.0.1" and "--api-key" in command
+    if importlib.util.find_spec("vllm") is None:
+        assert main(["serve", str(lora_run), "--engine", "vllm"]) == 2
+        assert "vllm is not installed" in capsys.readouterr().err

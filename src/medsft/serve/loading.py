@@ -44,7 +44,7 @@ def resolve_source(target: str, adapter: str | None = None, base: str | None = N
         adapter, target = str(path), base or _adapter_base(path)
     elif base:
         raise UserError("--base: only with a run directory or an adapter folder")
-    check_model_source(target, field="model" if target == str(path) else "--base")
+    check_model_source(target, field="model")
     if adapter and not (Path(adapter) / "adapter_config.json").is_file():
         raise UserError(f"--adapter: {adapter}: no adapter_config.json")
     return Source(target, Path(adapter) if adapter else None, template or "tokenizer", None, trust_remote_code)
