@@ -80,6 +80,20 @@ def test_last_assistant_supervises_only_the_final_answer(tiny_tokenizer):
     assert decoded == ["咳嗽超过两周，建议去医院检查。<|im_end|>"]
 
 
+def test_train_on_all_supervises_prompts_too_and_is_a_different_cache_entry(tiny_tokenizer):
+    from medsft.data.encode import content_fingerprint
+
+    template = get_template("qwen", tiny_tokenizer)
+    row = _encode(tiny_tokenizer, template, MULTI, train_on="all")
+    assert row["labels"] == row["input_ids"]  # every token carries loss, the prompts' included
+    assert row["supervised_tokens"] == len(row["input_ids"])
+    answers_only = _encode(tiny_tokenizer, template, MULTI)
+    assert answers_only["supervised_tokens"] < row["supervised_tokens"]
+    exchanges = template.render(MULTI)
+    assert content_fingerprint([exchanges], [supervised_exchanges(exchanges, "all")]) != \
+        content_fingerprint([exchanges], [supervised_exchanges(exchanges, "all_assistant")])
+
+
 def test_qwen_matches_the_tokenizers_own_chatml(tiny_tokenizer):
     """Our built-in ChatML renders the same text as the tokenizer's Jinja ChatML template."""
     ours = get_template("qwen", tiny_tokenizer).render(MULTI)

@@ -132,8 +132,9 @@ class DataConfig(_Section):
     on_bad_record: Literal["fail", "skip"] = Field(
         "fail", description="`fail` stops at the first malformed record; `skip` writes it to rejects.jsonl."
     )
-    train_on: Literal["all_assistant", "last_assistant"] = Field(
-        "all_assistant", description="Which assistant turns carry loss."
+    train_on: Literal["all_assistant", "last_assistant", "all"] = Field(
+        "all_assistant", description="Which tokens carry loss: every assistant turn, the last one only, or "
+        "`all` (prompts too, for completion-style data)."
     )
     cache_dir: str | None = Field(
         None, description="Where encoded sets are cached by content hash; default $MEDSFT_CACHE or ~/.cache/medsft."

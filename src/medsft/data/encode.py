@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from medsft.data.templates import Exchange
+from medsft.data.templates import WHOLE, Exchange
 
 IGNORE = -100
 ENCODING_VERSION = "1"  # bump when the encoding rules change, so old caches are not reused
@@ -24,20 +24,25 @@ def _stitch(
     prompt_ids: list[list[int]],
     answer_ids: list[list[int]],
     separator_ids: list[list[int]],
-    supervised: list[bool],
+    supervised: list[bool | str],
     max_length: int,
 ) -> dict:
     """One record's token ids and labels from its exchanges' pieces, truncated by whole exchanges."""
     input_ids: list[int] = []
     labels: list[int] = []
     answer_lengths: list[int] = []
+    whole_tokens = 0  # prompt tokens supervised under train_on: all
     kept = 0
     for i, (prompt, answer) in enumerate(zip(prompt_ids, answer_ids)):
         before = separator_ids[i - 1] if i > 0 else []
         if len(input_ids) + len(before) + len(prompt) + len(answer) > max_length:
             break
         input_ids += before + prompt + answer
-        if supervised[i]:
+        if supervised[i] == WHOLE:  # train_on: all
+            labels += before + prompt + answer
+            answer_lengths.append(len(answer))
+            whole_tokens += len(before) + len(prompt)
+        elif supervised[i]:
             labels += [IGNORE] * (len(before) + len(prompt)) + answer
             answer_lengths.append(len(answer))
         else:
@@ -47,12 +52,12 @@ def _stitch(
     if kept < total and supervised[-1] and not any(supervised[:-1]):
         kept = 0  # last_assistant: the one supervised answer was cut, nothing is left to learn
     if kept == 0:
-        input_ids, labels, answer_lengths = [], [], []
+        input_ids, labels, answer_lengths, whole_tokens = [], [], [], 0
     return {
         "input_ids": input_ids,
         "labels": labels,
         "length": len(input_ids),
-        "supervised_tokens": sum(answer_lengths),
+        "supervised_tokens": sum(answer_lengths) + whole_tokens,
         "answer_lengths": answer_lengths,
         "exchanges": total,
         "exchanges_dropped": total - kept,
@@ -104,14 +109,14 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return digest.hexdigest()
 
 
-def content_fingerprint(exchanges: list[list[Exchange]], supervised: list[list[bool]]) -> str:
+def content_fingerprint(exchanges: list[list[Exchange]], supervised: list[list[bool | str]]) -> str:
     digest = hashlib.sha256()
     for record, flags in zip(exchanges, supervised):
         for ex, flag in zip(record, flags):
             for text in (ex.prompt, ex.answer, ex.separator):
                 digest.update(text.encode("utf-8"))
                 digest.update(b"\x00")
-            digest.update(b"1" if flag else b"0")
+            digest.update(b"A" if flag == WHOLE else b"1" if flag else b"0")  # A: train_on all
         digest.update(b"\x01")
     return digest.hexdigest()
 

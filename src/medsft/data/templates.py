@@ -252,8 +252,14 @@ def to_jinja(template: Template, system_prompt: str | None = None) -> str:
     return "".join(parts)
 
 
-def supervised_exchanges(exchanges: list[Exchange], train_on: str) -> list[bool]:
-    """Which exchanges' answers carry loss."""
+WHOLE = "all"  # the flag of an exchange whose prompt carries loss as well as its answer
+
+
+def supervised_exchanges(exchanges: list[Exchange], train_on: str) -> list[bool | str]:
+    """Which exchanges carry loss: True for the answer, WHOLE for prompt and answer (`train_on: all`,
+    completion-style data), False for none."""
     if train_on == "last_assistant":
         return [i == len(exchanges) - 1 for i in range(len(exchanges))]
+    if train_on == "all":
+        return [WHOLE] * len(exchanges)
     return [True] * len(exchanges)
