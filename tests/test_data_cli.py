@@ -158,3 +158,24 @@ def test_placeholders_are_filled_from_the_recipe_and_inspect_warns_about_them(tm
     manifest = json.loads((tmp_path / "mixed.manifest.json").read_text())
     assert manifest["sources"]["medical"]["unreplaced_placeholders"] == 0
     assert manifest["sources"]["general"]["unreplaced_placeholders"] == 20  # no replace for this source
+
+
+def test_inspect_with_a_tokenizer_says_what_each_max_length_would_drop_or_cut(tmp_path, tiny_model_dir, capsys):
+    long_text = "The patient should rest, drink water and see a doctor if the fever lasts. " * 40  # ~3,000 chars
+    records = ([{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "Rest."}]}
+                for i in range(5)]
+               + [{"messages": [{"role": "user", "content": f"long {i}"}, {"role": "assistant", "content": long_text}]}
+                  for i in range(5)]
+               + [{"messages": [{"role": "user", "content": f"m{i}"}, {"role": "assistant", "content": "Short."},
+                                {"role": "user", "content": "More?"}, {"role": "assistant", "content": long_text}]}
+                  for i in range(5)])
+    data = write_jsonl(tmp_path / "mixed.jsonl", records)
+    assert main(["data", "inspect", str(data), "--tokenizer", str(tiny_model_dir), "--template", "chatml",
+                 "--json"]) == 0
+    fit = json.loads(capsys.readouterr().out)["sources"]["mixed"]["max_length_fit"]
+    assert fit["256"] == {"dropped": round(5 / 15, 4), "cut": round(5 / 15, 4)}
+    assert fit["4096"] == {"dropped": 0.0, "cut": 0.0}
+    drops = [fit[k]["dropped"] for k in ("256", "512", "1024", "2048", "4096")]
+    assert drops == sorted(drops, reverse=True)
+    assert main(["data", "inspect", str(data), "--tokenizer", str(tiny_model_dir), "--template", "chatml"]) == 0
+    assert "records left out / cut at each max_length" in capsys.readouterr().out

@@ -27,6 +27,9 @@ def _stats(values: list[int]) -> dict:
     }
 
 
+FIT_LENGTHS = (256, 512, 1024, 2048, 4096)
+
+
 def _source_name(path: str, taken: set[str]) -> str:
     base = Path(path.rstrip("/")).stem or "data"
     name, n = base, 2
@@ -35,7 +38,8 @@ def _source_name(path: str, taken: set[str]) -> str:
     return name
 
 
-def inspect_sources(sources: list[SourceRecords], count=None, encode=None, max_length: int | None = None) -> dict:
+def inspect_sources(sources: list[SourceRecords], count=None, encode=None, max_length: int | None = None,
+                    fit=None) -> dict:
     """Stats per source. `count(texts) -> token lengths`, or None for characters; `encode(conversations)`
     -> the encoded rows (to find what max_length cuts), or None."""
     unit = "characters" if count is None else "tokens"
@@ -60,6 +64,8 @@ def inspect_sources(sources: list[SourceRecords], count=None, encode=None, max_l
             "nothing_to_supervise": sum(1 for r in reasons if "nothing to supervise" in r or r == "no messages"),
             "placeholders": sum(has_placeholder(c) for c in conversations),
         }
+        if fit is not None and conversations:
+            entry["max_length_fit"] = fit(conversations)
         if encode is not None and max_length and conversations:
             rows = encode(conversations)
             entry["too_long"] = sum(1 for n in rows["length"] if n == 0)
@@ -116,6 +122,13 @@ def format_report(report: dict) -> str:
             f"{s['prompt_length']['median']:>11g}/{s['prompt_length']['p90']:<6g}"
             f"{s['answer_length']['median']:>11g}/{s['answer_length']['p90']:<6g}"
         )
+    fits = {name: s["max_length_fit"] for name, s in report["sources"].items() if "max_length_fit" in s}
+    if fits:
+        lines += ["", "records left out / cut at each max_length (first exchange too long / later turns dropped)",
+                  f"{'source':<16}" + "".join(f"{limit:>14}" for limit in FIT_LENGTHS)]
+        for name, fit in fits.items():
+            lines.append(f"{name[:15]:<16}" + "".join(
+                f"{fit[str(limit)]['dropped']:>7.1%}/{fit[str(limit)]['cut']:<6.1%}" for limit in FIT_LENGTHS))
     for warning in report["warnings"]:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)
@@ -130,10 +143,10 @@ def inspect_command(files: list[str], tokenizer=None, template: str | None = Non
         name = _source_name(path, taken)
         taken.add(name)
         sources.append(read_source(name, path, "auto", on_bad_record="skip"))
-    count = encode = None
+    count = encode = fit = None
     if tokenizer:
-        count, encode = _token_counters(tokenizer, template, max_length)
-    report = inspect_sources(sources, count, encode, max_length)
+        count, encode, fit = _token_counters(tokenizer, template, max_length)
+    report = inspect_sources(sources, count, encode, max_length, fit)
     print(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_report(report))
     return 0
 
@@ -145,13 +158,31 @@ def _token_counters(tok, template_name: str | None, max_length: int | None):
     def count(texts: list[str]) -> list[int]:
         return [len(ids) for ids in tokenize(texts)] if texts else []
 
-    if not max_length:
-        return count, None
     template = get_template(template_name or ("tokenizer" if tok.chat_template else "chatml"), tok)
+
+    def fit(conversations) -> dict:
+        """Per max_length, the share of records left out (first exchange too long) and cut (later
+        exchanges dropped): what each setting would cost, before a run."""
+        firsts, totals = [], []
+        for conversation in conversations:
+            exchanges = template.render(conversation)
+            pieces = [p for e in exchanges for p in (e.prompt, e.answer, e.separator)]
+            lengths = count(pieces)
+            firsts.append(lengths[0] + lengths[1])
+            totals.append(sum(lengths) - lengths[-1])  # the last separator is never trained
+        shares = {}
+        for limit in FIT_LENGTHS:
+            dropped = sum(1 for f in firsts if f > limit)
+            cut = sum(1 for f, t in zip(firsts, totals) if f <= limit < t)
+            shares[str(limit)] = {"dropped": round(dropped / len(firsts), 4), "cut": round(cut / len(firsts), 4)}
+        return shares
+
+    if not max_length:
+        return count, None, fit
 
     def encode(conversations):
         exchanges = [template.render(c) for c in conversations]
         flags = [supervised_exchanges(e, "all_assistant") for e in exchanges]
         return encode_batch(exchanges, flags, tokenize, max_length)
 
-    return count, encode
+    return count, encode, fit
