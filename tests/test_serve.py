@@ -108,29 +108,23 @@ def test_merge_gives_the_logits_of_base_plus_adapter(lora_run, tmp_path, capsys)
 
 
 def test_merge_honours_a_saved_adapter_scale(lora_run, tmp_path):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    adapter = tmp_path / "adapter"
     import shutil
 
+    from safetensors.torch import load_file
+
+    adapter = tmp_path / "adapter"
     shutil.copytree(lora_run / "adapter", adapter)
+    assert main(["merge", str(adapter), "--out", str(tmp_path / "whole")]) == 0
     (adapter / "medsft_scale.json").write_text('{"scale": 0.5}')
-    out = tmp_path / "merged"
-    assert main(["merge", str(adapter), "--out", str(out)]) == 0
-    merged = AutoModelForCausalLM.from_pretrained(out).eval()
-    base = AutoModelForCausalLM.from_pretrained(json.loads((adapter / "adapter_config.json").read_text())
-                                                ["base_model_name_or_path"])
-    tuned = PeftModel.from_pretrained(base, lora_run / "adapter").eval()
-    ids = torch.tensor([[5, 40, 300, 17]])
-    with torch.no_grad():
-        full = tuned(input_ids=ids).logits
-        with tuned.disable_adapter():
-            plain = tuned(input_ids=ids).logits
-        got = merged(input_ids=ids).logits
-    # Half the adapter's weight change: between base and tuned, not at either end.
-    assert (got - full).abs().max() > 1e-4 and (got - plain).abs().max() > 1e-4
-    assert json.loads((out / "medsft_merge.json").read_text())["adapter_scale"] == 0.5
+    assert main(["merge", str(adapter), "--out", str(tmp_path / "half")]) == 0
+    base_dir = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    base, whole, half = (load_file(Path(folder) / "model.safetensors")
+                         for folder in (base_dir, tmp_path / "whole", tmp_path / "half"))
+    changed = [name for name in base if not torch.equal(base[name], whole[name])]
+    assert changed  # the adapter moved the weights it targets
+    for name in base:  # each weight moved exactly half as far
+        assert torch.allclose(half[name] - base[name], 0.5 * (whole[name] - base[name]), atol=1e-6), name
+    assert json.loads((tmp_path / "half" / "medsft_merge.json").read_text())["adapter_scale"] == 0.5
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -488,3 +482,13 @@ def test_the_vllm_engine_command_and_its_refusal_without_vllm(lora_run, capsys):
     if importlib.util.find_spec("vllm") is None:
         assert main(["serve", str(lora_run), "--engine", "vllm"]) == 2
         assert "vllm is not installed" in capsys.readouterr().err
+
+
+def test_serve_without_its_extra_names_the_extra_before_loading_a_model(lora_run, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
+    monkeypatch.setattr("medsft.serve.loading.load_for_use", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(["serve", str(lora_run)]) == 2
+    assert "pip install 'medsft[serve]'" in capsys.readouterr().err

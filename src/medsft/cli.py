@@ -142,7 +142,7 @@ def cmd_serve(args) -> int:
     import os
 
     from medsft.serve.loading import load_for_use
-    from medsft.serve.server import Limits, serve
+    from medsft.serve.server import Limits, require_serve_stack, serve
 
     source = _source(args)
     api_key = args.api_key or os.environ.get("MEDSFT_API_KEY") or None
@@ -153,10 +153,7 @@ def cmd_serve(args) -> int:
     limits = Limits(args.max_request_bytes, args.max_prompt_tokens, args.max_tokens, args.max_waiting)
     if min(limits.__dict__.values()) < 1:
         raise UserError("--max-request-bytes, --max-prompt-tokens, --max-tokens, --max-waiting: must be at least 1")
-    import importlib.util
-
-    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
-        raise UserError("medsft serve needs FastAPI and uvicorn: pip install 'medsft[serve]'")
+    require_serve_stack()
     name = args.name or Path(source.run_dir or source.adapter or source.base).name
     serve(load_for_use(source), name, args.host, args.port, api_key, limits, args.ui)
     return 0

@@ -110,8 +110,8 @@ def augment(conversations: list[Conversation], settings: AugmentSettings,
             reference: list[Conversation] | None = None) -> tuple[list[Conversation], AugmentReport]:
     """New records made from `conversations` (not including them), deduplicated against them (or
     against `reference`, e.g. training and validation records both) and each other; and the counts.
-    The originals are never changed."""
-    check_settings(settings)
+    The originals are never changed. Callers check the settings first (check_settings), naming
+    their own field."""
     rules = _rules(settings.rules_file)
     report = AugmentReport(records_in=len(conversations), diversity_before=diversity(conversations))
     made: list[Conversation] = []
@@ -269,7 +269,8 @@ def _statements(conversations: list[Conversation], per_record: int, rng: random.
     single = [c for c in conversations if len(c.messages) == 2 and len(_sentences(c.messages[1].content)) <= 2]
     # A record's subject is named in its question and again in its answer ("What is the dose of X?"
     # -> "X: 25 mg"); topic words ("dose", "causes") are in one or the other.
-    terms = [_terms(c.messages[0].content) & _terms(c.messages[1].content) for c in single]
+    answer_terms = [_terms(c.messages[1].content) for c in single]
+    terms = [_terms(c.messages[0].content) & answer for c, answer in zip(single, answer_terms)]
     frequency = Counter(t for ts in terms for t in ts)  # records whose subject terms include it
     names = {w.lower() for c in single for w in re.findall(r"(?<=\w )([A-Z][a-z\-]{3,})", c.messages[0].content)}
     # Each record joins the group of its rarest shared subject term; among equally rare ones, a
@@ -279,7 +280,7 @@ def _statements(conversations: list[Conversation], per_record: int, rng: random.
         shared = [t for t in ts if frequency[t] >= 2]
         if shared:
             by_term[min(shared, key=lambda t: (frequency[t], t not in names, -len(t), t))].append(index)
-    groups = _linked(by_term, [_terms(c.messages[1].content) for c in single])
+    groups = _linked(by_term, answer_terms)
     made = []
     for term in sorted(groups, key=lambda t: (-len(groups[t]), t)):
         members = groups[term]

@@ -7,7 +7,7 @@ one question. Records that are not prompts become Rejects (file, line, reason), 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from medsft.data.readers import data_files, detect_format, file_items, parse_record
@@ -23,7 +23,7 @@ class Prompt:
     question: str  # the last user turn
     system: str | None
     reference: str | None  # the record's own answer, when it had one
-    provenance: Provenance
+    provenance: Provenance | None = None  # set by read_prompts
 
     def messages(self) -> list[dict]:
         """OpenAI-style messages of the prompt (system first when there is one)."""
@@ -43,7 +43,7 @@ def read_prompts(path: str | Path, on_bad_record: str = "fail") -> tuple[list[Pr
         for line, raw, prompt, reason in _file_prompts(file):
             provenance = Provenance(file, line)
             if reason is None:
-                prompts.append(Prompt(prompt.history, prompt.question, prompt.system, prompt.reference, provenance))
+                prompts.append(replace(prompt, provenance=provenance))
             elif on_bad_record == "fail":
                 raise BadRecordError(f"{provenance}: {reason} (--on-bad-record skip writes such records to "
                                      "the rejects file and goes on)")
@@ -60,7 +60,7 @@ def _file_prompts(file: str):
             raise UserError(f"{file}: cannot read as UTF-8 text: {error}") from None
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
-                yield number, line, Prompt((), line.strip(), None, None, Provenance(file, number)), None
+                yield number, line, Prompt((), line.strip(), None, None), None
         return
     for item in file_items(file):
         if item.problem is not None:
@@ -76,7 +76,7 @@ def prompt_of(obj: dict) -> tuple[Prompt | None, str | None]:
     """(prompt, None), or (None, why this record is not a prompt)."""
     for key in ("question", "prompt"):
         if isinstance(obj.get(key), str) and detect_format(obj) is None and obj[key].strip():
-            return Prompt((), obj[key], None, None, Provenance("", 0)), None
+            return Prompt((), obj[key], None, None), None
     record = dict(obj)
     fmt = detect_format(record)
     if fmt is None and record.get("instruction") is not None:  # alpaca without an output
@@ -103,4 +103,4 @@ def prompt_of(obj: dict) -> tuple[Prompt | None, str | None]:
     *earlier, asked, _ = conversation.messages
     if asked.role != "user" or any(m.role not in ("user", *ASSISTANT_SIDE) for m in earlier):
         return None, "the last turn before the answer is not a user question"
-    return Prompt(tuple(earlier), asked.content, conversation.system, reference, Provenance("", 0)), None
+    return Prompt(tuple(earlier), asked.content, conversation.system, reference), None

@@ -135,12 +135,18 @@ def _messages(messages) -> tuple[str | None, list[Message], str]:
     return system, turns[:-1], turns[-1].content
 
 
+def require_serve_stack() -> None:
+    """FastAPI and uvicorn are the `serve` extra: say so before any model loads."""
+    import importlib.util
+
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+        raise UserError(f"medsft serve needs FastAPI and uvicorn: {SERVE_EXTRA}")
+
+
 def build_app(loaded: Loaded, name: str, api_key: str | None = None, limits: Limits = Limits(), ui: bool = False):
-    try:
-        from fastapi import FastAPI, Request
-        from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-    except ImportError:
-        raise UserError(f"medsft serve needs FastAPI and uvicorn: {SERVE_EXTRA}") from None
+    require_serve_stack()
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
     names = [name] + ([f"{name}-base"] if loaded.has_adapter else [])
     app = FastAPI(title="medsft", docs_url=None, redoc_url=None, openapi_url=None)

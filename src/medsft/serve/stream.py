@@ -7,9 +7,10 @@ string could still be forming, the text it would cover is held back."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cached_property
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from medsft.eval.generate import Sampling
 
@@ -76,9 +77,12 @@ class AnswerStream:
     def _pick(self, logits: torch.Tensor, generator: torch.Generator) -> int:
         if self.sampling.greedy:
             return int(logits.argmax())
-        probs = torch.softmax(logits.float().cpu() / self.sampling.temperature, dim=-1)
+        scores = self._warpers(None, logits.float().cpu()[None, :])[0]  # transformers' own temperature and top-p
+        return int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator))
+
+    @cached_property
+    def _warpers(self) -> LogitsProcessorList:
+        warpers = LogitsProcessorList([TemperatureLogitsWarper(self.sampling.temperature)])
         if self.sampling.top_p < 1:
-            sorted_probs, order = probs.sort(descending=True)
-            keep = sorted_probs.cumsum(0) - sorted_probs < self.sampling.top_p  # the smallest set reaching top_p
-            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-        return int(torch.multinomial(probs, 1, generator=generator))
+            warpers.append(TopPLogitsWarper(self.sampling.top_p))
+        return warpers
