@@ -13,7 +13,8 @@ import yaml
 
 from conftest import write_jsonl
 from medsft.cli import main
-from medsft.data.augment import AugmentSettings, augment
+from medsft.data.augment import RULE_AUGMENTERS, AugmentSettings, augment
+from medsft.data.rewrite import fact_check
 from medsft.data.readers import read_source
 from medsft.data.records import Conversation, Message, Provenance
 
@@ -46,7 +47,7 @@ def sentences(text: str) -> set[str]:
     return {s.strip() for s in re.findall(r"[^.!?。！？]+[.!?。！？]+", text)}
 
 
-ALL = AugmentSettings(("rephrase", "statements", "shuffle"), per_record=4, seed=0)
+ALL = AugmentSettings(RULE_AUGMENTERS, per_record=4, seed=0)
 
 
 def test_no_augmented_record_changes_a_fact():
@@ -54,14 +55,27 @@ def test_no_augmented_record_changes_a_fact():
     made, report = augment(originals, ALL)
     by_place = {c.provenance: c for c in originals}
     all_answer_sentences = set().union(*(sentences(c.messages[1].content) for c in originals))
-    assert {c.augmenter for c in made} == {"rephrase", "statements", "shuffle"}
+    pairs = {(c.messages[0].content, c.messages[1].content) for c in originals}
+    assert {c.augmenter for c in made} == set(RULE_AUGMENTERS)
     for record in made:
         origin = by_place[record.provenance]  # every record names the record it came from
         answer = record.messages[-1].content
-        if record.augmenter == "rephrase":
+        if record.augmenter in ("rephrase", "synonyms"):
             assert answer == origin.messages[-1].content  # the answer is copied, verbatim
             assert numbers(record.messages[0].content) == numbers(origin.messages[0].content)
             assert record.messages[0].content != origin.messages[0].content
+        elif record.augmenter == "restate":  # the same question; the answer's numbers and words kept
+            assert record.messages[0] == origin.messages[0]
+            assert numbers(answer) == numbers(origin.messages[1].content)
+            assert fact_check(origin.messages[1].content, answer,
+                              allowed={w.lower() for w in record.messages[0].content.split()}) is None, answer
+        elif record.augmenter == "multiturn":  # exchanges that exist, questions asked as follow-ups
+            questions, answers = record.messages[0::2], record.messages[1::2]
+            assert len(answers) >= 2
+            for number, (q, a) in enumerate(zip(questions, answers)):
+                match = [p for p in pairs if p[1] == a.content and (p[0] == q.content if number == 0
+                                                                   else q.content.lower().endswith(p[0].lower()))]
+                assert match, (q.content, a.content)
         else:  # reordered sentences of answers that exist, nothing else
             assert sentences(answer) <= all_answer_sentences, answer
     assert report.records_out == len(originals) + len(made)
@@ -160,3 +174,98 @@ def test_validation_records_are_split_off_before_augmentation(tmp_path, tiny_mod
     source = prepared.manifest["sources"]["medical"]
     assert source["read"] == 60 and source["read"] == source["used"] + source["rejected"]
     assert source["augmented_used"] == len(augmented) == source["augmentation"]["per_augmenter"]["rephrase"]["kept"]
+
+
+def test_restatement_names_the_subject_and_copies_the_value():
+    made, _ = augment(conversations(), AugmentSettings(("restate",), per_record=4))
+    answers = {c.messages[1].content for c in made}
+    assert "The dose of quelpram is 25 mg twice daily." in answers
+    assert "The dose of sormex is 40 mg once daily." in answers
+    # answers that already name their subject ("Varnex fever causes ...") are full sentences: left alone
+    assert {c.messages[0].content for c in made} == {"What is the dose of quelpram?", "What is the dose of sormex?"}
+    chinese = [Conversation((Message("user", "阿莫西林的剂量是多少？"), Message("assistant", "阿莫西林：每次500毫克。")),
+                            source="m", provenance=Provenance("zh.jsonl", 1))]
+    made, _ = augment(chinese, AugmentSettings(("restate",)))
+    assert [c.messages[1].content for c in made] == ["阿莫西林的剂量是每次500毫克。"]
+
+
+def test_synonyms_swap_words_in_questions_never_in_numbers_or_names(tmp_path):
+    records = [Conversation((Message("user", q), Message("assistant", a)), source="m", provenance=Provenance("f", i))
+               for i, (q, a) in enumerate([
+                   ("What is the main symptom of Tiredness syndrome?", "Tiredness syndrome causes a blue rash."),
+                   ("What dose of drug is used for 10 mg tablets of aspirin?", "One tablet."),
+                   ("高血压患者的药物剂量是多少？", "遵医嘱。")])]
+    made, _ = augment(records, AugmentSettings(("synonyms",), per_record=8))
+    questions = [c.messages[0].content for c in made]
+    assert questions and all(c.messages[1] == records[c.provenance.line].messages[1] for c in made)
+    assert all("Tiredness syndrome" in q for q in questions if "syndrome" in q)  # a name is never touched
+    assert any("sign" in q for q in questions) and any("medication" in q or "medicine" in q for q in questions)
+    assert all("10 mg" in q for q in questions if "aspirin" in q)
+    assert any("病人" in q or "用量" in q or "药品" in q for q in questions)
+    extra = tmp_path / "synonyms.yaml"
+    extra.write_text(yaml.safe_dump({"en": [["blue rash", "azure rash"], ["What is", "Tell me"]]}), encoding="utf-8")
+    made, _ = augment(records[:1], AugmentSettings(("synonyms",), per_record=8, synonyms_file=str(extra)))
+    assert any(q.messages[0].content.startswith("Tell me") for q in made)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("en: [lonely]\n", encoding="utf-8")
+    from medsft.data.augment import check_settings
+    from medsft.errors import UserError
+
+    with pytest.raises(UserError, match="bad.yaml: expected"):
+        check_settings(AugmentSettings(("synonyms",), synonyms_file=str(bad)))
+
+
+def test_the_fact_check_rejects_changed_numbers_units_names_and_negations():
+    original = "Avoid quelpram in people with asthma; the dose is 25 mg twice daily."
+    assert fact_check(original, "People with asthma should avoid quelpram; give 25 mg twice daily.") is None
+    assert "number" in fact_check(original, "Avoid quelpram in people with asthma; the dose is 50 mg twice daily.")
+    assert "number" in fact_check(original, "Avoid quelpram in people with asthma; the dose is 25 g twice daily.")
+    assert "number" in fact_check(original, "Avoid quelpram in people with asthma; the dose is 25 mg.")
+    assert "name dropped" in fact_check(original, "Avoid it in people with asthma; the dose is 25 mg twice daily.",
+                                        required={"quelpram"})
+    assert "name added" in fact_check(original, "Avoid quelpram and Ibuprofen in asthma; 25 mg twice daily.")
+    assert "negation" in fact_check("Do not take quelpram when pregnant.", "Take quelpram when pregnant.")
+    assert fact_check("Do not take quelpram when pregnant.", "Quelpram must not be taken in pregnancy.") is None
+    assert "negation" in fact_check("孕妇不能用阿莫西林。", "孕妇可以用阿莫西林。")
+    assert fact_check("x", "x") == "unchanged"
+
+
+def test_model_rewrites_are_kept_only_when_they_pass_the_fact_check(tmp_path, capsys):
+    def rewriter(prompts):  # a scripted "model": one faithful rewrite, one that changes a dose, one that drops a name
+        replies = []
+        for _, user in prompts:
+            if "Terse answer: Quelpram: 25 mg twice daily." in user:
+                replies.append("The dose of quelpram is 25 mg twice daily.")
+            elif "dose of quelpram" in user:
+                replies += ["How much quelpram does an adult take?"]
+            elif "main symptom of Varnex fever" in user:
+                replies.append("What is the main symptom of this disease?")
+            else:
+                replies.append("Take 50 mg of it.")
+        return replies
+
+    settings = AugmentSettings(("rewrite",), per_record=1, rewrite_with=rewriter, rewrite=object())
+    made, report = augment(conversations()[:3], settings)
+    assert [(c.messages[0].content, c.messages[1].content) for c in made] == [
+        ("How much quelpram does an adult take?", "Quelpram: 25 mg twice daily."),
+        ("What is the dose of quelpram?", "The dose of quelpram is 25 mg twice daily.")]
+    reasons = {r["original"]: r["reason"] for r in report.rewrite_rejects}
+    assert reasons["What is the main symptom of Varnex fever?"].startswith("name dropped")
+    assert reasons["Which drug treats Varnex fever?"].startswith("number")
+    assert report.per_augmenter["rewrite"] == {"made": 2, "rejected": 2, "kept": 2}
+
+
+def test_augmentation_is_cached_by_content(tmp_path, tiny_tokenizer):
+    from medsft.data.augment import augment_cached
+
+    records = conversations()
+    first, report, hit = augment_cached(records, ALL, records, tmp_path)
+    again, report_again, hit_again = augment_cached(records, ALL, records, tmp_path)
+    assert (hit, hit_again) == (False, True)
+    assert [(c.messages, c.augmenter, c.provenance) for c in again] == [(c.messages, c.augmenter, c.provenance)
+                                                                         for c in first]
+    assert report_again.to_json() == report.to_json()
+    changed = records[:-1] + [Conversation(records[-1].messages[:1] + (Message("assistant", "Other."),),
+                                           source="medical", provenance=records[-1].provenance)]
+    assert augment_cached(changed, ALL, changed, tmp_path)[2] is False  # a changed record: a new key
+    assert augment_cached(records, AugmentSettings(ALL.augmenters, 2), records, tmp_path)[2] is False

@@ -282,7 +282,7 @@ def server(lora_run):
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "medsft", "serve", str(lora_run), "--port", str(port), "--name", "tiny", "--ui",
-         "--api-key", "secret", "--max-prompt-tokens", "200", "--max-request-bytes", "20000", "--max-tokens", "64"],
+         "--api-key", "secret", "--max-prompt-tokens", "320", "--max-request-bytes", "20000", "--max-tokens", "64"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -492,3 +492,39 @@ def test_serve_without_its_extra_names_the_extra_before_loading_a_model(lora_run
     monkeypatch.setattr("medsft.serve.loading.load_for_use", lambda *a, **k: pytest.fail("the model was loaded"))
     assert main(["serve", str(lora_run)]) == 2
     assert "pip install 'medsft[serve]'" in capsys.readouterr().err
+
+
+def test_augment_rewrites_through_an_openai_endpoint_on_loopback(server, tmp_path, monkeypatch, capsys):
+    """The rewrite augmenter against a real server (medsft serve, a tiny model): every rewrite is
+    either kept having passed the fact check, or rejected with its reason; nothing is lost."""
+    from medsft.data.rewrite import fact_check
+
+    source = tmp_path / "medical.jsonl"
+    pairs = [("What is the dose of quelpram?", "Quelpram: 25 mg twice daily."),
+             ("Which drug treats Varnex fever?", "Varnex fever is treated with quelpram."),
+             ("Who should not take sormex?", "Avoid sormex in people with asthma.")]
+    source.write_text("".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in pairs), encoding="utf-8")
+    out = tmp_path / "augmented.jsonl"
+    argv = ["augment", str(source), "--out", str(out), "--augmenters", "rewrite", "--per-record", "2",
+            "--rewrite-url", server + "/v1", "--rewrite-model", "tiny", "--rewrite-key-env", "MEDSFT_TEST_KEY",
+            "--rewrite-max-tokens", "24"]
+    monkeypatch.setenv("MEDSFT_TEST_KEY", "secret")
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "augmented.report.json").read_text())
+    counts = report["per_augmenter"]["rewrite"]
+    asked = 2 * len(pairs) + 1  # two paraphrases per question, one expansion of the one terse answer
+    assert counts["made"] + counts["rejected"] == asked
+    rejects = [json.loads(line) for line in (tmp_path / "augmented.rewrite_rejects.jsonl").read_text().splitlines()] \
+        if counts["rejected"] else []
+    assert len(rejects) == counts["rejected"] and all(r["reason"] and r["line"] >= 1 for r in rejects)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    by_line = {i + 1: pair for i, pair in enumerate(pairs)}
+    for row in rows[len(pairs):]:  # the kept rewrites: each passes the check against its origin
+        question, answer = row["messages"][0]["content"], row["messages"][1]["content"]
+        origin_q, origin_a = by_line[row["line"]]
+        assert (question == origin_q) != (answer == origin_a)
+        if question != origin_q:
+            assert fact_check(origin_q, question) is None
+    monkeypatch.setenv("MEDSFT_TEST_KEY", "wrong")
+    assert main(argv) == 2
+    assert "HTTP 401" in capsys.readouterr().err

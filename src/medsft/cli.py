@@ -165,9 +165,24 @@ def cmd_augment(args) -> int:
     for path in args.inputs:
         if not Path(path).exists():
             raise UserError(f"{path}: no such file or directory")
+    from medsft.data.rewrite import RewriteSettings
+
     augmenters = tuple(a.strip() for a in args.augmenters.split(",") if a.strip())
+    rewrite = rewrite_with = None
+    if args.rewrite_url or args.rewrite_model_path:
+        rewrite = RewriteSettings(args.rewrite_url, args.rewrite_model, args.rewrite_key_env,
+                                  args.rewrite_model_path, args.rewrite_temperature, args.rewrite_max_tokens)
+        rewrite.check("--rewrite-url/--rewrite-model-path")
+        if rewrite.model_path:
+            from medsft.eval.rewrite import LocalRewriter
+
+            rewrite_with = LocalRewriter(rewrite, args.seed, args.trust_remote_code)
+        if "rewrite" not in augmenters:
+            augmenters += ("rewrite",)
     augment_files(args.inputs, args.out, AugmentSettings(augmenters, args.per_record, args.seed,
-                                                         rules_file=args.rules), args.on_bad_record)
+                                                         rules_file=args.rules, synonyms_file=args.synonyms,
+                                                         rewrite=rewrite, rewrite_with=rewrite_with),
+                  args.on_bad_record)
     print(f"written to {args.out}")
     return 0
 
@@ -248,11 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
                                   "never a changed fact")
     augment.add_argument("inputs", nargs="+", metavar="IN", help="data files or folders (never modified)")
     augment.add_argument("--out", required=True, help="output JSONL: the read records, then the augmented ones")
-    augment.add_argument("--augmenters", default="rephrase,statements,shuffle",
-                         help="comma-separated: rephrase, statements, shuffle (default: all)")
+    augment.add_argument("--augmenters", default="rephrase,restate,synonyms,statements,multiturn,shuffle",
+                         help="comma-separated: rephrase, restate, synonyms, statements, multiturn, shuffle "
+                         "(default: these rule-based ones), rewrite (a model; see --rewrite-url)")
     augment.add_argument("--per-record", type=int, default=4, help="new records per record and augmenter, at most")
     augment.add_argument("--seed", type=int, default=0)
     augment.add_argument("--rules", default=None, help="YAML file of extra rephrasing rules")
+    augment.add_argument("--synonyms", default=None, help="YAML file of extra synonym groups")
+    augment.add_argument("--rewrite-url", default=None,
+                         help="OpenAI-compatible endpoint for the rewrite augmenter, e.g. http://127.0.0.1:8000/v1")
+    augment.add_argument("--rewrite-model", default=None, help="the endpoint's model name")
+    augment.add_argument("--rewrite-key-env", default="OPENAI_API_KEY",
+                         help="environment variable holding the endpoint's key")
+    augment.add_argument("--rewrite-model-path", default=None, help="a local model folder to rewrite with instead")
+    augment.add_argument("--rewrite-temperature", type=float, default=0.8)
+    augment.add_argument("--rewrite-max-tokens", type=int, default=96, help="longest rewrite, in tokens")
+    augment.add_argument("--trust-remote-code", action="store_true", help="for --rewrite-model-path")
     augment.add_argument("--on-bad-record", default="fail", choices=["fail", "skip"])
     augment.set_defaults(func=cmd_augment)
 

@@ -81,16 +81,34 @@ class FinetuneConfig(_Section):
     lora: LoraSection = Field(default_factory=LoraSection, description="LoRA settings (method: lora).")
 
 
+class RewriteConfig(_Section):
+    url: str | None = Field(None, description="An OpenAI-compatible endpoint's base URL, e.g. "
+                            "http://127.0.0.1:8000/v1 (`medsft serve` is one).")
+    model: str | None = Field(None, description="The endpoint's model name.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key "
+                             "(keys never go in a recipe).")
+    model_path: str | None = Field(None, description="Instead of an endpoint: a local model folder, run "
+                                   "through medsft's own batched generation.")
+    temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature of the rewrites.")
+    max_new_tokens: int = Field(96, ge=8, description="Longest rewrite, in tokens.")
+
+
 class AugmentConfig(_Section):
-    augmenters: list[Literal["rephrase", "statements", "shuffle"]] = Field(
+    augmenters: list[Literal["rephrase", "restate", "synonyms", "statements", "multiturn", "shuffle", "rewrite"]] = Field(
         default_factory=lambda: ["rephrase", "statements", "shuffle"],
-        description="rephrase: the question in other forms and voices; statements: QA about one subject "
-        "joined into passages in several orders; shuffle: a long answer's sentences reordered.",
+        description="rephrase: the question in other forms and voices; restate: a terse answer as full "
+        "sentences naming the subject; synonyms: dictionary words swapped in the questions; statements: QA "
+        "about one subject joined into passages in several orders; multiturn: the same QA as follow-up "
+        "questions in one conversation; shuffle: a long answer's sentences reordered; rewrite: a model "
+        "paraphrases (needs `rewrite`), each rewrite fact-checked.",
     )
     per_record: int = Field(4, ge=1, description="New records per original record and augmenter, at most.")
     seed: int = Field(0, description="Augmentation is deterministic for a seed.")
     rules_file: str | None = Field(None, description="YAML file of extra rephrasing rules ({en: [[pattern, "
                                    "[replacement, ...]]], zh: [...]}).")
+    synonyms_file: str | None = Field(None, description="YAML file of extra synonym groups ({en: [[word, "
+                                      "synonym, ...]], zh: [...]}), added to the built-in list.")
+    rewrite: RewriteConfig | None = Field(None, description="The model the `rewrite` augmenter asks.")
 
 
 class SourceConfig(_Section):

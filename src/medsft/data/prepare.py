@@ -12,8 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medsft.data.augment import AugmentSettings, augment, check_settings
-from medsft.data.encode import encode_records
+from medsft.data.augment import AugmentSettings, augment_cached, check_settings
+from medsft.data.encode import default_cache_dir, encode_records
+from medsft.data.rewrite import RewriteSettings
 from medsft.data.mixture import StagePlan, in_validation, plan_stage
 from medsft.data.readers import read_source
 from medsft.data.records import Conversation, Reject, has_placeholder, replace_text
@@ -34,6 +35,22 @@ class PreparedData:
     manifest: dict
     cache_hit: bool = False
     warnings: list[str] = field(default_factory=list)
+    augment_rejects: list[dict] = field(default_factory=list)  # model rewrites that failed the fact check
+
+
+def _augment_settings(source, local_rewriter) -> AugmentSettings:
+    config = source.augment
+    rewrite, rewrite_with = None, None
+    if config.rewrite is not None:
+        rewrite = RewriteSettings(config.rewrite.url, config.rewrite.model, config.rewrite.api_key_env,
+                                  config.rewrite.model_path, config.rewrite.temperature, config.rewrite.max_new_tokens)
+        if rewrite.model_path and "rewrite" in config.augmenters:
+            if local_rewriter is None:
+                raise UserError(f"data.sources.{source.name}.augment.rewrite.model_path: a local model can "
+                                "rewrite only in `medsft train`/`data mix`")
+            rewrite_with = local_rewriter(rewrite, config.seed)
+    return AugmentSettings(tuple(config.augmenters), config.per_record, config.seed, rules_file=config.rules_file,
+                           synonyms_file=config.synonyms_file, rewrite=rewrite, rewrite_with=rewrite_with)
 
 
 def _quantiles(values: list[int]) -> dict:
@@ -48,13 +65,17 @@ def _quantiles(values: list[int]) -> dict:
     }
 
 
-def prepare_data(recipe, tokenizer, template) -> PreparedData:
-    """Read every source, reject what cannot be used, encode, split, and plan every stage."""
+def prepare_data(recipe, tokenizer, template, local_rewriter=None) -> PreparedData:
+    """Read every source, reject what cannot be used, encode, split, and plan every stage.
+
+    local_rewriter(settings, seed): the rewriter for `augment.rewrite.model_path` (it needs a model,
+    which this layer does not load)."""
     data = recipe.data
     conversations: list[Conversation] = []
     augmented: list[Conversation] = []
     rejects: list[Reject] = []
     per_source: dict[str, dict] = {}
+    augment_rejects: list[dict] = []
     for source in data.sources:
         try:
             records = read_source(source.name, source.path, source.format, data.on_bad_record)
@@ -77,12 +98,13 @@ def prepare_data(recipe, tokenizer, template) -> PreparedData:
         if source.augment:
             # Validation is split off first: no rewrite of a validation record reaches training.
             train_side = [c for c in records.conversations if not in_validation(c.content_key, data.val_fraction)]
-            settings = AugmentSettings(tuple(source.augment.augmenters), source.augment.per_record,
-                                       source.augment.seed, rules_file=source.augment.rules_file)
+            settings = _augment_settings(source, local_rewriter)
             check_settings(settings, f"data.sources.{source.name}.augment")
-            made, report = augment(train_side, settings, reference=records.conversations)
+            made, report, hit = augment_cached(train_side, settings, records.conversations,
+                                               data.cache_dir or default_cache_dir())
+            augment_rejects += [{"source": source.name, **r} for r in report.rewrite_rejects]
             augmented += made
-            per_source[source.name]["augmentation"] = report.to_json()
+            per_source[source.name]["augmentation"] = {**report.to_json(), "cache_hit": hit}
     conversations += augmented  # after every read record: read records keep their positions
 
     exchanges = [template.render(c, recipe.model.system_prompt) for c in conversations]
@@ -140,6 +162,7 @@ def prepare_data(recipe, tokenizer, template) -> PreparedData:
         per_source[name]["augmentation"]["too_long_left_out"] = count
     prepared.manifest = _manifest(recipe, prepared, per_source, too_long, lengths)
     prepared.warnings = _warnings(prepared.manifest, data.max_length)
+    prepared.augment_rejects = augment_rejects
     return prepared
 
 
@@ -241,6 +264,10 @@ def _warnings(manifest: dict, max_length: int) -> list[str]:
 
 
 def write_rejects(rejects: list[Reject], path: Path) -> None:
+    write_jsonl([reject.to_json() for reject in rejects], path)
+
+
+def write_jsonl(rows: list[dict], path: Path) -> None:
     with open(path, "w", encoding="utf-8") as out:
-        for reject in rejects:
-            out.write(json.dumps(reject.to_json(), ensure_ascii=False) + "\n")
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -23,7 +23,7 @@ from medsft.eval.probes import Probe, ProbeSet
 from medsft.eval.sets import general_set
 from medsft.lab.base import BaseConfig, build_base, default_lab_cache
 from medsft.lab.real import BASES, SYNTHETIC, LabBase, smollm2_base
-from medsft.lab.variants import DESCRIPTIONS, VARIANTS, LabContext, recipe_variant
+from medsft.lab.variants import VARIANTS, LabContext, find_variant, recipe_variant
 from medsft.lab.world import Item, World, build_world
 from medsft.pipeline.run import train
 from medsft.recipe import parse_recipe
@@ -102,14 +102,16 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
 
     base: `synthetic` (the lab's tiny model, built on first use) or `smollm2` (a real pretrained chat
     model, converted from its GGUF file on first use; English world)."""
-    makers = {}
+    makers, descriptions = {}, {}
     for name in variants:
-        if name in VARIANTS:
-            makers[name] = VARIANTS[name]
+        found = find_variant(name)
+        if found:
+            makers[name], descriptions[name] = found
         elif name.endswith((".yaml", ".yml")) and Path(name).is_file():
             makers[Path(name).stem] = recipe_variant(Path(name))
+            descriptions[Path(name).stem] = f"the recipe {name}"
         else:
-            raise UserError(f"--variants: unknown variant {name!r} (known: {', '.join(VARIANTS)}, or a recipe .yaml)")
+            raise UserError(f"--variants: unknown variant {name!r} (known: {', '.join(VARIANTS)}, augmented:A+B (an ablation), or a recipe .yaml)")
     if seeds < 1:
         raise UserError("--seeds: must be at least 1")
     if base not in BASES:
@@ -138,7 +140,7 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
     runs: dict[str, list[dict]] = {}
     for name, make in makers.items():
         for seed in range(seeds):
-            log(f"variant {name}, seed {seed}: {DESCRIPTIONS.get(name, 'a recipe file')}")
+            log(f"variant {name}, seed {seed}: {descriptions[name]}")
             t0 = time.time()
             tree = make(context, name, seed)
             if tree is None:
@@ -172,6 +174,7 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
         "base_model": str(base_path),
         "metrics": {m: d for m, d, _ in METRICS},
         "variants": {name: _aggregate(rows) for name, rows in runs.items()},
+        "descriptions": descriptions,
         "runs": runs,
         "seconds": round(time.time() - started, 1),
     }
@@ -195,7 +198,7 @@ def write_lab_report(results: dict, out: Path) -> Path:
         f'<figure><img alt="{html.escape(Path(p).stem)}" src="data:image/png;base64,'
         f'{base64.b64encode(Path(p).read_bytes()).decode()}"></figure>' for p in results.get("plots", []))
     legend = "".join(f"<li><b>{html.escape(m)}</b>: {html.escape(d)}</li>" for m, d, _ in METRICS)
-    variants = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(DESCRIPTIONS.get(n, 'a recipe file'))}</li>"
+    variants = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(results.get('descriptions', {}).get(n, ''))}</li>"
                        for n in results["variants"])
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>medsft forgetting lab</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; }}
@@ -250,7 +253,7 @@ def results_table(results: dict) -> str:
         cells = [_cell(summary[metric], metric, seeds) for metric in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", *(f"- `{m}`: {d}" for m, d, _ in METRICS)]
-    lines += ["", *(f"- {n}: {DESCRIPTIONS.get(n, '')}" for n in results["variants"])]
+    lines += ["", *(f"- {n}: {results.get('descriptions', {}).get(n, '')}" for n in results["variants"])]
     if "lora" in results:
         lora = results["lora"]
         lines += ["", f"LoRA variants: rank {lora['rank']}, alpha {lora['alpha']}, learning rate {lora['learning_rate']:g}; "

@@ -70,13 +70,32 @@ def _mix(domain_share: float, epochs: float = DOMAIN_EPOCHS) -> list[dict]:
              "weights": {"medical": domain_share, "general": round(1 - domain_share, 6)}}]
 
 
-AUGMENT = {"augmenters": ["rephrase", "statements", "shuffle"], "per_record": 8}
+AUGMENT = {"augmenters": ["rephrase", "restate", "synonyms", "statements", "multiturn", "shuffle"], "per_record": 8}
 
 
-def _augmented(recipe: dict) -> dict:
+def _augmented(recipe: dict, augmenters: list[str] | None = None) -> dict:
     """The same recipe with the medical source augmented (training records only)."""
-    recipe["data"]["sources"][0]["augment"] = dict(AUGMENT)
+    recipe["data"]["sources"][0]["augment"] = {**AUGMENT, **({"augmenters": augmenters} if augmenters else {})}
     return recipe
+
+
+def find_variant(name: str) -> tuple[Callable[[LabContext, str, int], dict | None], str] | None:
+    """A named variant and its description; `augmented:A+B` and `augmented-mix-7-3:A+B` are the
+    augmented variants with only augmenters A and B (for ablations)."""
+    if name in VARIANTS:
+        return VARIANTS[name], DESCRIPTIONS[name]
+    plain, _, chosen = name.partition(":")
+    if plain not in ("augmented", "augmented-mix-7-3") or not chosen:
+        return None
+    from medsft.data.augment import RULE_AUGMENTERS
+
+    augmenters = chosen.split("+")
+    unknown = [a for a in augmenters if a not in RULE_AUGMENTERS]
+    if unknown:
+        raise UserError(f"--variants: {name}: unknown augmenter {unknown[0]!r} (known: {', '.join(RULE_AUGMENTERS)})")
+    stages = _domain if plain == "augmented" else (lambda: _mix(0.7))
+    return ((lambda ctx, n, seed: _augmented(_recipe(ctx, n, seed, stages()), augmenters)),
+            f"{DESCRIPTIONS[plain]}, augmenters {', '.join(augmenters)} only")
 
 
 VARIANTS: dict[str, Callable[[LabContext, str, int], dict | None]] = {
@@ -103,7 +122,8 @@ DESCRIPTIONS = {
     "domain-only-r64": "LoRA r64/alpha128, medical only, 3 epochs",
     "progressive": "LoRA, a general stage (a quarter of the general set), then 7:3 for 3 epochs",
     "full-ft": "full fine-tuning, medical only, 3 epochs",
-    "augmented": "LoRA, medical only, augmented (rephrase, statements, shuffle; up to 8 per record), 3 epochs",
+    "augmented": "LoRA, medical only, augmented (rephrase, restate, synonyms, statements, multiturn, shuffle; "
+                 "up to 8 per record), 3 epochs",
     "augmented-mix-7-3": "LoRA, augmented medical:general 7:3, 3 epochs",
 }
 

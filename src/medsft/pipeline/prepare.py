@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medsft.data.prepare import PreparedData, prepare_data, write_rejects
+from medsft.data.prepare import PreparedData, prepare_data, write_jsonl, write_rejects
 from medsft.data.templates import get_template
 from medsft.errors import UserError
 from medsft.models import load_tokenizer
@@ -17,7 +17,16 @@ def prepare(recipe):
     model = recipe.model
     tokenizer = load_tokenizer(model.name_or_path, model.trust_remote_code, model.allow_pickle_weights)
     template = get_template(model.template, tokenizer)
-    return tokenizer, template, prepare_data(recipe, tokenizer, template)
+    return tokenizer, template, prepare_data(recipe, tokenizer, template, _local_rewriter(model.trust_remote_code))
+
+
+def _local_rewriter(trust_remote_code: bool):
+    def build(settings, seed):
+        from medsft.eval.rewrite import LocalRewriter
+
+        return LocalRewriter(settings, seed, trust_remote_code)
+
+    return build
 
 
 def report_data(prepared: PreparedData, log) -> None:
@@ -31,7 +40,9 @@ def report_data(prepared: PreparedData, log) -> None:
             made = ", ".join(f"{a} {c['kept']}/{c['made']}" for a, c in report["per_augmenter"].items())
             log(f"augmented {name}: {report['records_in']} training records -> {made} kept "
                 f"({report['exact_duplicates_removed']} exact and {report['near_duplicates_removed']} near "
-                "duplicates removed)")
+                "duplicates removed" + (f", {report['rewrite_rejected']} rewrites failed the fact check"
+                                        if report.get("rewrite_rejected") else "")
+                + ("; from the augmentation cache" if report.get("cache_hit") else "") + ")")
     for warning in prepared.warnings:
         log(f"warning: {warning}")
 
@@ -58,6 +69,8 @@ def write_mix(recipe, out: str | Path, stage_name: str | None = None, log=print)
     checkpoint.write_json_atomic(manifest_path, prepared.manifest)
     if prepared.rejects:
         write_rejects(prepared.rejects, out.with_name(out.stem + ".rejects.jsonl"))
+    if prepared.augment_rejects:
+        write_jsonl(prepared.augment_rejects, out.with_name(out.stem + ".augment_rejects.jsonl"))
     report_data(prepared, log)
     log(f"wrote {written} records to {out}; manifest {manifest_path}")
     return out

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import transformers
 
-from medsft.data.prepare import write_rejects
+from medsft.data.prepare import write_jsonl, write_rejects
 from medsft.errors import UserError
 from medsft.eval.generate import Chat
 from medsft.eval.sets import probe_sets
@@ -93,6 +93,8 @@ class Run:
             metrics_path.unlink(missing_ok=True)
             if self.prepared.rejects:
                 write_rejects(self.prepared.rejects, self.run_dir / "rejects.jsonl")
+            if self.prepared.augment_rejects:
+                write_jsonl(self.prepared.augment_rejects, self.run_dir / "augment_rejects.jsonl")
             checkpoint.write_json_atomic(self.run_dir / "data_manifest.json", self.prepared.manifest)
         else:
             truncate(metrics_path, self.point.state["metrics_bytes"])

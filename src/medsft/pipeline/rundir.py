@@ -13,7 +13,7 @@ from medsft.errors import UserError
 from medsft.train import checkpoint
 
 # Everything medsft writes into a run directory (what --overwrite removes; nothing else is touched).
-RUN_OUTPUTS = ("recipe.yaml", "metrics.jsonl", "rejects.jsonl", "data_manifest.json", "selection.json",
+RUN_OUTPUTS = ("recipe.yaml", "metrics.jsonl", "rejects.jsonl", "augment_rejects.jsonl", "data_manifest.json", "selection.json",
                "report.html", "checkpoints", "adapter", "model", "monitor", "tensorboard")
 
 
