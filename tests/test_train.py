@@ -285,3 +285,71 @@ def test_a_loss_spike_is_a_warning_naming_the_step():
     assert lines == []
     MedsftTrainer._warn_on_spike(trainer, 9.0)
     assert len(lines) == 1 and "step 15 (stage mixed)" in lines[0] and "4.5x its recent median" in lines[0]
+
+
+def test_kl_to_base_is_zero_before_training_and_matches_a_frozen_copy():
+    """The anchored-replay term: KL(base || tuned) on the supervised tokens; for LoRA the base is the
+    model with its adapter off, for full fine-tuning a frozen copy: both give the same number."""
+    import copy
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from medsft.models import add_lora
+    from medsft.train.trainer import kl_to_base_sum, token_losses
+
+    def kl(*args, **kwargs) -> float:
+        return float(kl_to_base_sum(*args, **kwargs).detach())
+
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=4))
+    reference = copy.deepcopy(base).eval()
+    inputs = {"input_ids": torch.randint(0, 64, (2, 9)), "attention_mask": torch.ones(2, 9, dtype=torch.long),
+              "labels": torch.randint(0, 64, (2, 9)), "source_ids": torch.tensor([0, 1])}
+    lora = add_lora(copy.deepcopy(base), rank=4, alpha=8, dropout=0.0)
+    _, mask, _, logits = token_losses(lora, inputs, keep_logits=True)
+    assert kl(lora, inputs, logits, mask) == pytest.approx(0.0, abs=1e-6)  # B = 0 at start
+    with torch.no_grad():
+        for name, parameter in lora.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    _, mask, _, logits = token_losses(lora, inputs, keep_logits=True)
+    general_only = mask & (inputs["source_ids"] == 1)[:, None]
+    via_adapter = kl(lora, inputs, logits, general_only)
+    via_copy = kl(lora, inputs, logits, general_only, reference=reference)
+    assert via_adapter > 1e-3 and via_copy == pytest.approx(via_adapter, rel=1e-5)
+    assert kl(lora, inputs, logits, mask) > via_adapter  # more rows, more KL
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_kl_to_base_trains_and_is_logged(tmp_path, tiny_model_dir, method):
+    recipe = _recipe_file(tmp_path, tiny_model_dir, finetune={"method": method, "lora": {"rank": 4, "alpha": 8}},
+                          train={"learning_rate": 5e-3, "batch_size": 4, "logging_steps": 1, "seed": 7,
+                                 "kl_to_base": 0.5, "kl_on": "all"},
+                          monitor={"probes": False})
+    assert main(["train", str(recipe)]) == 0
+    logged = [e["train_kl_to_base"] for e in _events(tmp_path / "run") if "train_kl_to_base" in e]
+    assert logged and logged[0] == pytest.approx(0.0, abs=1e-6) and max(logged) > 0  # drift grows from zero
+
+
+def test_finetune_layers_train_only_the_layers_named(tmp_path, tiny_model_dir, capsys):
+    from safetensors.torch import load_file
+
+    recipe = _recipe_file(tmp_path, tiny_model_dir, finetune={"method": "full", "layers": "1-"},
+                          monitor={"probes": False})
+    assert main(["train", str(recipe)]) == 0
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    after = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(".layers.1." in k or "lm_head" in k or k.startswith("model.norm") for k in moved), moved
+    assert not any(".layers.0." in k or "embed_tokens" in k for k in moved)
+
+    lora_recipe = _recipe_file(tmp_path / "lora", tiny_model_dir, finetune={"method": "lora", "layers": [1]},
+                               monitor={"probes": False})
+    assert main(["train", str(lora_recipe)]) == 0
+    adapter = load_file(str(tmp_path / "lora" / "run" / "adapter" / "adapter_model.safetensors"))
+    assert adapter and all(".layers.1." in k for k in adapter)
+    capsys.readouterr()
+    bad = _recipe_file(tmp_path / "bad", tiny_model_dir, finetune={"method": "lora", "layers": "5-9"})
+    assert main(["train", str(bad)]) == 2
+    assert "finetune.layers" in capsys.readouterr().err

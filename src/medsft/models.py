@@ -102,14 +102,73 @@ def load_model(name_or_path: str, dtype=None, trust_remote_code: bool = False, a
     return model
 
 
+def decoder_layers(model) -> tuple[str, int]:
+    """(attribute name, count) of the model's stack of decoder layers ("layers" in Llama/Qwen, "h" in GPT-2)."""
+    import torch
+
+    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and (count is None or len(module) == count) and len(module) > 0:
+            return name.rsplit(".", 1)[-1], len(module)
+    raise UserError("finetune.layers: cannot find this model's decoder layers")
+
+
+def layer_indices(spec, count: int) -> list[int]:
+    """The layers a `finetune.layers` value names, checked against the model's `count` layers."""
+    if isinstance(spec, list):
+        chosen = sorted(set(int(i) for i in spec))
+    else:
+        text = str(spec).replace(" ", "")
+        if "-" in text:
+            low, high = text.split("-", 1)
+            chosen = list(range(int(low) if low else 0, (int(high) if high else count - 1) + 1))
+        else:
+            chosen = [int(text)]
+    if not chosen or chosen[-1] >= count:
+        raise UserError(f"finetune.layers: {spec!r} is outside this model's layers 0-{count - 1}")
+    return chosen
+
+
+def freeze_layers_outside(model, indices: list[int]) -> int:
+    """Full fine-tuning of some layers: every other decoder layer frozen, and the input embeddings
+    with them when layer 0 is frozen. Returns the number of parameters left trainable."""
+    import re
+
+    name, _ = decoder_layers(model)
+    keep = set(indices)
+    pattern = re.compile(rf"(?:^|\.){re.escape(name)}\.(\d+)\.")
+    for parameter_name, parameter in model.named_parameters():
+        match = pattern.search(parameter_name)
+        if match and int(match.group(1)) not in keep:
+            parameter.requires_grad_(False)
+    if 0 not in keep:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _linear_names(model, layers_name: str) -> list[str]:
+    """The names of the linear modules inside the decoder layers (what `all-linear` targets)."""
+    import torch
+
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and f".{layers_name}." in f".{name}"})
+
+
 def add_lora(model, rank: int = 8, alpha: float = 16, dropout: float = 0.05, target_modules="all-linear",
              rslora: bool = False, dora: bool = False, modules_to_save: list[str] | None = None,
-             gradient_checkpointing: bool = False):
-    """`model` wrapped in a fresh LoRA adapter (peft)."""
+             gradient_checkpointing: bool = False, layers=None):
+    """`model` wrapped in a fresh LoRA adapter (peft); `layers`: only those decoder layers (finetune.layers)."""
     from peft import LoraConfig, get_peft_model
 
+    where = {}
+    if layers is not None:
+        name, count = decoder_layers(model)
+        where = {"layers_to_transform": layer_indices(layers, count), "layers_pattern": name}
+        if isinstance(target_modules, str):  # peft takes a layer range only with module names
+            target_modules = _linear_names(model, name) if target_modules == "all-linear" else [target_modules]
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                        use_rslora=rslora, use_dora=dora, modules_to_save=modules_to_save, task_type="CAUSAL_LM")
+                        use_rslora=rslora, use_dora=dora, modules_to_save=modules_to_save, task_type="CAUSAL_LM",
+                        **where)
     if gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +80,19 @@ class LoraSection(_Section):
 class FinetuneConfig(_Section):
     method: Literal["lora", "full"] = Field("lora", description="`lora` trains an adapter; `full` all weights.")
     lora: LoraSection = Field(default_factory=LoraSection, description="LoRA settings (method: lora).")
+    layers: str | list[int] | None = Field(
+        None, description='Train only these decoder layers (0-based): "8-" (8 to the last), "4-11", "-5", or a '
+        "list [8, 9, 10]; the others stay frozen (with layer 0 frozen, the embeddings too). Leaving the lowest "
+        "layers frozen is reported to reduce forgetting. Default: all layers.")
+
+    @field_validator("layers")
+    @classmethod
+    def _layer_range(cls, value):
+        if isinstance(value, str) and not re.fullmatch(r"\s*\d*\s*-\s*\d*\s*|\s*\d+\s*", value) or value == "-":
+            raise ValueError('a range such as "8-", "4-11", "-5", or a list of layer numbers')
+        if isinstance(value, list) and (not value or min(value) < 0):
+            raise ValueError("a non-empty list of layer numbers from 0")
+        return value
 
 
 class RewriteConfig(_Section):
@@ -208,6 +222,13 @@ class TrainConfig(_Section):
         5.0, ge=0, description="Warn when the train loss exceeds this multiple of its recent median (0: never)."
     )
     report_to: Literal["none", "tensorboard"] = Field("none", description="Live logging besides metrics.jsonl.")
+    kl_to_base: float = Field(
+        0.0, ge=0, description="Anchored replay: add this weight times KL(base || tuned), the base model's "
+        "next-token distribution against the tuned one's on the supervised tokens, to the loss. LoRA computes "
+        "the base with the adapter switched off (no second copy); full fine-tuning keeps a frozen copy of the "
+        "base (twice the weights' memory). 0: off.")
+    kl_on: Literal["general", "all"] = Field(
+        "general", description="Which batches' records the KL term covers: those of `general` sources, or `all`.")
 
 
 class SelectConfig(_Section):

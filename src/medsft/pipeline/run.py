@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import time
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from medsft.data.prepare import write_jsonl, write_rejects
 from medsft.errors import UserError
 from medsft.eval.generate import Chat
 from medsft.eval.sets import probe_sets
-from medsft.models import add_lora, choose_dtype, load_model
+from medsft.models import add_lora, choose_dtype, decoder_layers, freeze_layers_outside, layer_indices, load_model
 from medsft.monitor.monitor import Monitor
 from medsft.pipeline.finish import best_so_far, finish_monitor
 from medsft.pipeline.prepare import prepare, report_data
@@ -62,6 +63,7 @@ class Run:
         self.step = 0  # run-wide steps of the stages done so far
         self.trainer = None
         self.model = None
+        self.reference = None  # a frozen base copy for the KL term of full fine-tuning
 
     def check_optional_packages(self) -> None:
         if self.recipe.train.report_to == "tensorboard" and not (
@@ -110,8 +112,18 @@ class Run:
                                 allow_pickle_weights=model.allow_pickle_weights,
                                 attn_implementation=model.attn_implementation, vocab_size=len(self.tokenizer),
                                 gradient_checkpointing=checkpointing)
+        layers = recipe.finetune.layers
+        self.reference = None
         if recipe.finetune.method == "lora":
-            self.model = add_lora(self.model, **recipe.finetune.lora.model_dump(), gradient_checkpointing=checkpointing)
+            self.model = add_lora(self.model, **recipe.finetune.lora.model_dump(), gradient_checkpointing=checkpointing,
+                                  layers=layers)
+        else:
+            if recipe.train.kl_to_base > 0:  # the base for the KL term: a frozen copy, made before any step
+                self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+            if layers is not None:
+                _, count = decoder_layers(self.model)
+                trainable = freeze_layers_outside(self.model, layer_indices(layers, count))
+                self.log(f"finetune.layers {layers}: {trainable:,} parameters trainable")
 
     def check_disk_space(self) -> None:
         check_disk_space(self.recipe, self.model, self.prepared.plans, self.run_dir)
@@ -156,9 +168,12 @@ class Run:
         return not stopped_early
 
     def _trainer(self, stage, plan):
+        roles = {s.name: s.role for s in self.recipe.data.sources}
         run = StageRun(self.run_dir, stage.name, self.prepared.source_names, self.val_sets, self.step,
                        [c.provenance for c in self.prepared.conversations], self.started, self.log,
-                       lambda: best_so_far(self.recipe, self.monitor, self.run_dir))
+                       lambda: best_so_far(self.recipe, self.monitor, self.run_dir),
+                       general_ids=[i for i, n in enumerate(self.prepared.source_names) if roles[n] == "general"],
+                       reference=self.reference)
         return stage_trainer(self.recipe, stage, self.model, self.tokenizer, self.encoded.select(plan.order), run,
                              self.monitor)
 

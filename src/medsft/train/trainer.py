@@ -34,10 +34,13 @@ class StageRun:
     run_started: float = field(default_factory=time.time)
     console: Callable[[str], None] = print
     protected_checkpoints: Callable[[], set[Path]] = set  # () -> checkpoints pruning must keep (the best so far)
+    general_ids: list[int] = field(default_factory=list)  # source ids of general sources (train.kl_on: general)
+    reference: object = None  # full fine-tuning with train.kl_to_base: a frozen copy of the base model
 
 
-def token_losses(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(per-token loss, supervised mask, source ids) for a batch; the loss is next-token cross-entropy."""
+def token_losses(model, inputs: dict, keep_logits: bool = False):
+    """(per-token loss, supervised mask, source ids) for a batch; the loss is next-token cross-entropy.
+    keep_logits: the fp32 logits (positions that predict a next token) come fourth."""
     source_ids = inputs["source_ids"]
     labels = inputs["labels"]
     outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
@@ -46,7 +49,27 @@ def token_losses(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch
     losses = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="none"
     ).view(targets.shape)
+    if keep_logits:
+        return losses, targets != IGNORE, source_ids, logits
     return losses, targets != IGNORE, source_ids
+
+
+def kl_to_base_sum(model, inputs: dict, tuned_logits: torch.Tensor, positions: torch.Tensor, reference=None):
+    """Sum over `positions` (a mask over the predicting positions) of KL(base || tuned) per token.
+    The base is `reference` (full fine-tuning) or `model` with its adapter switched off (LoRA)."""
+    rows = positions.any(dim=1)
+    if not bool(rows.any()):
+        return tuned_logits.new_zeros(())
+    with torch.no_grad():
+        ids, attention = inputs["input_ids"][rows], inputs["attention_mask"][rows]
+        if reference is not None:
+            base = reference(input_ids=ids, attention_mask=attention).logits
+        else:
+            with model.disable_adapter():
+                base = model(input_ids=ids, attention_mask=attention).logits
+        base_logp = F.log_softmax(base[:, :-1, :].float()[positions[rows]], dim=-1)
+    tuned_logp = F.log_softmax(tuned_logits[rows][positions[rows]], dim=-1)
+    return (base_logp.exp() * (base_logp - tuned_logp)).sum()
 
 
 class MedsftTrainer(Trainer):
@@ -73,6 +96,8 @@ class MedsftTrainer(Trainer):
         self._token_counts = torch.zeros(sources, dtype=torch.float64, device=self.args.device)
         self._supervised_total = torch.zeros((), dtype=torch.long, device=self.args.device)
         self._stage_loss, self._stage_tokens = 0.0, 0.0  # logged so far in this stage, for its summary
+        self._kl_sum = torch.zeros((), dtype=torch.float64, device=self.args.device)  # train.kl_to_base
+        self._kl_tokens = torch.zeros((), dtype=torch.float64, device=self.args.device)
 
     @property
     def step(self) -> int:
@@ -80,9 +105,21 @@ class MedsftTrainer(Trainer):
         return self.run.step_offset + self.state.global_step
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        losses, mask, source_ids = token_losses(model, inputs)
+        weight = self.settings.kl_to_base if model.training else 0.0
+        if weight > 0:
+            losses, mask, source_ids, logits = token_losses(model, inputs, keep_logits=True)
+            covered = mask if self.settings.kl_on == "all" else mask & torch.isin(
+                source_ids, torch.tensor(self.run.general_ids, device=source_ids.device))[:, None]
+            kl = kl_to_base_sum(model, inputs, logits, covered, self.run.reference)
+            self._kl_sum += kl.detach().double()
+            self._kl_tokens += covered.sum().double()
+        else:
+            losses, mask, source_ids = token_losses(model, inputs)
+            kl = None
         supervised = mask.sum()
         total = losses.sum()  # ignored positions contribute exact zeros, so this is finite iff the loss is
+        if kl is not None:
+            total = total + weight * kl  # the KL is normalized by the same supervised-token count
         if model.training and not torch.isfinite(total):
             self.nonfinite(f"non-finite loss ({float(total.detach())})", inputs)
             hf_internals.say_loss_is_scaled(self, True)
@@ -147,6 +184,10 @@ class MedsftTrainer(Trainer):
             self._loss_sums.zero_()
             self._token_counts.zero_()
             logs["supervised_tokens_seen"] = int(self._supervised_total)
+            if float(self._kl_tokens) > 0:  # train.kl_to_base: the mean KL(base || tuned) since the last log
+                logs["train_kl_to_base"] = float(self._kl_sum / self._kl_tokens)
+                self._kl_sum.zero_()
+                self._kl_tokens.zero_()
         elif "train_samples_per_second" in logs:  # the summary at the end of train(): the stage's mean loss
             pending_loss, pending_tokens = float(self._loss_sums.sum()), float(self._token_counts.sum())
             if self._stage_tokens + pending_tokens > 0:
