@@ -187,6 +187,14 @@ def cmd_augment(args) -> int:
     return 0
 
 
+def cmd_tune_scale(args) -> int:
+    from medsft.pipeline.tune_scale import parse_scales, tune_scale
+
+    result = tune_scale(args.run_dir, parse_scales(args.scales), save=not args.no_save)
+    print(f"table: {Path(args.run_dir) / 'tune_scale.json'}  plot: {result['plot']}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from medsft.report.html import write_report
 
@@ -258,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--trust-remote-code", action="store_true")
     evaluate.add_argument("--out", default=None, help="write the scores (and deltas) as JSON")
     evaluate.set_defaults(func=cmd_eval)
+
+    tune = commands.add_parser("tune-scale", help="score the trained change scaled down (LoRA scale, or base-to-tuned "
+                               "interpolation) on the run's probes; save the best that keeps general ability")
+    tune.add_argument("run_dir", metavar="RUN_DIR")
+    tune.add_argument("--scales", default="0.25,0.5,0.75,1", help="comma-separated scales (default 0.25,0.5,0.75,1)")
+    tune.add_argument("--no-save", action="store_true", help="only print and write the table and plot")
+    tune.set_defaults(func=cmd_tune_scale)
 
     augment = commands.add_parser("augment", help="more question wordings and the facts in more contexts, "
                                   "never a changed fact")

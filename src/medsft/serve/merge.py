@@ -68,8 +68,10 @@ def _adapter_scale(adapter: Path) -> float:
     if not path.is_file():
         return 1.0
     try:
-        return float(json.loads(path.read_text(encoding="utf-8"))["scale"])
-    except (ValueError, KeyError, TypeError):
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        # tune-scale writes the scale into adapter_config.json itself: loading already applies it
+        return 1.0 if saved.get("in_adapter_config") else float(saved["scale"])
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise UserError(f"{path}: expected {{\"scale\": NUMBER}}") from None
 
 

@@ -1,0 +1,83 @@
+"""Remedies that cost no training: tune-scale (LoRA scale, WiSE-FT interpolation)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from medsft.cli import main
+from test_train import _recipe_file
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("lora")
+    recipe = _recipe_file(tmp, tiny_model_dir, monitor={"eval_every": 4, "max_general_probes": 6, "domain_probes": 4,
+                                                          "max_new_tokens": 16})
+    assert main(["train", str(recipe)]) == 0
+    return tmp / "run"
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_tune_scale_scores_each_scale_and_bakes_the_choice_into_the_adapter(lora_run, tiny_model_dir, capsys):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter = lora_run / "adapter"
+    original = json.loads((adapter / "adapter_config.json").read_text())["lora_alpha"]
+    assert main(["tune-scale", str(lora_run), "--scales", "0,0.5"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((lora_run / "tune_scale.json").read_text())
+    rows = {r["scale"]: r for r in result["scales"]}
+    assert set(rows) == {0.0, 0.5} and "chosen" in printed and (lora_run / "tune_scale.png").stat().st_size > 0
+    assert rows[0.0]["general_retention"] in (None, 1.0) and rows[0.0]["length_ratio"] == 1.0  # scale 0 is the base
+    chosen = result["chosen"]
+    saved = json.loads((adapter / "medsft_scale.json").read_text())
+    assert saved["scale"] == chosen and saved["lora_alpha"] == original
+    assert json.loads((adapter / "adapter_config.json").read_text())["lora_alpha"] == pytest.approx(original * chosen)
+
+    # Plain PEFT loading now gives the scaled adapter: base + chosen x (the trained change).
+    ids = torch.randint(0, 200, (1, 12))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    scaled = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(adapter))
+    base_logits, scaled_logits = _logits(base, ids), _logits(scaled, ids)
+    assert main(["tune-scale", str(lora_run), "--scales", "1", "--no-save"]) == 0  # restores the trained alpha
+    assert json.loads((adapter / "adapter_config.json").read_text())["lora_alpha"] == original
+    assert not (adapter / "medsft_scale.json").exists()
+    full = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(adapter))
+    full_logits = _logits(full, ids)
+    if chosen == 0:
+        assert torch.allclose(scaled_logits, base_logits, atol=1e-5)
+    else:  # LoRA is linear in its scale only per layer; the logits sit between base and trained
+        assert not torch.allclose(scaled_logits, full_logits, atol=1e-6)
+
+
+def test_merge_does_not_scale_twice_after_tune_scale(tmp_path):
+    from medsft.serve.merge import _adapter_scale
+
+    (tmp_path / "medsft_scale.json").write_text(json.dumps({"scale": 0.5, "in_adapter_config": True}))
+    assert _adapter_scale(tmp_path) == 1.0
+    (tmp_path / "medsft_scale.json").write_text(json.dumps({"scale": 0.5}))
+    assert _adapter_scale(tmp_path) == 0.5
+
+
+def test_tune_scale_interpolates_full_fine_tuning(tmp_path, tiny_model_dir, capsys):
+    from safetensors.torch import load_file
+
+    recipe = _recipe_file(tmp_path, tiny_model_dir, finetune={"method": "full"},
+                          monitor={"eval_every": 4, "max_general_probes": 6, "domain_probes": 4, "max_new_tokens": 16})
+    assert main(["train", str(recipe)]) == 0
+    run = tmp_path / "run"
+    assert main(["tune-scale", str(run), "--scales", "0,1"]) == 0
+    result = json.loads((run / "tune_scale.json").read_text())
+    assert result["kind"].startswith("interpolation") and result["scales"][0]["length_ratio"] == 1.0
+    written = load_file(str(run / "model_interpolated" / "model.safetensors"))
+    expected = load_file(str((tiny_model_dir if result["chosen"] == 0 else run / "model") / "model.safetensors"))
+    assert all(torch.allclose(written[k], expected[k]) for k in expected)
+    assert main(["tune-scale", str(tmp_path / "nowhere")]) == 2
