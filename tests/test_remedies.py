@@ -81,3 +81,72 @@ def test_tune_scale_interpolates_full_fine_tuning(tmp_path, tiny_model_dir, caps
     expected = load_file(str((tiny_model_dir if result["chosen"] == 0 else run / "model") / "model.safetensors"))
     assert all(torch.allclose(written[k], expected[k]) for k in expected)
     assert main(["tune-scale", str(tmp_path / "nowhere")]) == 2
+
+
+def _distill_recipe(tmp_path, tiny_model_dir, mode="replace"):
+    from medsft.recipe import load_recipe
+
+    path = _recipe_file(tmp_path, tiny_model_dir, monitor={"probes": False})
+    recipe = load_recipe(path)
+    tree = recipe.model_dump()
+    for source in tree["data"]["sources"]:
+        if source["name"] == "general":
+            source["self_distill"] = {"mode": mode, "max_new_tokens": 12, "batch_size": 8}
+    from medsft.recipe import parse_recipe
+
+    return parse_recipe(tree, "test")
+
+
+def test_self_distill_replaces_training_answers_keeps_validation_and_resumes(tmp_path, tiny_model_dir, monkeypatch):
+    import medsft.eval.generate as generation
+    from medsft.eval.generate import Generated
+    from medsft.pipeline.prepare import prepare
+
+    calls = []
+
+    def fake_generate(model, chat, prompts, sampling, batch_size=32, label=None, on_batch=None):
+        calls.append(len(prompts))  # the base model's greedy answer, as a stand-in: a function of the prompt
+        answers = [Generated(f"base says {len(p)}", 3, stopped=len(p) % 5 != 0) for p in prompts]
+        for start in range(0, len(prompts), batch_size):
+            indices = list(range(start, min(start + batch_size, len(prompts))))
+            on_batch(indices, [answers[i] for i in indices])
+        return answers
+
+    monkeypatch.setattr(generation, "generate_prompts", fake_generate)
+    recipe = _distill_recipe(tmp_path, tiny_model_dir)
+    _, _, prepared = prepare(recipe, log=lambda *_: None)
+    report = prepared.manifest["sources"]["general"]["self_distill"]
+    conversations = prepared.conversations
+    train = [conversations[i] for i in prepared.train_pools["general"]]
+    validation = [conversations[i] for i in prepared.val_pools["general"]]
+    assert report["regenerated"] + report["kept_file_answer_unfinished"] == report["training_records"] == len(train)
+    assert report["regenerated"] == sum(c.answers()[-1].startswith("base says") for c in train) > 0
+    assert validation and not any(c.answers()[-1].startswith("base says") for c in validation)
+    source = prepared.manifest["sources"]["general"]
+    assert source["read"] == source["used"] + source["rejected"]  # replaced answers are still the read records
+
+    # A killed run: half the cache and a cut line; the rerun asks only for what is missing.
+    cache = next((tmp_path / "cache").rglob("distilled/*.jsonl"))
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(lines[: len(lines) // 2]) + '\n{"key": "cut', encoding="utf-8")
+    calls.clear()
+    _, _, again = prepare(recipe, log=lambda *_: None)
+    assert calls == [len(lines) - len(lines) // 2]
+    assert [c.messages for c in again.conversations] == [c.messages for c in conversations]
+    calls.clear()
+    prepare(recipe, log=lambda *_: None)
+    assert calls == []  # everything from the cache
+
+    joined = _distill_recipe(tmp_path / "join", tiny_model_dir, mode="join")
+    _, _, prepared = prepare(joined, log=lambda *_: None)
+    added = [c for c in prepared.conversations if c.augmenter == "self_distill"]
+    assert len(added) == report["regenerated"] and prepared.manifest["sources"]["general"]["augmented_used"] == len(added)
+
+
+def test_self_distill_with_the_real_generation_keeps_unfinished_answers(tmp_path, tiny_model_dir):
+    from medsft.pipeline.prepare import prepare
+
+    _, _, prepared = prepare(_distill_recipe(tmp_path, tiny_model_dir), log=lambda *_: None)
+    report = prepared.manifest["sources"]["general"]["self_distill"]
+    # The tiny random model seldom ends an answer within 12 tokens: those records keep the file's answer.
+    assert report["regenerated"] + report["kept_file_answer_unfinished"] == report["training_records"] > 0

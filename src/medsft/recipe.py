@@ -125,6 +125,15 @@ class AugmentConfig(_Section):
     rewrite: RewriteConfig | None = Field(None, description="The model the `rewrite` augmenter asks.")
 
 
+class SelfDistillConfig(_Section):
+    mode: Literal["replace", "join"] = Field(
+        "replace", description="`replace`: the base model's answers take the place of the file's (training "
+        "records only); `join`: they are added beside them.")
+    max_new_tokens: int = Field(256, ge=8, description="Longest answer the base model may give; answers it "
+                                "does not finish keep the file's answer.")
+    batch_size: int = Field(16, ge=1, description="Prompts generated at once.")
+
+
 class SourceConfig(_Section):
     name: str = Field(description="Short name used in stage weights, metrics and the manifest.")
     path: str = Field(description="A file (.json, .jsonl, .csv, .parquet) or a folder read recursively.")
@@ -138,11 +147,20 @@ class SourceConfig(_Section):
         None, description="Augment this source's training records (never its validation records) before "
         "encoding: more question wordings and the facts in more contexts, never a changed fact.",
     )
+    self_distill: SelfDistillConfig | None = Field(
+        None, description="Before training, the base model answers this source's prompts (batched, cached by "
+        "content hash, resumable), so replay carries the base model's own style and length; `true` for the "
+        "defaults. Validation records keep the file's answers.")
     replace: dict[str, str] = Field(
         default_factory=dict,
         description='Text replaced in every message of this source before training, e.g. '
         '`{"{{name}}": "MedBot", "{{author}}": "City Hospital"}` for identity data with placeholders.',
     )
+
+    @field_validator("self_distill", mode="before")
+    @classmethod
+    def _self_distill_flag(cls, value):
+        return {} if value is True else None if value is False else value
 
     @field_validator("name")
     @classmethod

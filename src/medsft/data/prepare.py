@@ -17,7 +17,7 @@ from medsft.data.encode import default_cache_dir, encode_records
 from medsft.data.rewrite import RewriteSettings
 from medsft.data.mixture import StagePlan, in_validation, plan_stage
 from medsft.data.readers import read_source
-from medsft.data.records import Conversation, Reject, has_placeholder, replace_text
+from medsft.data.records import Conversation, Message, Reject, has_placeholder, replace_text
 from medsft.data.templates import supervised_exchanges
 from medsft.errors import BadRecordError, UserError
 
@@ -36,6 +36,36 @@ class PreparedData:
     cache_hit: bool = False
     warnings: list[str] = field(default_factory=list)
     augment_rejects: list[dict] = field(default_factory=list)  # model rewrites that failed the fact check
+
+
+def _self_distill(source, conversations: list[Conversation], val_fraction: float, distiller):
+    """The training records' last answers as the base model gives them: `replace` puts them in
+    place of the file's (the record keeps its split), `join` adds them as new training records.
+    Returns (conversations, added records, report)."""
+    from dataclasses import replace
+
+    train_side = [i for i, c in enumerate(conversations) if not in_validation(c.content_key, val_fraction)]
+    answers, report = distiller(source, [conversations[i] for i in train_side])
+    conversations = list(conversations)
+    added = []
+    before, after = [], []
+    for index, answer in zip(train_side, answers):
+        if answer is None:  # unfinished within max_new_tokens: the file's answer stays
+            continue
+        original = conversations[index]
+        last = max(i for i, m in enumerate(original.messages) if m.role == "assistant")
+        before.append(len(original.messages[last].content))
+        after.append(len(answer))
+        messages = original.messages[:last] + (Message("assistant", answer),) + original.messages[last + 1:]
+        if source.self_distill.mode == "replace":
+            conversations[index] = replace(original, messages=messages, split_key=original.content_key)
+        else:
+            added.append(replace(original, messages=messages, augmenter="self_distill"))
+    report = {**report, "mode": source.self_distill.mode, "training_records": len(train_side),
+              "regenerated": len(before), "kept_file_answer_unfinished": len(train_side) - len(before),
+              "mean_answer_chars_before": round(sum(before) / len(before), 1) if before else 0.0,
+              "mean_answer_chars_after": round(sum(after) / len(after), 1) if after else 0.0}
+    return conversations, added, report
 
 
 def _augment_settings(source, local_rewriter) -> AugmentSettings:
@@ -65,11 +95,12 @@ def _quantiles(values: list[int]) -> dict:
     }
 
 
-def prepare_data(recipe, tokenizer, template, local_rewriter=None) -> PreparedData:
+def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=None) -> PreparedData:
     """Read every source, reject what cannot be used, encode, split, and plan every stage.
 
-    local_rewriter(settings, seed): the rewriter for `augment.rewrite.model_path` (it needs a model,
-    which this layer does not load)."""
+    local_rewriter(settings, seed): the rewriter for `augment.rewrite.model_path`; distiller(source,
+    conversations) -> (answers or None each, report): the base model's answers for
+    `self_distill` (both need a model, which this layer does not load)."""
     data = recipe.data
     conversations: list[Conversation] = []
     augmented: list[Conversation] = []
@@ -84,7 +115,6 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None) -> PreparedDa
                                  "set data.on_bad_record: skip)") from None
         if source.replace:
             records.conversations = [replace_text(c, source.replace) for c in records.conversations]
-        conversations += records.conversations
         rejects += records.rejects
         per_source[source.name] = {
             "role": source.role,
@@ -95,9 +125,19 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None) -> PreparedDa
             "trimmed_unanswered_turn": sum(c.trimmed for c in records.conversations),
             "unreplaced_placeholders": sum(has_placeholder(c) for c in records.conversations),
         }
+        if source.self_distill:
+            if distiller is None:
+                raise UserError(f"data.sources.{source.name}.self_distill: needs the base model "
+                                "(medsft train / data mix)")
+            records.conversations, distilled, report = _self_distill(source, records.conversations, data.val_fraction,
+                                                                     distiller)
+            augmented += distilled
+            per_source[source.name]["self_distill"] = report
+        conversations += records.conversations
         if source.augment:
             # Validation is split off first: no rewrite of a validation record reaches training.
-            train_side = [c for c in records.conversations if not in_validation(c.content_key, data.val_fraction)]
+            train_side = [c for c in records.conversations
+                          if not in_validation(c.split_key or c.content_key, data.val_fraction)]
             settings = _augment_settings(source, local_rewriter)
             check_settings(settings, f"data.sources.{source.name}.augment")
             made, report, hit = augment_cached(train_side, settings, records.conversations,
@@ -137,7 +177,8 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None) -> PreparedDa
                 )
             )
             continue
-        pool = val_pools if in_validation(conversation.content_key, data.val_fraction) else train_pools
+        pool = val_pools if in_validation(conversation.split_key or conversation.content_key,
+                                          data.val_fraction) else train_pools
         pool[conversation.source].append(i)
 
     for stage in recipe.resolved_stages:
@@ -159,7 +200,7 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None) -> PreparedDa
         conversations, encoded, names, source_index, train_pools, val_pools, plans, rejects, {}, cache_hit
     )
     for name, count in augmented_too_long.items():
-        per_source[name]["augmentation"]["too_long_left_out"] = count
+        per_source[name].setdefault("augmentation", {})["too_long_left_out"] = count
     prepared.manifest = _manifest(recipe, prepared, per_source, too_long, lengths)
     prepared.warnings = _warnings(prepared.manifest, data.max_length)
     prepared.augment_rejects = augment_rejects

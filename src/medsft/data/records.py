@@ -41,6 +41,7 @@ class Conversation:
     provenance: Provenance | None = None
     trimmed: bool = False  # the file's record ended on an unanswered user turn, which was dropped
     augmenter: str | None = None  # made by this augmenter from the record at `provenance`
+    split_key: str | None = None  # the content key of the record as read, when its answer was regenerated
 
     def to_json(self) -> dict:
         """The normalized form written by `data mix` (OpenAI-messages layout plus source and provenance)."""

@@ -7,17 +7,20 @@ from pathlib import Path
 
 from medsft.data.prepare import PreparedData, prepare_data, write_jsonl, write_rejects
 from medsft.data.templates import get_template
+from medsft.pipeline.distill import Distiller
 from medsft.errors import UserError
 from medsft.models import load_tokenizer
 from medsft.train import checkpoint
 
 
-def prepare(recipe):
+def prepare(recipe, log=print):
     """Tokenizer, template and prepared data. Everything a user can get wrong is caught here, before weights load."""
     model = recipe.model
     tokenizer = load_tokenizer(model.name_or_path, model.trust_remote_code, model.allow_pickle_weights)
     template = get_template(model.template, tokenizer)
-    return tokenizer, template, prepare_data(recipe, tokenizer, template, _local_rewriter(model.trust_remote_code))
+    distiller = Distiller(recipe, tokenizer, template, log) if any(s.self_distill for s in recipe.data.sources) else None
+    prepared = prepare_data(recipe, tokenizer, template, _local_rewriter(model.trust_remote_code), distiller)
+    return tokenizer, template, prepared
 
 
 def _local_rewriter(trust_remote_code: bool):
@@ -43,13 +46,19 @@ def report_data(prepared: PreparedData, log) -> None:
                 "duplicates removed" + (f", {report['rewrite_rejected']} rewrites failed the fact check"
                                         if report.get("rewrite_rejected") else "")
                 + ("; from the augmentation cache" if report.get("cache_hit") else "") + ")")
+        if "self_distill" in source:
+            report = source["self_distill"]
+            log(f"self-distilled {name} ({report['mode']}): {report['regenerated']} of {report['training_records']} "
+                f"training answers from the base model (mean {report['mean_answer_chars_before']} -> "
+                f"{report['mean_answer_chars_after']} characters; {report['kept_file_answer_unfinished']} unfinished "
+                "kept the file's answer)")
     for warning in prepared.warnings:
         log(f"warning: {warning}")
 
 
 def write_mix(recipe, out: str | Path, stage_name: str | None = None, log=print) -> Path:
     """`medsft data mix`: the records each stage trains on, in training order, and the manifest."""
-    _, _, prepared = prepare(recipe)
+    _, _, prepared = prepare(recipe, log)
     names = [s.name for s in recipe.resolved_stages]
     if stage_name is not None and stage_name not in names:
         raise UserError(f"--stage: no stage {stage_name!r} (stages: {', '.join(names)})")

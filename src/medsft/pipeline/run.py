@@ -76,7 +76,7 @@ class Run:
         self.started = time.time() - (self.point.state.get("run_seconds", 0.0) if self.point else 0.0)
 
     def prepare_data(self) -> None:
-        self.tokenizer, self.template, self.prepared = prepare(self.recipe)
+        self.tokenizer, self.template, self.prepared = prepare(self.recipe, self.log)
         roles = {s.name: s.role for s in self.recipe.data.sources}
         held_out = {name: [self.prepared.conversations[i] for i in rows]
                     for name, rows in self.prepared.val_pools.items() if roles[name] == "domain"}
