@@ -108,10 +108,37 @@ def test_the_augmented_variant_trains_on_augmented_medical_records(tmp_path):
     manifest = json.loads((tmp_path / "lab" / "runs" / "augmented" / "seed-0" / "data_manifest.json").read_text())
     medical = manifest["sources"]["medical"]
     assert medical["augmented_used"] > medical["used"] / 5  # the world repeats each record; rewrites are unique
-    assert set(medical["augmentation"]["per_augmenter"]) == {"rephrase", "statements", "shuffle"}
+    assert set(medical["augmentation"]["per_augmenter"]) == {"rephrase", "restate", "synonyms", "statements",
+                                                             "multiturn", "shuffle"}
     assert all(counts["kept"] > 0 for counts in medical["augmentation"]["per_augmenter"].values())
     assert medical["read"] == medical["used"] + medical["rejected"]
     assert results["variants"]["augmented"]["paraphrase_accuracy"]["mean"] is not None
+
+
+def test_the_remedy_variants_set_their_remedy_and_scaled_runs_tune_scale(tmp_path):
+    from medsft.lab.real import SYNTHETIC
+    from medsft.lab.runner import run_lab
+    from medsft.lab.variants import VARIANTS, LabContext
+    from medsft.recipe import parse_recipe
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"num_hidden_layers": 4}))
+    files = {"medical": tmp_path / "m.jsonl", "general": tmp_path / "g.jsonl", "general_probes": tmp_path / "p.jsonl"}
+    context = LabContext(base, files, tmp_path / "lab", SYNTHETIC)
+    trees = {name: VARIANTS[name](context, name, 0) for name in ["kl-replay", "self-distill", "frozen-lower", "scaled"]}
+    assert trees["kl-replay"]["train"]["kl_to_base"] > 0 and trees["kl-replay"]["train"]["kl_on"] == "general"
+    assert trees["self-distill"]["data"]["sources"][1]["self_distill"]["mode"] == "replace"
+    assert trees["frozen-lower"]["finetune"]["layers"] == "2-"
+    assert trees["scaled"].pop("_then") == "tune-scale"
+    for name, tree in trees.items():
+        parse_recipe(tree, name)  # every variant is a valid recipe
+
+    results = run_lab(["scaled"], seeds=1, out=tmp_path / "run", cache_dir=tmp_path / "cache", base_config=TINY_BASE,
+                      world_size=TINY_WORLD, log=lambda *_: None)
+    scale = results["runs"]["scaled"][0]["adapter_scale"]
+    assert scale in (0.25, 0.5, 0.75, 1.0)
+    assert json.loads((tmp_path / "run" / "runs" / "scaled" / "seed-0" / "tune_scale.json").read_text())["chosen"] == scale
 
 
 @pytest.mark.slow

@@ -95,6 +95,20 @@ def _last_eval(run_dir: Path) -> dict:
             "kl_to_base": last.get("general/kl_to_base")}
 
 
+def _tune_scale(result) -> float:
+    """`medsft tune-scale` on the run, and its choice applied to the model in memory."""
+    from peft.tuners.lora import LoraLayer
+
+    from medsft.pipeline.tune_scale import tune_scale
+
+    chosen = tune_scale(result.run_dir, save=True, log=lambda *_: None)["chosen"]
+    for layer in result.model.modules():
+        if isinstance(layer, LoraLayer):
+            for adapter in layer.active_adapters:
+                layer.set_scale(adapter, chosen)
+    return chosen
+
+
 def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", cache_dir: str | Path | None = None,
             language: str = "en", base_config: BaseConfig | None = None, world_size: dict | None = None,
             log=print, base: str = "synthetic") -> dict:
@@ -147,8 +161,12 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
                 scores = dict(base_scores)
                 scores.update({"eval_loss_medical": None, "eval_loss_general": None, "kl_to_base": 0.0})
             else:
+                then = tree.pop("_then", None)
                 result = train(parse_recipe(tree, f"lab variant {name}"), log=lambda *_: None, overwrite=True)
+                scale = _tune_scale(result) if then == "tune-scale" else None
                 scores = _score(result.model, tokenizer, sets, lab_base.template)
+                if scale is not None:
+                    scores["adapter_scale"] = scale
                 scores.update(_last_eval(result.run_dir))
                 del result
             scores["length_ratio"] = names.relative_to_base(scores.pop("scores"), base_scores["scores"]).get(names.LENGTH_RATIO)

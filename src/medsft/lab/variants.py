@@ -98,6 +98,38 @@ def find_variant(name: str) -> tuple[Callable[[LabContext, str, int], dict | Non
             f"{DESCRIPTIONS[plain]}, augmenters {', '.join(augmenters)} only")
 
 
+KL_WEIGHT = 1.0  # train.kl_to_base of the kl-replay variant
+
+
+def _with(recipe: dict, **sections) -> dict:
+    """The recipe with some fields set: _with(r, train={"kl_to_base": 1}) merges into r["train"]."""
+    for section, values in sections.items():
+        recipe.setdefault(section, {}).update(values)
+    return recipe
+
+
+def _self_distilled(recipe: dict) -> dict:
+    recipe["data"]["sources"][1]["self_distill"] = {"mode": "replace", "max_new_tokens": 128, "batch_size": 64}
+    return recipe
+
+
+def _scaled(recipe: dict) -> dict:
+    """Trained as given, then `medsft tune-scale` picks the adapter scale on the run's probes (general
+    probes and held-out medical records), keeping at least 95% of the base's general accuracy."""
+    recipe["monitor"].update({"domain_probes": 40, "select": {"enabled": False, "min_general_retention": 0.95,
+                                                              "min_length_ratio": 0.9}})
+    recipe["_then"] = "tune-scale"
+    return recipe
+
+
+def _lower_half_frozen(ctx: LabContext, recipe: dict) -> dict:
+    import json
+
+    layers = json.loads((ctx.base_model / "config.json").read_text())["num_hidden_layers"]
+    recipe["finetune"]["layers"] = f"{layers // 2}-"
+    return recipe
+
+
 VARIANTS: dict[str, Callable[[LabContext, str, int], dict | None]] = {
     "base": lambda ctx, name, seed: None,
     "domain-only": lambda ctx, name, seed: _recipe(ctx, name, seed, _domain()),
@@ -111,6 +143,11 @@ VARIANTS: dict[str, Callable[[LabContext, str, int], dict | None]] = {
     "full-ft": lambda ctx, name, seed: _recipe(ctx, name, seed, _domain(), method="full"),
     "augmented": lambda ctx, name, seed: _augmented(_recipe(ctx, name, seed, _domain())),
     "augmented-mix-7-3": lambda ctx, name, seed: _augmented(_recipe(ctx, name, seed, _mix(0.7))),
+    "kl-replay": lambda ctx, name, seed: _with(_recipe(ctx, name, seed, _mix(0.7)),
+                                               train={"kl_to_base": KL_WEIGHT, "kl_on": "general"}),
+    "self-distill": lambda ctx, name, seed: _self_distilled(_recipe(ctx, name, seed, _mix(0.7))),
+    "scaled": lambda ctx, name, seed: _scaled(_recipe(ctx, name, seed, _mix(0.7))),
+    "frozen-lower": lambda ctx, name, seed: _lower_half_frozen(ctx, _recipe(ctx, name, seed, _mix(0.7))),
 }
 
 DESCRIPTIONS = {
@@ -125,6 +162,11 @@ DESCRIPTIONS = {
     "augmented": "LoRA, medical only, augmented (rephrase, restate, synonyms, statements, multiturn, shuffle; "
                  "up to 8 per record), 3 epochs",
     "augmented-mix-7-3": "LoRA, augmented medical:general 7:3, 3 epochs",
+    "kl-replay": f"LoRA, 7:3, 3 epochs, plus {KL_WEIGHT:g} x KL(base || tuned) on the general records (anchored replay)",
+    "self-distill": "LoRA, 7:3, 3 epochs, the general records answered by the base model itself (self-distilled)",
+    "scaled": "LoRA, 7:3, 3 epochs, then tune-scale: the adapter scale (0.25-1) with the most medical skill "
+              "that keeps 95% of the base's general accuracy",
+    "frozen-lower": "LoRA on the upper half of the layers only (the lower half frozen), 7:3, 3 epochs",
 }
 
 DEMO_VARIANTS = ["base", "domain-only", "mix-7-3", "progressive"]
