@@ -150,3 +150,27 @@ def test_self_distill_with_the_real_generation_keeps_unfinished_answers(tmp_path
     report = prepared.manifest["sources"]["general"]["self_distill"]
     # The tiny random model seldom ends an answer within 12 tokens: those records keep the file's answer.
     assert report["regenerated"] + report["kept_file_answer_unfinished"] == report["training_records"] > 0
+
+
+def test_sweep_trains_each_point_once_and_marks_the_pareto_front(tmp_path, tiny_model_dir, capsys):
+    from medsft.pipeline.sweep import pareto_front
+
+    stages = [{"name": "only", "epochs": 1, "weights": {"medical": 0.7, "general": 0.3}, "max_steps": 2}]
+    recipe = _recipe_file(tmp_path, tiny_model_dir, stages=stages,
+                          monitor={"eval_every": 2, "max_general_probes": 4, "domain_probes": 2, "max_new_tokens": 8})
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(recipe), "--grid", "finetune.lora.rank=2,4", "--out", str(out)]
+    assert main(argv) == 0
+    result = json.loads((out / "sweep.json").read_text())
+    assert [r["name"] for r in result["runs"]] == ["rank=2", "rank=4"]
+    assert all((out / r["name"] / "adapter").is_dir() for r in result["runs"])
+    assert json.loads((out / "rank=4" / "adapter" / "adapter_config.json").read_text())["r"] == 4
+    assert any(r["pareto"] for r in result["runs"]) and (out / "sweep.png").stat().st_size > 0
+    assert "| rank=2 |" in (out / "sweep.md").read_text()
+    capsys.readouterr()
+    assert main(argv) == 0  # a second sweep trains nothing again
+    assert capsys.readouterr().out.count("finished before, kept") == 2
+    assert main(["sweep", str(recipe), "--grid", "rank"]) == 2
+    rows = [{"name": "a", "domain_score": 0.5, "general_retention": 0.9}, {"name": "b", "domain_score": 0.4,
+            "general_retention": 0.95}, {"name": "c", "domain_score": 0.3, "general_retention": 0.9}]
+    assert pareto_front(rows) == {"a", "b"}

@@ -195,6 +195,14 @@ def cmd_tune_scale(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from medsft.pipeline.sweep import parse_grid, sweep
+
+    result = sweep(args.recipe, parse_grid(args.grid), args.out, args.set)
+    print(f"table: {Path(args.out) / 'sweep.md'}  plot: {result['plot']}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from medsft.report.html import write_report
 
@@ -266,6 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--trust-remote-code", action="store_true")
     evaluate.add_argument("--out", default=None, help="write the scores (and deltas) as JSON")
     evaluate.set_defaults(func=cmd_eval)
+
+    sweep = commands.add_parser("sweep", help="train a grid of recipe settings, one run each (resumable); "
+                                "table and domain-vs-general scatter with the Pareto front")
+    sweep.add_argument("recipe", metavar="RECIPE")
+    sweep.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",
+                       help="fields and their values, e.g. train.learning_rate=1e-4,2e-4 finetune.lora.rank=8,16")
+    sweep.add_argument("--out", default="runs/sweep", help="one run directory per point, and the table (runs/sweep)")
+    sweep.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="fields set for every point")
+    sweep.set_defaults(func=cmd_sweep)
 
     tune = commands.add_parser("tune-scale", help="score the trained change scaled down (LoRA scale, or base-to-tuned "
                                "interpolation) on the run's probes; save the best that keeps general ability")
