@@ -174,3 +174,47 @@ def test_sweep_trains_each_point_once_and_marks_the_pareto_front(tmp_path, tiny_
     rows = [{"name": "a", "domain_score": 0.5, "general_retention": 0.9}, {"name": "b", "domain_score": 0.4,
             "general_retention": 0.95}, {"name": "c", "domain_score": 0.3, "general_retention": 0.9}]
     assert pareto_front(rows) == {"a", "b"}
+
+
+@pytest.mark.parametrize("text, name, expected", [
+    ("{% for m in messages %}<|im_start|>{{ m.role }}{% endfor %}", "org/Qwen2.5-7B-Instruct", "qwen"),
+    ("{% for m in messages %}<|im_start|>{{ m.role }}{% endfor %}", "HuggingFaceTB/SmolLM2", "chatml"),
+    ("<|start_header_id|>{{ role }}<|end_header_id|>", "x", "llama3"),
+    ("[INST] <<SYS>>{{ system }}<</SYS>>", "x", "llama2"),
+    ("[INST] {{ content }} [/INST]", "x", "mistral"),
+    ("<reserved_106>{{ content }}<reserved_107>", "x", "baichuan2"),
+    (None, "baichuan-inc/Baichuan2-7B-Chat", "baichuan2"),
+    (None, "some/base-model", None),
+    ("{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}", "x", None),
+])
+def test_template_detection(text, name, expected):
+    from medsft.data.templates import detect_template
+
+    assert detect_template(text, name)[0] == expected
+
+
+def test_init_writes_a_valid_recipe_on_the_defaults(tmp_path, tiny_model_dir, capsys):
+    from transformers import AutoTokenizer
+
+    from medsft.recipe import load_recipe
+    from sample_data import sample_sources
+
+    sources = {s["name"]: s["path"] for s in sample_sources(tmp_path / "data")}
+    model = tmp_path / "model"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    tokenizer.save_pretrained(model)
+    (model / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    out = tmp_path / "recipe.yaml"
+    assert main(["init", "--model", str(model), "--domain", sources["medical"], "--general", sources["general"],
+                 "--out", str(out)]) == 0
+    assert "template chatml" in capsys.readouterr().out
+    recipe = load_recipe(out)
+    assert recipe.model.template == "chatml"
+    assert [s.role for s in recipe.data.sources] == ["domain", "general"] and recipe.data.sources[0].augment
+    assert recipe.resolved_stages[0].weights == {"domain": 0.7, "general": 0.3}
+    assert "# " in out.read_text()  # commented for the user
+    assert main(["init", "--model", str(model), "--domain", sources["medical"], "--general", sources["general"],
+                 "--out", str(out)]) == 2  # never over an existing file without --force
+    assert main(["init", "--model", str(tiny_model_dir), "--domain", "nowhere.jsonl", "--general",
+                 sources["general"], "--out", str(tmp_path / "r2.yaml")]) == 2

@@ -203,6 +203,34 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_init(args) -> int:
+    from medsft.data.templates import detect_template
+    from medsft.models import load_tokenizer
+    from medsft.recipe import init_recipe
+
+    for path in args.domain + args.general:
+        if not Path(path).exists():
+            raise UserError(f"{path}: no such file or directory")
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UserError(f"--out: {out} exists (--force to replace it)")
+    if args.template:
+        template, why = args.template, "given with --template"
+    else:
+        tokenizer = load_tokenizer(args.model, args.trust_remote_code, field="--model")
+        template, why = detect_template(getattr(tokenizer, "chat_template", None), args.model)
+        if template is None:
+            if getattr(tokenizer, "chat_template", None):
+                template, why = "tokenizer", f"{why}: the tokenizer's own template is used"
+            else:
+                raise UserError(f"--model {args.model}: {why}; name one with --template")
+    text = init_recipe(args.model, template, why, args.domain, args.general, args.output_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out} (template {template}: {why}); train it with: medsft train {out}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from medsft.report.html import write_report
 
@@ -274,6 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--trust-remote-code", action="store_true")
     evaluate.add_argument("--out", default=None, help="write the scores (and deltas) as JSON")
     evaluate.set_defaults(func=cmd_eval)
+
+    init = commands.add_parser("init", help="write a ready recipe for a model and data, on medsft's defaults")
+    init.add_argument("--model", required=True, help="model folder or hub id (its tokenizer picks the template)")
+    init.add_argument("--domain", nargs="+", required=True, metavar="FILE", help="domain data files or folders")
+    init.add_argument("--general", nargs="+", required=True, metavar="FILE", help="general chat data files or folders")
+    init.add_argument("--out", default="recipe.yaml", help="where to write the recipe (recipe.yaml)")
+    init.add_argument("--output-dir", default="runs/my-run", help="the recipe's output_dir")
+    init.add_argument("--template", default=None, help="a template name instead of detecting it")
+    init.add_argument("--trust-remote-code", action="store_true", help="for models that ship their own code")
+    init.add_argument("--force", action="store_true", help="replace --out if it exists")
+    init.set_defaults(func=cmd_init)
 
     sweep = commands.add_parser("sweep", help="train a grid of recipe settings, one run each (resumable); "
                                 "table and domain-vs-general scatter with the Pareto front")

@@ -448,3 +448,57 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
             if isinstance(c, type) and issubclass(c, _Section):
                 return c
     return None
+
+
+INIT_TEMPLATE = """\
+# Written by `medsft init` on the defaults the forgetting lab measured best (README: "Remedies").
+# The fields people change most are commented; `medsft data inspect` and `--set key=value` help.
+model:
+  name_or_path: {model}
+  template: {template}  # {template_why}
+  # trust_remote_code: true   # models that ship their own code (Baichuan) need it; off unless set
+finetune:
+  method: lora          # or full
+  lora: {{rank: 16, alpha: 32, dropout: 0.05, target_modules: all-linear}}  # rank: more capacity, more drift
+data:
+  sources:
+{sources}
+  max_length: 2048      # `medsft data inspect FILE --tokenizer MODEL` shows what each length would cut
+  val_fraction: 0.05
+  on_bad_record: fail   # or skip: malformed records go to rejects.jsonl
+stages:
+  # Domain and general data mixed 7:3 from the first step: the general share is what keeps general ability.
+  - {{name: mixed, epochs: 3, weights: {weights}}}
+train:
+  learning_rate: 2.0e-4  # LoRA on 7B models; full fine-tuning wants about 1e-5
+  batch_size: 4
+  grad_accum: 4
+  seed: 42
+monitor:
+  general_probes: [builtin]   # general ability probes (built-in English and Chinese); add your own files
+  eval_every: 200             # probes and validation loss every N steps, and at every stage's end
+  select: {{min_general_retention: 0.9, min_length_ratio: 0.8}}  # what the kept checkpoint must hold
+output_dir: {output_dir}
+"""
+
+
+def init_recipe(model: str, template: str, template_why: str, domain: list[str], general: list[str],
+                output_dir: str = "runs/my-run") -> str:
+    """A ready recipe (YAML text with comments) on medsft's defaults, for `medsft init`."""
+    def source(name: str, path: str, role: str, augment: bool) -> str:
+        line = f"    - {{name: {name}, path: {json.dumps(path)}, role: {role}"
+        if augment:  # more wordings of each question and the facts in more contexts (README: Augmentation)
+            line += ", augment: {augmenters: [rephrase, restate, synonyms, statements, multiturn], per_record: 4}"
+        return line + "}"
+
+    names = [f"domain{i + 1}" if len(domain) > 1 else "domain" for i in range(len(domain))]
+    general_names = [f"general{i + 1}" if len(general) > 1 else "general" for i in range(len(general))]
+    sources = [source(n, p, "domain", True) for n, p in zip(names, domain)]
+    sources += [source(n, p, "general", False) for n, p in zip(general_names, general)]
+    weights = {**{n: round(0.7 / len(names), 4) for n in names}, **{n: round(0.3 / len(general_names), 4)
+                                                                     for n in general_names}}
+    text = INIT_TEMPLATE.format(model=json.dumps(model), template=template, template_why=template_why,
+                                sources="\n".join(sources), weights=json.dumps(weights).replace('"', ""),
+                                output_dir=json.dumps(output_dir))
+    parse_recipe(yaml.safe_load(text), "medsft init")  # what it writes is a valid recipe
+    return text

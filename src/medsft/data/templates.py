@@ -184,6 +184,25 @@ class TokenizerTemplate:
         return exchanges
 
 
+def detect_template(chat_template: str | None, name_or_path: str = "") -> tuple[str | None, str]:
+    """(built-in template name or None, why) from a tokenizer's chat template text and the model's name."""
+    text, name = chat_template or "", name_or_path.lower()
+    markers = [("<|im_start|>", "qwen" if "qwen" in (text + name).lower() else "chatml"),
+               ("<|start_header_id|>", "llama3"), ("<reserved_106>", "baichuan2"), ("<reserved_102>", "baichuan"),
+               ("<<SYS>>", "llama2"), ("[INST]", "mistral")]
+    for marker, family in markers:
+        if marker in text:
+            return family, f"{marker} in the tokenizer's chat template"
+    names = [("baichuan2", "baichuan2"), ("baichuan", "baichuan"), ("qwen", "qwen"), ("llama-3", "llama3"),
+             ("llama3", "llama3"), ("llama-2", "llama2"), ("mistral", "mistral"), ("vicuna", "vicuna")]
+    if not text:
+        for part, family in names:
+            if part in name:
+                return family, f"no chat template in the tokenizer; {part!r} in the model's name"
+        return None, "no chat template in the tokenizer and no known family in the model's name"
+    return None, "the tokenizer's chat template matches no built-in family"
+
+
 def get_template(name: str, tokenizer=None):
     """A renderer with .render(conversation, system_prompt) -> list[Exchange]."""
     if name == "tokenizer":
