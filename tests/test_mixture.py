@@ -86,3 +86,37 @@ def test_validation_split_is_stable_when_data_is_added():
     assert before == {k for k in after if k in set(keys[:3000])}
     assert 0.035 <= len(after) / len(keys) <= 0.065
     assert not any(in_validation(k, 0.0) for k in keys)
+
+
+def test_adaptive_order_redraws_only_the_rest_with_the_new_weights():
+    from medsft.data.mixture import AdaptiveOrder, plan_stage
+
+    pools = {"medical": list(range(0, 300)), "general": list(range(300, 400))}
+    lengths = [10] * 400
+    plan = plan_stage("mixed", pools, lengths, {"medical": 0.7, "general": 0.3}, 2, seed=3)
+    order = AdaptiveOrder(plan, pools, seed=3)
+    before = list(order.order)
+    order.reweight(200, {"medical": 0.4, "general": 0.6}, number=1)
+    assert order.order[:200] == before[:200] and len(order) == len(before)
+    assert abs(order.shares(0, 200)["general"] - 0.3) < 0.05
+    assert abs(order.shares(200)["general"] - 0.6) < 0.01  # cumulative targets: exact to a record
+    again = AdaptiveOrder(plan, pools, seed=3)
+    again.reweight(200, {"medical": 0.4, "general": 0.6}, number=1)
+    assert again.order == order.order  # the same change replays to the same order
+
+
+def test_the_adaptive_policy_raises_general_when_it_slips_and_lowers_it_when_domain_stalls():
+    from medsft.monitor.adaptive import decide, general_share
+    from medsft.recipe import AdaptiveConfig
+
+    config = AdaptiveConfig(general_share=[0.1, 0.5], step=0.1, min_general_retention=0.95, min_length_ratio=0.9)
+    roles = {"medical": "domain", "general": "general"}
+    weights = {"medical": 0.7, "general": 0.3}
+    raised, why = decide(config, weights, roles, {"general/retention": 0.9, "general/length_ratio": 1.0}, None)
+    assert general_share(raised, roles) == pytest.approx(0.4) and "retention 0.900 < 0.95" in why
+    holding = {"general/retention": 1.0, "general/length_ratio": 1.0, "domain/medical/rouge_l": 0.41}
+    lowered, why = decide(config, weights, roles, holding, previous_domain=0.409)
+    assert general_share(lowered, roles) == pytest.approx(0.2) and "flat" in why
+    assert decide(config, weights, roles, holding, previous_domain=0.3) is None  # domain still rising: keep
+    top = {"medical": 0.5, "general": 0.5}
+    assert decide(config, top, roles, {"general/retention": 0.5}, None) is None  # at the bound: nothing to do

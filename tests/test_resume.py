@@ -273,3 +273,33 @@ def test_resuming_a_run_that_stopped_early_does_not_train_later_stages(tmp_path,
     assert main(["train", str(recipe), *flags, "--resume"]) == 0
     assert {e[1] for e in _events(tmp_path / "run")} == {"warmup"}
     assert _max_difference(_adapter(tmp_path / "run"), before) == 0.0
+
+
+def _adaptive_recipe(tmp_path: Path, model_dir: Path, name: str) -> Path:
+    path = _recipe(tmp_path, model_dir, name)
+    tree = yaml.safe_load(path.read_text())
+    # Length ratio 1.0 is always below 2.0: the controller raises the general share at every evaluation.
+    tree["stages"][1]["adaptive"] = {"general_share": [0.1, 0.6], "step": 0.1, "min_length_ratio": 2.0}
+    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_adaptive_mixing_changes_the_mix_and_a_killed_run_resumes_to_the_same_end(tmp_path, tiny_model_dir):
+    reference = _adaptive_recipe(tmp_path / "reference", tiny_model_dir, "run")
+    assert main(["train", str(reference)]) == 0
+    reference_dir = tmp_path / "reference" / "run"
+    changes = [json.loads(line) for line in (reference_dir / "metrics.jsonl").read_text().splitlines()
+               if json.loads(line)["event"] == "mix"]
+    assert [round(c["mix/general"], 2) for c in changes] == [0.4, 0.5]  # 0.3 asked, raised at mixed steps 2 and 4
+    assert all("length ratio" in c["mix_reason"] for c in changes)
+    mix = json.loads((reference_dir / "monitor" / "mix.json").read_text())["mixed"]
+    assert [c["position"] for c in mix["changes"]] == [8, 12]  # after the micro-batch already fetched
+    assert [(s["from_position"], s["to_position"]) for s in mix["segments"]] == [(0, 8), (8, 12)]
+    report = (reference_dir / "report.html").read_text()
+    assert "Adaptive mix changes" in report and "length ratio 1.000 &lt; 2.0" in report
+
+    recipe = _adaptive_recipe(tmp_path, tiny_model_dir, "run")
+    _killed_run(tmp_path, recipe, "step", 11)  # after the first change, past the checkpoint at mixed step 3
+    assert main(["train", str(recipe), "--resume"]) == 0
+    _same_as_uninterrupted(tmp_path / "run", reference_dir)

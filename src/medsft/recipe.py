@@ -191,6 +191,27 @@ class DataConfig(_Section):
     )
 
 
+class AdaptiveConfig(_Section):
+    general_share: list[float] = Field(
+        default_factory=lambda: [0.1, 0.5], min_length=2, max_length=2,
+        description="[lowest, highest] share of the general sources the controller may set.")
+    step: float = Field(0.1, gt=0, le=0.5, description="How far one decision moves the general share.")
+    min_general_retention: float = Field(
+        0.95, ge=0, description="General accuracy (share of the base's) below this raises the general share.")
+    min_length_ratio: float = Field(
+        0.9, ge=0, description="General answer length (share of the base's) below this raises the general share.")
+    min_domain_gain: float = Field(
+        0.005, ge=0, description="A domain score rising less than this between evaluations, while general "
+        "ability holds, lowers the general share.")
+
+    @field_validator("general_share")
+    @classmethod
+    def _bounds(cls, v: list[float]) -> list[float]:
+        if not 0 < v[0] <= v[1] < 1:
+            raise ValueError("[lowest, highest] with 0 < lowest <= highest < 1")
+        return v
+
+
 class StageConfig(_Section):
     name: str = Field(description="Stage name, carried by every metric of the stage.")
     weights: dict[str, float] | None = Field(
@@ -202,6 +223,10 @@ class StageConfig(_Section):
     anchor: str | None = Field(None, description="Source that defines an epoch; default the largest weight.")
     max_steps: int | None = Field(None, ge=1, description="Cap on optimizer steps for this stage (smoke runs).")
     learning_rate: float | None = Field(None, gt=0, description="This stage's learning rate; default train.learning_rate.")
+    adaptive: AdaptiveConfig | None = Field(
+        None, description="Let the monitor move the domain:general weights at each evaluation, within bounds: "
+        "general retention or answer length below target raises the general share; a flat domain score while "
+        "general ability holds lowers it. Needs monitor.eval_every and general probes.")
 
     @field_validator("weights")
     @classmethod
@@ -315,6 +340,14 @@ class Recipe(_Section):
                     )
             if stage.anchor is not None and stage.anchor not in (stage.weights or dict.fromkeys(names)):
                 raise ValueError(f"stages.{i}.anchor: {stage.anchor!r} is not weighted in this stage")
+            if stage.adaptive is not None:
+                roles = {s.name: s.role for s in self.data.sources}
+                weighted = {roles[s] for s in stage.weights or {}}
+                if weighted != {"domain", "general"}:
+                    raise ValueError(f"stages.{i}.adaptive: the stage's weights must name domain and general sources")
+                if self.monitor.eval_every is None or not self.monitor.probes or not self.monitor.general_probes:
+                    raise ValueError(f"stages.{i}.adaptive: needs monitor.eval_every, monitor.probes and "
+                                     "general probes (what the controller reads)")
         stage_names = [s.name for s in self.stages or []]
         if len(set(stage_names)) != len(stage_names):
             raise ValueError("stages: stage names must be unique")

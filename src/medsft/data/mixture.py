@@ -155,3 +155,42 @@ def _count(plan: StagePlan, pools: dict[str, list[int]], lengths: Sequence[int])
         plan.tokens[source] += lengths[index]
     for source in plan.asked_share:
         plan.passes[source] = plan.samples[source] / max(len(pools[source]), 1)
+
+
+class AdaptiveOrder:
+    """A stage's training order whose remainder can be re-drawn with new weights (adaptive mixing).
+
+    Starts as the stage's plan. reweight(position, weights, number) re-draws every position from
+    `position` on: each source takes its share by cumulative targets (the one furthest behind its
+    target goes next), its records from a fresh shuffle seeded by the change's number. The same
+    changes at the same positions give the same order, which is how a resumed run replays them."""
+
+    def __init__(self, plan: StagePlan, pools: dict[str, list[int]], seed: int):
+        self.name = plan.name
+        self.order = list(plan.order)
+        self.pools = pools
+        self.seed = seed
+        self.owner = {i: source for source, indices in pools.items() for i in indices}
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def reweight(self, position: int, weights: dict[str, float], number: int) -> None:
+        position = max(0, min(position, len(self.order)))
+        streams = {s: _Stream(self.pools[s], random.Random(f"{self.seed}:{self.name}:adaptive:{number}:{s}"))
+                   for s in weights if weights[s] > 0}
+        drawn = dict.fromkeys(streams, 0)
+        total = sum(weights[s] for s in streams)
+        remainder = []
+        for count in range(1, len(self.order) - position + 1):
+            source = max(streams, key=lambda s: (count * weights[s] / total - drawn[s], s))
+            remainder.append(streams[source].next())
+            drawn[source] += 1
+        self.order[position:] = remainder
+
+    def shares(self, start: int = 0, end: int | None = None) -> dict[str, float]:
+        window = self.order[start:end]
+        counts: dict[str, int] = {}
+        for index in window:
+            counts[self.owner[index]] = counts.get(self.owner[index], 0) + 1
+        return {s: round(c / max(len(window), 1), 4) for s, c in sorted(counts.items())}

@@ -122,6 +122,14 @@ def _scaled(recipe: dict) -> dict:
     return recipe
 
 
+def _adaptive(recipe: dict) -> dict:
+    """7:3 to start; the monitor moves the general share (0.2-0.6) from the probes every 40 steps."""
+    recipe["stages"][0]["adaptive"] = {"general_share": [0.2, 0.6], "step": 0.1, "min_general_retention": 0.98,
+                                       "min_length_ratio": 0.95, "min_domain_gain": 0.005}
+    recipe["monitor"].update({"eval_every": 40, "domain_probes": 40})
+    return recipe
+
+
 def _lower_half_frozen(ctx: LabContext, recipe: dict) -> dict:
     import json
 
@@ -148,6 +156,7 @@ VARIANTS: dict[str, Callable[[LabContext, str, int], dict | None]] = {
     "self-distill": lambda ctx, name, seed: _self_distilled(_recipe(ctx, name, seed, _mix(0.7))),
     "scaled": lambda ctx, name, seed: _scaled(_recipe(ctx, name, seed, _mix(0.7))),
     "frozen-lower": lambda ctx, name, seed: _lower_half_frozen(ctx, _recipe(ctx, name, seed, _mix(0.7))),
+    "adaptive": lambda ctx, name, seed: _adaptive(_recipe(ctx, name, seed, _mix(0.7))),
 }
 
 DESCRIPTIONS = {
@@ -167,6 +176,8 @@ DESCRIPTIONS = {
     "scaled": "LoRA, 7:3, 3 epochs, then tune-scale: the adapter scale (0.25-1) with the most medical skill "
               "that keeps 95% of the base's general accuracy",
     "frozen-lower": "LoRA on the upper half of the layers only (the lower half frozen), 7:3, 3 epochs",
+    "adaptive": "LoRA, 7:3 to start, the general share moved (0.2-0.6) by the monitor every 40 steps: up when "
+                "general accuracy < 98% of base or length < 95%, down when medical skill stalls",
 }
 
 DEMO_VARIANTS = ["base", "domain-only", "mix-7-3", "progressive"]

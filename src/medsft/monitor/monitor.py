@@ -18,6 +18,7 @@ from medsft.eval.drift import base_model_context, kl_to_base
 from medsft.eval.evaluate import answers_of, evaluate, flat_scores
 from medsft.eval.generate import Chat
 from medsft.eval.probes import ProbeSet
+from medsft.monitor.selection import domain_score
 from medsft.monitor.verdicts import memorization_verdicts, newly_memorizing
 
 SAMPLES_SHOWN = 4  # answers per set and evaluation kept for the report
@@ -39,18 +40,43 @@ class Monitor:
         self.seconds = 0.0  # wall time spent probing, for the overhead figure
         self.phase_seconds: dict[str, float] = {}  # where it went: base, generation, kl_and_samples
         self.verdicts: dict[str, dict] = {}
+        self.mix_changes: list[dict] = []  # adaptive mixing: every change, in order (replayed on resume)
+        self.domain_scores: dict[str, float] = {}  # adaptive mixing: the last domain score per stage
 
     # ---- resuming ---------------------------------------------------------------------------
     def state(self) -> dict:
         """What a checkpoint keeps of the monitor: evaluations so far, verdicts, time spent."""
         return {"history": self.history, "verdicts": self.verdicts, "seconds": self.seconds,
-                "phase_seconds": self.phase_seconds}
+                "phase_seconds": self.phase_seconds, "mix_changes": self.mix_changes,
+                "domain_scores": self.domain_scores}
 
     def load_state(self, state: dict) -> None:
         self.history = list(state["history"])
         self.verdicts = dict(state["verdicts"])
         self.seconds = state["seconds"]
         self.phase_seconds = dict(state["phase_seconds"])
+        self.mix_changes = list(state.get("mix_changes", []))
+        self.domain_scores = dict(state.get("domain_scores", {}))
+
+    # ---- adaptive mixing ----------------------------------------------------------------------
+    def adapt(self, stage: str, config, weights: dict[str, float], roles: dict[str, str], metrics: dict,
+              step: int, position: int) -> dict | None:
+        """The mix change this evaluation calls for (recorded), or None."""
+        from medsft.monitor.adaptive import decide
+
+        previous = self.domain_scores.get(stage)
+        score, meaning = domain_score({"metrics": metrics, "eval_loss": {}}, [])
+        if meaning != "no domain measurement":
+            self.domain_scores[stage] = score
+        decision = decide(config, weights, roles, metrics, previous)
+        if decision is None:
+            return None
+        new, reason = decision
+        change = {"stage": stage, "step": step, "position": position, "number": len(self.mix_changes) + 1,
+                  "old": dict(weights), "new": new, "reason": reason}
+        self.mix_changes.append(change)
+        self.log(f"mix at step {step} ({stage}): {reason}")
+        return change
 
     # ---- the base model, once -------------------------------------------------------------
     @property

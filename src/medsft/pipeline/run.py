@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import transformers
 
+from medsft.data.mixture import AdaptiveOrder
 from medsft.data.prepare import write_jsonl, write_rejects
 from medsft.errors import UserError
 from medsft.eval.generate import Chat
@@ -22,6 +24,7 @@ from medsft.pipeline.rundir import ResumePoint, claim_run_dir, truncate
 from medsft.pipeline.stages import check_disk_space, save_stage_end, stage_trainer
 from medsft.report.html import write_report
 from medsft.train import checkpoint
+from medsft.train.collate import OrderedView
 from medsft.train.trainer import StageRun
 
 
@@ -158,6 +161,8 @@ class Run:
             trainer.evaluate()
         stage_dir = self.run_dir / "checkpoints" / stage.name
         save_stage_end(trainer, stage_dir)
+        if trainer.run.mixer is not None:
+            self._record_mix(stage, trainer)
         self._count_steps(index, trainer.state.global_step)
         stopped_early = trainer.control.should_training_stop and trainer.state.global_step < trainer.state.max_steps
         checkpoint.write_json_atomic(stage_dir / checkpoint.STAGE_COMPLETE, {
@@ -173,9 +178,31 @@ class Run:
                        [c.provenance for c in self.prepared.conversations], self.started, self.log,
                        lambda: best_so_far(self.recipe, self.monitor, self.run_dir),
                        general_ids=[i for i, n in enumerate(self.prepared.source_names) if roles[n] == "general"],
-                       reference=self.reference)
-        return stage_trainer(self.recipe, stage, self.model, self.tokenizer, self.encoded.select(plan.order), run,
-                             self.monitor)
+                       reference=self.reference, roles=roles)
+        train_set = self.encoded.select(plan.order)
+        if stage.adaptive is not None:
+            # The order starts as planned; the changes made before a resume point are replayed first.
+            run.adaptive, run.mixer = stage.adaptive, AdaptiveOrder(plan, self.prepared.train_pools, self.recipe.train.seed)
+            run.mix_weights = dict(stage.weights)
+            for change in (c for c in self.monitor.mix_changes if c["stage"] == stage.name):
+                run.mixer.reweight(change["position"], change["new"], change["number"])
+                run.mix_weights = dict(change["new"])
+            train_set = OrderedView(self.encoded, run.mixer)
+        return stage_trainer(self.recipe, stage, self.model, self.tokenizer, train_set, run, self.monitor)
+
+    def _record_mix(self, stage, trainer) -> None:
+        """monitor/mix.json: an adaptive stage's changes and the mix it trained on between them."""
+        path = self.run_dir / "monitor" / "mix.json"
+        record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        changes = [c for c in self.monitor.mix_changes if c["stage"] == stage.name]
+        trained = trainer.state.global_step * trainer.args.gradient_accumulation_steps * trainer.args.per_device_train_batch_size
+        bounds = [0] + [min(c["position"], trained) for c in changes] + [trained]
+        record[stage.name] = {
+            "asked": dict(stage.weights), "changes": changes,
+            "realized_share_samples": trainer.run.mixer.shares(0, trained),
+            "segments": [{"from_position": a, "to_position": b, "realized_share_samples": trainer.run.mixer.shares(a, b)}
+                         for a, b in zip(bounds, bounds[1:]) if b > a]}
+        checkpoint.write_json_atomic(path, record)
 
     def _resume_into(self, trainer, stage, index: int) -> str | None:
         """The checkpoint the stage continues from (for `Trainer.train`), or None. A stage that had not

@@ -91,6 +91,26 @@ def _mix_plot(manifest: dict) -> str:
     return _png(fig)
 
 
+def _adaptive_plot(changes: list[dict], manifest: dict) -> str:
+    """The weights the adaptive controller set, step by step (each change's reason in the events table)."""
+    fig, ax = _figure("Adaptive mix: weights set by the controller")
+    sources = sorted({k.split("/", 1)[1] for c in changes for k in c if k.startswith("mix/")})
+    asked = {st["name"]: st["asked_share"] for st in manifest.get("stages", [])}
+    for source in sources:
+        steps, values = [], []
+        for change in changes:
+            if not steps and change["stage"] in asked:  # the stage's starting weight, then each change
+                steps.append(change["step"] - change["stage_step"])
+                values.append(asked[change["stage"]].get(source, 0.0))
+            steps.append(change["step"])
+            values.append(change.get(f"mix/{source}", 0.0))
+        ax.step(steps, values, where="post", marker="o", label=source)
+    ax.set_xlabel("step")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -141,6 +161,12 @@ def write_report(run_dir: str | Path) -> Path:
     if verdicts:
         sections.append("<h2>Memorization</h2>" + _table(
             ["source", "verdict"], [[s, v["reason"]] for s, v in sorted(verdicts.items())]))
+    mix_events = [e for e in events if e["event"] == "mix"]
+    if mix_events:
+        sections.append("<h2>Adaptive mix changes</h2>" + _table(
+            ["step", "stage", "new weights", "why"],
+            [[e["step"], e["stage"], ", ".join(f"{k[4:]} {v:.2f}" for k, v in e.items() if k.startswith("mix/")),
+              e["mix_reason"]] for e in mix_events]))
 
     plots: list[tuple[str, str]] = []
     loss_keys = [f"train_loss/{s}" for s in sources]
@@ -158,6 +184,9 @@ def write_report(run_dir: str | Path) -> Path:
             plots.append((title, _series_plot(evals, keys, title + " (dashed: base)", refs)))
     if manifest["stages"]:
         plots.append(("Data mix", _mix_plot(manifest)))
+    changes = [e for e in events if e["event"] == "mix"]
+    if changes:
+        plots.append(("Adaptive mix", _adaptive_plot(changes, manifest)))
     if plots:
         sections.append("<h2>Over training</h2><div class=grid>" + "".join(
             f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{p}"><figcaption>{html.escape(t)}'

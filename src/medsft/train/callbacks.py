@@ -78,6 +78,8 @@ class MetricsWriter(TrainerCallback):
             return
         if "verdict" in logs:
             event = "verdict"
+        elif "mix_reason" in logs:  # adaptive mixing changed the stage's weights
+            event = "mix"
         elif any(k.startswith(self.eval_prefixes) for k in logs):
             event = "eval"
         elif "train_samples_per_second" in logs:  # the Trainer's summary at the end of train()

@@ -23,3 +23,18 @@ class Collator:
             "source_ids": torch.tensor([r["source_id"] for r in rows], dtype=torch.long),
             "record_ids": torch.tensor([r.get("record_index", -1) for r in rows], dtype=torch.long),
         }
+
+
+class OrderedView(torch.utils.data.Dataset):
+    """Rows of `encoded` in the order `order_of.order` holds when each row is read (adaptive mixing
+    rewrites the part of the order not yet read)."""
+
+    def __init__(self, encoded, order_of):
+        self.encoded = encoded
+        self.order_of = order_of
+
+    def __len__(self) -> int:
+        return len(self.order_of.order)
+
+    def __getitem__(self, position: int) -> dict:
+        return self.encoded[self.order_of.order[position]]

@@ -36,6 +36,10 @@ class StageRun:
     protected_checkpoints: Callable[[], set[Path]] = set  # () -> checkpoints pruning must keep (the best so far)
     general_ids: list[int] = field(default_factory=list)  # source ids of general sources (train.kl_on: general)
     reference: object = None  # full fine-tuning with train.kl_to_base: a frozen copy of the base model
+    adaptive: object = None  # the stage's `adaptive` section, when the monitor may move its mix
+    mixer: object = None  # medsft.data.mixture.AdaptiveOrder behind the stage's training set (adaptive)
+    mix_weights: dict = field(default_factory=dict)  # the weights in force now (adaptive)
+    roles: dict = field(default_factory=dict)  # source name -> domain | general
 
 
 def token_losses(model, inputs: dict, keep_logits: bool = False):
@@ -247,10 +251,28 @@ class MedsftTrainer(Trainer):
                                               dict(self.last_train_losses)))
         if metrics:
             self.log(metrics)
+        if self.monitor is not None and self.run.mixer is not None:
+            self._adapt_mix(metrics)
         if self.monitor is not None:
             self._report_verdicts()
         hf_internals.notify_evaluate(self, metrics)
         return metrics
+
+    def _adapt_mix(self, metrics: dict) -> None:
+        """Adaptive mixing: the monitor's decision applied to the training order from the next batches on.
+
+        The data loader has already fetched the next micro-batch, so the change applies after it: a
+        deterministic position, which a resumed run replays exactly."""
+        if self.state.global_step >= self.state.max_steps:
+            return
+        position = (self.state.global_step * self.args.gradient_accumulation_steps + 2) * self.args.per_device_train_batch_size
+        change = self.monitor.adapt(self.run.stage, self.run.adaptive, self.run.mix_weights, self.run.roles, metrics,
+                                    self.step, position)
+        if change is None:
+            return
+        self.run.mixer.reweight(change["position"], change["new"], change["number"])
+        self.run.mix_weights = change["new"]
+        self.log({"mix_reason": change["reason"], **{f"mix/{s}": w for s, w in change["new"].items()}})
 
     def validation_losses(self, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Token-weighted validation loss per source (`eval_loss/<source>`) and over all (`eval_loss`)."""
