@@ -240,19 +240,22 @@ def test_model_rewrites_are_kept_only_when_they_pass_the_fact_check(tmp_path, ca
                 replies += ["How much quelpram does an adult take?"]
             elif "main symptom of Varnex fever" in user:
                 replies.append("What is the main symptom of this disease?")
+            elif "Terse answer" not in user and "quelpram" in user and "Who" in user:
+                replies.append("Quelpram should not be taken by people with asthma.")  # an answer, not a question
             else:
                 replies.append("Take 50 mg of it.")
         return replies
 
     settings = AugmentSettings(("rewrite",), per_record=1, rewrite_with=rewriter, rewrite=object())
-    made, report = augment(conversations()[:3], settings)
+    made, report = augment(conversations()[:4], settings)
     assert [(c.messages[0].content, c.messages[1].content) for c in made] == [
         ("How much quelpram does an adult take?", "Quelpram: 25 mg twice daily."),
         ("What is the dose of quelpram?", "The dose of quelpram is 25 mg twice daily.")]
     reasons = {r["original"]: r["reason"] for r in report.rewrite_rejects}
     assert reasons["What is the main symptom of Varnex fever?"].startswith("name dropped")
     assert reasons["Which drug treats Varnex fever?"].startswith("number")
-    assert report.per_augmenter["rewrite"] == {"made": 2, "rejected": 2, "kept": 2}
+    assert reasons["Who should not take quelpram?"].startswith("not a question")
+    assert report.per_augmenter["rewrite"] == {"made": 2, "rejected": 3, "kept": 2}
 
 
 def test_augmentation_is_cached_by_content(tmp_path, tiny_tokenizer):

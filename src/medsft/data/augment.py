@@ -609,6 +609,12 @@ def _multiturn(conversations: list[Conversation], per_record: int, rng: random.R
     return made
 
 
+# Words a question and its answer share that are not its subject: rewording may change them.
+_QUESTION_WORDS = set("""treat treats treated treating treatment treatments symptom symptoms sign signs dose doses
+dosage usual usually adult adults diagnose diagnosed diagnosis prevent prevented prevention cause causes caused main
+first should used common best given child children taken""".split())
+
+
 def _rewrite(conversations: list[Conversation], settings: AugmentSettings) -> tuple[list[Conversation], list[dict]]:
     """Model rewrites of single-exchange records: `per_record` paraphrases of the question, and
     for a terse answer one expansion into a full sentence. Each must pass the fact check; the
@@ -630,10 +636,13 @@ def _rewrite(conversations: list[Conversation], settings: AugmentSettings) -> tu
     made, rejects, seen = [], [], set()
     for (conversation, kind), reply in zip(jobs, replies):
         question, answer = conversation.messages
-        subject = _terms(question.content) & _terms(answer.content)
+        # The record's subject must survive (a name both question and answer use), not its verbs.
+        subject = {t for t in _terms(question.content) & _terms(answer.content) if t not in _QUESTION_WORDS}
         text = clean(reply)
         if kind == "question":
             why = fact_check(question.content, text, required=subject)
+            if why is None and not re.search(r"[?？]\s*$", text):
+                why = "not a question (the model answered or commented instead of rewording)"
             messages = (Message("user", text), answer)
         else:
             why = fact_check(answer.content, text, required=subject, allowed=_terms(question.content))
