@@ -226,7 +226,7 @@ def _conversation(row: dict) -> Conversation:
 # Augmenters
 
 
-def _language(text: str) -> str:
+def text_language(text: str) -> str:
     return "zh" if len(_CJK.findall(text)) * 3 >= len(text.strip()) else "en"
 
 
@@ -258,7 +258,7 @@ def _question_forms(question: str, rules) -> list[str]:
     mark = core[-1] if core and core[-1] in "?？.。" else ""
     core = core[:-1].rstrip() if mark else core
     forms = []
-    for pattern, replacements in rules[_language(core)]:
+    for pattern, replacements in rules[text_language(core)]:
         match = pattern.match(core)
         if not match:
             continue
@@ -320,9 +320,9 @@ def _value(question: str, answer: str) -> str | None:
     text = re.sub(r"[.。!！]+$", "", text)
     if len(_sentences(text + ".")) != 1 or not text:
         return None
-    if _terms(text) & _terms(question) or (_language(text) == "zh" and _bigrams(text) & _bigrams(question)):
+    if _terms(text) & _terms(question) or (text_language(text) == "zh" and _bigrams(text) & _bigrams(question)):
         return None  # the answer already names what was asked about: a sentence already
-    if _language(text) == "zh":
+    if text_language(text) == "zh":
         return text if len(text) <= 24 and not re.search(r"[，,；;]", text) else None
     return text if len(text.split()) <= 12 else None
 
@@ -342,7 +342,7 @@ def _restate(conversation: Conversation, per_record: int, rng: random.Random) ->
     if value is None:
         return []
     forms = []
-    for pattern, sentences in EN_RESTATE if _language(core) == "en" else ZH_RESTATE:
+    for pattern, sentences in EN_RESTATE if text_language(core) == "en" else ZH_RESTATE:
         match = re.match(pattern, core)
         if not match:
             continue
@@ -468,7 +468,7 @@ def _synonyms(conversations: list[Conversation], rephrased: list[Conversation], 
             last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
             if last is None:
                 continue
-            language = _language(messages[last].content)
+            language = text_language(messages[last].content)
             for text in _swapped(messages[last].content, groups.get(language, []), 2, rng):
                 versions.append(_derived(conversation, "synonyms",
                                          messages[:last] + (Message("user", text),) + messages[last + 1:]))
@@ -500,7 +500,7 @@ def _units(sentences: list[str]) -> list[str]:
 
 
 def _join(sentences: list[str]) -> str:
-    return "".join(sentences) if _language("".join(sentences)) == "zh" else " ".join(sentences)
+    return "".join(sentences) if text_language("".join(sentences)) == "zh" else " ".join(sentences)
 
 
 def _orders(sentences: list[str], count: int, rng: random.Random) -> list[list[str]]:
@@ -531,7 +531,7 @@ def _shuffle(conversation: Conversation, per_record: int, rng: random.Random) ->
 
 def _terms(text: str) -> set[str]:
     """Candidate subject terms: words (English) or character 3-grams (Chinese), minus common words."""
-    if _language(text) == "zh":
+    if text_language(text) == "zh":
         chars = "".join(_CJK.findall(text))
         return {chars[i:i + 3] for i in range(len(chars) - 2)}
     return {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z\-]{3,}", text) if w.lower() not in STOPWORDS}
@@ -567,7 +567,7 @@ def _statements(conversations: list[Conversation], per_record: int, rng: random.
         if len(set(answers)) < 2:
             continue
         subject = _subject(term, [single[i].messages[0].content for i in members])
-        language = _language(answers[0])
+        language = text_language(answers[0])
         prompts = _STATEMENT_PROMPTS[language]
         for order in [list(dict.fromkeys(answers))] + _orders(list(dict.fromkeys(answers)), per_record - 1, rng):
             prompt = rng.choice(prompts).format(x=subject)
@@ -580,9 +580,9 @@ _FOLLOW_UPS = {"en": ["And ", "Also, ", "One more question: ", "Then "], "zh": [
 
 
 def _follow_up(question: str, rng: random.Random) -> str:
-    opening = rng.choice(_FOLLOW_UPS[_language(question)])
+    opening = rng.choice(_FOLLOW_UPS[text_language(question)])
     first = question.split()[0].lower() if question.split() else ""
-    if _language(question) == "en" and first in STOPWORDS:
+    if text_language(question) == "en" and first in STOPWORDS:
         question = question[:1].lower() + question[1:]
     return opening + question
 
@@ -782,7 +782,7 @@ def diversity(conversations: list[Conversation]) -> dict:
     questions = [m.content for c in conversations for m in c.messages if m.role == "user"]
     bigrams, vocabulary, lengths = [], set(), []
     for question in questions:
-        units = list("".join(_CJK.findall(question))) if _language(question) == "zh" else question.lower().split()
+        units = list("".join(_CJK.findall(question))) if text_language(question) == "zh" else question.lower().split()
         vocabulary.update(units)
         bigrams += list(zip(units, units[1:]))
         lengths.append(len(question))

@@ -19,6 +19,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 
+from medsft.data.augment import STOPWORDS, text_language
 from medsft.errors import UserError
 
 QUESTION_SYSTEM = ("You rewrite questions from patients and clinicians. Keep every medical term, drug name, "
@@ -48,10 +49,6 @@ _ZH_NAME = re.compile(r"[\u4e00-\u9fff]{1,6}?(?:霉素|沙星|地平|洛尔|普�
 _CAPITALIZED = re.compile(r"\b[A-Z][a-z][A-Za-z\-]+")
 
 
-def _language(text: str) -> str:
-    cjk = len(re.findall(r"[\u4e00-\u9fff]", text))
-    return "zh" if cjk * 3 >= len(text.strip()) else "en"
-
 
 def quantities(text: str) -> Counter:
     """Numbers with their units ("25 mg", "2x" for twice), as a multiset."""
@@ -65,15 +62,13 @@ def quantities(text: str) -> Counter:
 
 
 def negations(text: str) -> int:
-    return len((_ZH_NEGATION if _language(text) == "zh" else _EN_NEGATION).findall(text))
+    return len((_ZH_NEGATION if text_language(text) == "zh" else _EN_NEGATION).findall(text))
 
 
 def names(text: str, known: set[str] = frozenset()) -> set[str]:
     """Drug and disease names: words with a medical suffix, capitalized words that are not plain
     sentence openers, Chinese terms ending like drug or disease names, and the `known` terms
     (e.g. the subject a question and its answer share) that occur in the text."""
-    from medsft.data.augment import STOPWORDS
-
     lowered = text.lower()
     found = {w.lower() for w in _MEDICAL_SUFFIX.findall(text)}
     found |= {w.lower() for w in _CAPITALIZED.findall(text) if w.lower() not in STOPWORDS}
@@ -178,8 +173,8 @@ class EndpointRewriter:
 
 
 def question_prompts(question: str, count: int) -> list[tuple[str, str]]:
-    return [(QUESTION_SYSTEM, QUESTION_PROMPT[_language(question)].format(q=question))] * count
+    return [(QUESTION_SYSTEM, QUESTION_PROMPT[text_language(question)].format(q=question))] * count
 
 
 def answer_prompt(question: str, answer: str) -> tuple[str, str]:
-    return ANSWER_SYSTEM, ANSWER_PROMPT[_language(question + answer)].format(q=question, a=answer)
+    return ANSWER_SYSTEM, ANSWER_PROMPT[text_language(question + answer)].format(q=question, a=answer)

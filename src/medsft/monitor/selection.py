@@ -19,6 +19,14 @@ def domain_score(entry: dict, domain_sources: list[str]) -> tuple[float, str]:
     return 0.0, "no domain measurement"
 
 
+def holds_general(candidate: dict, min_general_retention: float, min_length_ratio: float) -> bool:
+    """Whether a candidate (checkpoint, adapter scale) keeps general ability: retention and length
+    ratio at or above their minimums (a measure that is missing does not count against it)."""
+    retention, length = candidate["general_retention"], candidate["length_ratio"]
+    return ((retention is None or retention >= min_general_retention)
+            and (length is None or length >= min_length_ratio))
+
+
 def select_checkpoint(history: list[dict], checkpoints: dict[tuple[str, int], str], domain_sources: list[str],
                       min_general_retention: float, min_length_ratio: float) -> dict | None:
     """Pick among evaluations that have a checkpoint. Returns the choice with its reason, or None."""
@@ -38,11 +46,7 @@ def select_checkpoint(history: list[dict], checkpoints: dict[tuple[str, int], st
     if not candidates:
         return None
 
-    def holds(c: dict) -> bool:
-        return ((c["general_retention"] is None or c["general_retention"] >= min_general_retention)
-                and (c["length_ratio"] is None or c["length_ratio"] >= min_length_ratio))
-
-    qualified = [c for c in candidates if holds(c)]
+    qualified = [c for c in candidates if holds_general(c, min_general_retention, min_length_ratio)]
     if qualified:
         best = max(qualified, key=lambda c: (c["domain_score"], c["step"]))
         why = (f"best {best['domain_score_is']} ({best['domain_score']:.3f}) among {len(qualified)} of "

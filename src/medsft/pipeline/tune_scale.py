@@ -17,7 +17,7 @@ from medsft.eval import names
 from medsft.eval.evaluate import evaluate, flat_scores
 from medsft.eval.generate import Chat
 from medsft.models import load_adapter, load_model
-from medsft.monitor.selection import domain_score
+from medsft.monitor.selection import domain_score, holds_general
 from medsft.recipe import load_recipe
 from medsft.train import checkpoint
 
@@ -152,11 +152,7 @@ def _round(value):
 
 
 def _choose(table: list[dict], min_retention: float, min_length: float) -> tuple[float, str]:
-    def holds(row: dict) -> bool:
-        return ((row["general_retention"] is None or row["general_retention"] >= min_retention)
-                and (row["length_ratio"] is None or row["length_ratio"] >= min_length))
-
-    qualified = [r for r in table if holds(r)]
+    qualified = [r for r in table if holds_general(r, min_retention, min_length)]
     if qualified:
         best = max(qualified, key=lambda r: (r["domain_score"], r["scale"]))
         return best["scale"], (f"most domain skill ({best['domain_score']:.3f}) among the {len(qualified)} of "
