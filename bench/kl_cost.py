@@ -21,7 +21,7 @@ def main() -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from medsft.models import add_lora
-    from medsft.train.trainer import kl_to_base_sum, token_losses
+    from medsft.train.loss import kl_to_base_sum, token_losses
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)

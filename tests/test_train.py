@@ -144,7 +144,8 @@ def test_loss_is_the_mean_over_supervised_tokens_under_gradient_accumulation(tmp
     from medsft.pipeline.prepare import prepare
     from medsft.pipeline.run import Run
     from medsft.pipeline.stages import stage_trainer
-    from medsft.train.trainer import StageRun, token_losses
+    from medsft.train.loss import token_losses
+    from medsft.train.trainer import StageRun
 
     recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir), ["train.batch_size=2", "train.grad_accum=2"])
     run = Run(recipe)
@@ -295,7 +296,7 @@ def test_kl_to_base_is_zero_before_training_and_matches_a_frozen_copy():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from medsft.models import add_lora
-    from medsft.train.trainer import kl_to_base_sum, token_losses
+    from medsft.train.loss import kl_to_base_sum, token_losses
 
     def kl(*args, **kwargs) -> float:
         return float(kl_to_base_sum(*args, **kwargs).detach())

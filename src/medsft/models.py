@@ -102,6 +102,53 @@ def load_model(name_or_path: str, dtype=None, trust_remote_code: bool = False, a
     return model
 
 
+PACKED_ATTENTION = "medsft_packed_sdpa"
+
+
+def _packed_sdpa(module, query, key, value, attention_mask, **kwargs):
+    """SDPA that, for a padding-free batch (one row of samples with `cu_seq_lens_q` boundaries),
+    attends within each sample with a plain causal kernel: the cost is the sum of the samples'
+    squared lengths, not the square of the row. Anything else (generation, padded batches, a
+    sliding window) is plain SDPA with the mask transformers built, which for a packed row is
+    block-diagonal and so equally correct, only slower."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    bounds = kwargs.get("cu_seq_lens_q")
+    if bounds is None or query.shape[0] != 1 or kwargs.get("sliding_window") or key.shape[2] != query.shape[2]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    bounds = bounds.tolist()
+    rest = {k: v for k, v in kwargs.items() if k not in ("is_causal", "position_ids")}
+    pieces = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None,
+                                     is_causal=True, **rest)[0]
+              for a, b in zip(bounds, bounds[1:]) if b > a]
+    return torch.cat(pieces, dim=1), None
+
+
+def use_packed_attention(model, log=print) -> bool:
+    """Make `model` ready for padding-free batches; False (with a line saying why) when it cannot
+    keep packed samples apart, so the caller pads instead.
+
+    A model built on transformers' attention interface keeps samples apart from `position_ids`
+    (restarting at 0 per sample, no attention mask, and no KV cache: the forward must pass
+    use_cache=False). SDPA is replaced by the per-sample kernel above; FlashAttention-2 (its
+    variable-length path) and eager are kept. A model with its own attention code
+    (trust_remote_code) would let samples see each other, so it is padded."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not type(base).is_backend_compatible():
+        log(f"train.padding_free: {type(base).__name__} has its own attention code, which cannot keep packed "
+            "samples apart; batches are padded")
+        return False
+    AttentionInterface.register(PACKED_ATTENTION, _packed_sdpa)
+    AttentionMaskInterface.register(PACKED_ATTENTION, sdpa_mask)
+    if base.config._attn_implementation == "sdpa":
+        base.set_attn_implementation(PACKED_ATTENTION)
+    return True
+
+
 def decoder_layers(model) -> tuple[str, int]:
     """(attribute name, count) of the model's stack of decoder layers ("layers" in Llama/Qwen, "h" in GPT-2)."""
     import torch

@@ -272,6 +272,21 @@ class TrainConfig(_Section):
         "base (twice the weights' memory). 0: off.")
     kl_on: Literal["general", "all"] = Field(
         "general", description="Which batches' records the KL term covers: those of `general` sources, or `all`.")
+    padding_free: bool = Field(
+        False, description="Join a batch's samples into one row with no padding, each sample attending only to "
+        "itself (positions restart per sample; FlashAttention-2's variable-length path when "
+        "model.attn_implementation asks for it, else a per-sample SDPA kernel). A model with its own attention "
+        "code (trust_remote_code) is padded instead, with a line saying so.")
+    loss_chunk_tokens: int = Field(
+        0, ge=0, description="Compute the loss this many supervised tokens at a time, the output head applied per "
+        "chunk under activation checkpointing, so the tokens x vocabulary fp32 logits never exist at once "
+        "(prompt positions skip the head entirely). 0: the plain loss over the full logits. The KL term "
+        "(kl_to_base) and models that scale or cap their logits after the head use the plain loss.")
+    group_by_length: bool = Field(
+        False, description="Batch samples of similar length together (sorted within windows of "
+        "`length_window` batches, the batches then shuffled), so padded batches waste less. A window keeps "
+        "its records, so the mix is unchanged.")
+    length_window: int = Field(32, ge=1, description="Batches per length-grouping window (group_by_length).")
 
 
 class SelectConfig(_Section):

@@ -163,10 +163,12 @@ class AdaptiveOrder:
     Starts as the stage's plan. reweight(position, weights, number) re-draws every position from
     `position` on: each source takes its share by cumulative targets (the one furthest behind its
     target goes next), its records from a fresh shuffle seeded by the change's number. The same
-    changes at the same positions give the same order, which is how a resumed run replays them."""
+    changes at the same positions give the same order, which is how a resumed run replays them.
+    arrange(remainder, number), when given, reorders each re-drawn remainder (length grouping)."""
 
-    def __init__(self, plan: StagePlan, pools: dict[str, list[int]], seed: int):
+    def __init__(self, plan: StagePlan, pools: dict[str, list[int]], seed: int, arrange=None):
         self.name = plan.name
+        self.arrange = arrange
         self.order = list(plan.order)
         self.pools = pools
         self.seed = seed
@@ -186,7 +188,7 @@ class AdaptiveOrder:
             source = max(streams, key=lambda s: (count * weights[s] / total - drawn[s], s))
             remainder.append(streams[source].next())
             drawn[source] += 1
-        self.order[position:] = remainder
+        self.order[position:] = self.arrange(remainder, number) if self.arrange else remainder
 
     def shares(self, start: int = 0, end: int | None = None) -> dict[str, float]:
         window = self.order[start:end]
@@ -194,3 +196,32 @@ class AdaptiveOrder:
         for index in window:
             counts[self.owner[index]] = counts.get(self.owner[index], 0) + 1
         return {s: round(c / max(len(window), 1), 4) for s, c in sorted(counts.items())}
+
+
+def group_by_length(order: list[int], lengths: Sequence[int], batch_size: int, window_batches: int,
+                    seed: str) -> list[int]:
+    """`order` with samples of similar length batched together, so padded batches waste less.
+
+    Within each window of `window_batches` batches' worth of consecutive positions, the samples are
+    sorted by length and cut into batches, and those batches are shuffled (seeded by `seed` and the
+    window). A window holds the same records as before, so every source's share over a window, and
+    over the stage, is unchanged; only the order inside a window moves."""
+    size = batch_size * window_batches
+    grouped: list[int] = []
+    for start in range(0, len(order), size):
+        window = sorted(order[start:start + size], key=lambda i: (-lengths[i], i))
+        batches = [window[i:i + batch_size] for i in range(0, len(window), batch_size)]
+        full = [b for b in batches if len(b) == batch_size]  # a short last batch stays last
+        random.Random(f"{seed}:length-window:{start}").shuffle(full)
+        grouped.extend(i for batch in full + batches[len(full):] for i in batch)
+    return grouped
+
+
+def padding_efficiency(order: Sequence[int], lengths: Sequence[int], batch_size: int) -> float:
+    """Real tokens / tokens of the padded batches, for the samples of `order` batched in that order."""
+    real = padded = 0
+    for start in range(0, len(order), batch_size):
+        batch = [lengths[i] for i in order[start:start + batch_size]]
+        real += sum(batch)
+        padded += max(batch) * len(batch)
+    return real / padded if padded else 1.0

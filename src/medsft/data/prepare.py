@@ -15,7 +15,7 @@ from pathlib import Path
 from medsft.data.augment import AugmentSettings, augment_cached, check_settings
 from medsft.data.encode import default_cache_dir, encode_records
 from medsft.data.rewrite import RewriteSettings
-from medsft.data.mixture import StagePlan, in_validation, plan_stage
+from medsft.data.mixture import StagePlan, group_by_length, in_validation, padding_efficiency, plan_stage
 from medsft.data.readers import read_source
 from medsft.data.records import Conversation, Message, Reject, has_placeholder, replace_text
 from medsft.data.templates import supervised_exchanges
@@ -196,6 +196,11 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
         )
         for stage in recipe.resolved_stages
     ]
+    train = recipe.train
+    if train.group_by_length:
+        for plan in plans:
+            plan.order = group_by_length(plan.order, lengths, train.batch_size, train.length_window,
+                                         f"{train.seed}:{plan.name}")
     prepared = PreparedData(
         conversations, encoded, names, source_index, train_pools, val_pools, plans, rejects, {}, cache_hit
     )
@@ -263,6 +268,8 @@ def _manifest(recipe, prepared: PreparedData, per_source: dict[str, dict], too_l
                 "tokens": plan.tokens,
                 "passes": {k: round(v, 3) for k, v in plan.passes.items()},
                 "records": len(plan.order),
+                # real tokens / tokens of the padded batches in this order (a padding-free run has no padding)
+                "padding_efficiency": round(padding_efficiency(plan.order, lengths, recipe.train.batch_size), 4),
             }
         )
     return {
@@ -271,6 +278,8 @@ def _manifest(recipe, prepared: PreparedData, per_source: dict[str, dict], too_l
         "val_fraction": recipe.data.val_fraction,
         "on_bad_record": recipe.data.on_bad_record,
         "train_on": recipe.data.train_on,
+        "batches": "padding-free" if recipe.train.padding_free else
+                   "padded, grouped by length" if recipe.train.group_by_length else "padded",
         "encoding_cache_hit": prepared.cache_hit,
         "totals": {
             "read": sum(s["read"] for s in sources.values()),

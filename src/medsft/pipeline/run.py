@@ -11,12 +11,13 @@ from pathlib import Path
 
 import transformers
 
-from medsft.data.mixture import AdaptiveOrder
+from medsft.data.mixture import AdaptiveOrder, group_by_length
 from medsft.data.prepare import write_jsonl, write_rejects
 from medsft.errors import UserError
 from medsft.eval.generate import Chat
 from medsft.eval.sets import probe_sets
-from medsft.models import add_lora, choose_dtype, decoder_layers, freeze_layers_outside, layer_indices, load_model
+from medsft.models import (add_lora, choose_dtype, decoder_layers, freeze_layers_outside, layer_indices, load_model,
+                           use_packed_attention)
 from medsft.monitor.monitor import Monitor
 from medsft.pipeline.finish import best_so_far, finish_monitor
 from medsft.pipeline.prepare import prepare, report_data
@@ -25,6 +26,7 @@ from medsft.pipeline.stages import check_disk_space, save_stage_end, stage_train
 from medsft.report.html import write_report
 from medsft.train import checkpoint
 from medsft.train.collate import OrderedView
+from medsft.train.loss import head_gives_logits
 from medsft.train.trainer import StageRun
 
 
@@ -67,6 +69,8 @@ class Run:
         self.trainer = None
         self.model = None
         self.reference = None  # a frozen base copy for the KL term of full fine-tuning
+        self.padding_free = False  # train.padding_free, once the model is known to keep packed samples apart
+        self.loss_chunk_tokens = 0  # train.loss_chunk_tokens, once the model is known to allow it
 
     def check_optional_packages(self) -> None:
         if self.recipe.train.report_to == "tensorboard" and not (
@@ -115,6 +119,7 @@ class Run:
                                 allow_pickle_weights=model.allow_pickle_weights,
                                 attn_implementation=model.attn_implementation, vocab_size=len(self.tokenizer),
                                 gradient_checkpointing=checkpointing)
+        self._choose_loss_path()
         layers = recipe.finetune.layers
         self.reference = None
         if recipe.finetune.method == "lora":
@@ -172,23 +177,45 @@ class Run:
             self.log(f"stopped in stage {stage.name}; later stages are skipped")
         return not stopped_early
 
+    def _choose_loss_path(self) -> None:
+        """Padding-free batches and the chunked loss, where the loaded model allows them."""
+        train = self.recipe.train
+        self.padding_free = train.padding_free and use_packed_attention(self.model, self.log)
+        if train.loss_chunk_tokens and train.kl_to_base == 0:
+            if head_gives_logits(self.model):
+                self.loss_chunk_tokens = train.loss_chunk_tokens
+            else:
+                self.log("train.loss_chunk_tokens: this model changes its logits after its output head; "
+                         "the plain loss is used")
+
     def _trainer(self, stage, plan):
         roles = {s.name: s.role for s in self.recipe.data.sources}
         run = StageRun(self.run_dir, stage.name, self.prepared.source_names, self.val_sets, self.step,
                        [c.provenance for c in self.prepared.conversations], self.started, self.log,
                        lambda: best_so_far(self.recipe, self.monitor, self.run_dir),
                        general_ids=[i for i, n in enumerate(self.prepared.source_names) if roles[n] == "general"],
-                       reference=self.reference, roles=roles)
+                       reference=self.reference, roles=roles, padding_free=self.padding_free,
+                       loss_chunk_tokens=self.loss_chunk_tokens)
         train_set = self.encoded.select(plan.order)
         if stage.adaptive is not None:
             # The order starts as planned; the changes made before a resume point are replayed first.
-            run.adaptive, run.mixer = stage.adaptive, AdaptiveOrder(plan, self.prepared.train_pools, self.recipe.train.seed)
+            run.adaptive, run.mixer = stage.adaptive, AdaptiveOrder(plan, self.prepared.train_pools,
+                                                                    self.recipe.train.seed, self._arrange(stage))
             run.mix_weights = dict(stage.weights)
             for change in (c for c in self.monitor.mix_changes if c["stage"] == stage.name):
                 run.mixer.reweight(change["position"], change["new"], change["number"])
                 run.mix_weights = dict(change["new"])
             train_set = OrderedView(self.encoded, run.mixer)
         return stage_trainer(self.recipe, stage, self.model, self.tokenizer, train_set, run, self.monitor)
+
+    def _arrange(self, stage):
+        """How an adaptive stage orders each re-drawn remainder: grouped by length when the recipe asks."""
+        train = self.recipe.train
+        if not train.group_by_length:
+            return None
+        lengths = self.prepared.encoded["length"]
+        return lambda remainder, number: group_by_length(remainder, lengths, train.batch_size, train.length_window,
+                                                         f"{train.seed}:{stage.name}:adaptive:{number}")
 
     def _record_mix(self, stage, trainer) -> None:
         """monitor/mix.json: an adaptive stage's changes and the mix it trained on between them."""

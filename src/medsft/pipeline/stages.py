@@ -15,7 +15,7 @@ from medsft.eval import names
 from medsft.models import choose_dtype
 from medsft.train import checkpoint
 from medsft.train.callbacks import EvaluateEvery, MetricsWriter
-from medsft.train.collate import Collator
+from medsft.train.collate import Collator, PackedCollator
 from medsft.train.trainer import MedsftTrainer, StageRun
 
 # Log events with any of these keys are evaluations in metrics.jsonl.
@@ -79,7 +79,7 @@ def stage_trainer(recipe, stage, model, tokenizer, train_set, run: StageRun, mon
         model=model,
         args=args,
         train_dataset=train_set,
-        data_collator=Collator(tokenizer.pad_token_id, multiple_of),
+        data_collator=PackedCollator() if run.padding_free else Collator(tokenizer.pad_token_id, multiple_of),
         processing_class=tokenizer,
         run=run,
         settings=recipe.train,

@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from transformers import Trainer
 
-from medsft.data.encode import IGNORE
 from medsft.errors import TrainingStopped
 from medsft.tensors import eval_mode
 from medsft.train import hf_internals
 from medsft.train.callbacks import NonFiniteGradientGuard, SealCheckpoints
+from medsft.train.loss import kl_to_base_sum, per_position, per_sample, token_losses
 
 
 @dataclass
@@ -40,40 +39,8 @@ class StageRun:
     mixer: object = None  # medsft.data.mixture.AdaptiveOrder behind the stage's training set (adaptive)
     mix_weights: dict = field(default_factory=dict)  # the weights in force now (adaptive)
     roles: dict = field(default_factory=dict)  # source name -> domain | general
-
-
-def token_losses(model, inputs: dict, keep_logits: bool = False):
-    """(per-token loss, supervised mask, source ids) for a batch; the loss is next-token cross-entropy.
-    keep_logits: the fp32 logits (positions that predict a next token) come fourth."""
-    source_ids = inputs["source_ids"]
-    labels = inputs["labels"]
-    outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-    logits = outputs.logits[:, :-1, :].float()
-    targets = labels[:, 1:]
-    losses = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="none"
-    ).view(targets.shape)
-    if keep_logits:
-        return losses, targets != IGNORE, source_ids, logits
-    return losses, targets != IGNORE, source_ids
-
-
-def kl_to_base_sum(model, inputs: dict, tuned_logits: torch.Tensor, positions: torch.Tensor, reference=None):
-    """Sum over `positions` (a mask over the predicting positions) of KL(base || tuned) per token.
-    The base is `reference` (full fine-tuning) or `model` with its adapter switched off (LoRA)."""
-    rows = positions.any(dim=1)
-    if not bool(rows.any()):
-        return tuned_logits.new_zeros(())
-    with torch.no_grad():
-        ids, attention = inputs["input_ids"][rows], inputs["attention_mask"][rows]
-        if reference is not None:
-            base = reference(input_ids=ids, attention_mask=attention).logits
-        else:
-            with model.disable_adapter():
-                base = model(input_ids=ids, attention_mask=attention).logits
-        base_logp = F.log_softmax(base[:, :-1, :].float()[positions[rows]], dim=-1)
-    tuned_logp = F.log_softmax(tuned_logits[rows][positions[rows]], dim=-1)
-    return (base_logp.exp() * (base_logp - tuned_logp)).sum()
+    padding_free: bool = False  # batches joined into one row (train/collate.py PackedCollator)
+    loss_chunk_tokens: int = 0  # > 0: the chunked loss (train/loss.py), when the model allows it
 
 
 class MedsftTrainer(Trainer):
@@ -112,13 +79,13 @@ class MedsftTrainer(Trainer):
         weight = self.settings.kl_to_base if model.training else 0.0
         if weight > 0:
             losses, mask, source_ids, logits = token_losses(model, inputs, keep_logits=True)
-            covered = mask if self.settings.kl_on == "all" else mask & torch.isin(
-                source_ids, torch.tensor(self.run.general_ids, device=source_ids.device))[:, None]
+            general = torch.isin(source_ids, torch.tensor(self.run.general_ids, device=source_ids.device))
+            covered = mask if self.settings.kl_on == "all" else mask & per_position(general, inputs)
             kl = kl_to_base_sum(model, inputs, logits, covered, self.run.reference)
             self._kl_sum += kl.detach().double()
             self._kl_tokens += covered.sum().double()
         else:
-            losses, mask, source_ids = token_losses(model, inputs)
+            losses, mask, source_ids = token_losses(model, inputs, chunk_tokens=self.run.loss_chunk_tokens)
             kl = None
         supervised = mask.sum()
         total = losses.sum()  # ignored positions contribute exact zeros, so this is finite iff the loss is
@@ -131,8 +98,8 @@ class MedsftTrainer(Trainer):
             zero = torch.zeros((), device=losses.device, requires_grad=True)
             return (zero, None) if return_outputs else zero
         if model.training:
-            self._loss_sums.index_add_(0, source_ids, losses.detach().sum(dim=1).double())
-            self._token_counts.index_add_(0, source_ids, mask.sum(dim=1).double())
+            self._loss_sums.index_add_(0, source_ids, per_sample(losses.detach().double(), inputs))
+            self._token_counts.index_add_(0, source_ids, per_sample(mask.double(), inputs))
             self._supervised_total += supervised.detach()
         denominator = num_items_in_batch if num_items_in_batch is not None else supervised.clamp(min=1)
         hf_internals.say_loss_is_scaled(self, num_items_in_batch is not None)
@@ -282,8 +249,8 @@ class MedsftTrainer(Trainer):
             for name, dataset in self.run.val_sets.items():
                 loss_sum, tokens = 0.0, 0
                 for batch in self.get_eval_dataloader(dataset):
-                    batch = {k: v.to(self.args.device) for k, v in batch.items()}
-                    losses, mask, _ = token_losses(self.model, batch)
+                    batch = {k: v.to(self.args.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                    losses, mask, _ = token_losses(self.model, batch, chunk_tokens=self.run.loss_chunk_tokens)
                     loss_sum += float(losses.sum())
                     tokens += int(mask.sum())
                 if self.accelerator.num_processes > 1:

@@ -1,0 +1,167 @@
+"""FLOPs accounting: training tokens per second turned into model FLOPs utilization (MFU).
+
+FLOPs per trained token, for a model with N parameters in its matrix multiplies (every linear layer
+and the output head; not the embedding lookup unless tied to the head), L layers, width d and an
+average context of T tokens:
+  full fine-tuning: 6N + 12·L·d·T   (forward 2N, backward 4N: gradients of activations and weights)
+  LoRA:             4N + 12·L·d·T   (the frozen weights get no gradient: forward 2N, backward 2N;
+                                     the adapters' own FLOPs are under 1% at r8 and left out)
+The 12·L·d·T term is attention's score and value products (forward and backward), which have no
+weights. Checked first against a published figure: Llama-2-7B has 6,738,415,616 parameters, so full
+fine-tuning costs 6N = 40.43 GFLOPs per token before attention; exits 1 if the count differs.
+
+The peak: on CUDA, the card's dense bf16 peak from a table (or --peak-tflops); on CPU there is no
+datasheet number, so the peak is a large fp32 matrix multiply measured in the same run, and the
+MFU is against what this CPU can reach at all.
+
+    .venv/bin/python bench/mfu.py [--shape qwen2-small|qwen2-1.5b] [--steps 10] [--batch 8] [--method lora|full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import time
+
+import torch
+
+SHAPES = {
+    "qwen2-small": dict(vocab_size=49152, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                        num_key_value_heads=2, intermediate_size=1024, tie_word_embeddings=True),
+    "qwen2-1.5b": dict(vocab_size=151936, hidden_size=1536, num_hidden_layers=28, num_attention_heads=12,
+                       num_key_value_heads=2, intermediate_size=8960, tie_word_embeddings=True),
+}
+LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+                 num_key_value_heads=32, intermediate_size=11008, tie_word_embeddings=False)
+LLAMA2_7B_PARAMETERS = 6_738_415_616
+# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets.
+GPU_PEAKS = {"H100 SXM": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.4, "A100": 312.0, "L40S": 362.0}
+
+
+def matmul_parameters(model) -> int:
+    """Parameters that enter a matrix multiply per token: all but an untied input embedding."""
+    total = sum(p.numel() for p in model.parameters())
+    embedding = model.get_input_embeddings().weight
+    tied = embedding is model.get_output_embeddings().weight
+    return total if tied else total - embedding.numel()
+
+
+def flops_per_token(model, method: str, context: float) -> float:
+    config = model.config
+    n = matmul_parameters(model)
+    attention = 12 * config.num_hidden_layers * config.hidden_size * context
+    return (6 if method == "full" else 4) * n + attention
+
+
+def meta_model(shape: dict, kind: str = "qwen2"):
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    with torch.device("meta"):
+        if kind == "llama":
+            return LlamaForCausalLM(LlamaConfig(**shape))
+        return Qwen2ForCausalLM(Qwen2Config(**shape))
+
+
+def check_against_llama2_7b() -> bool:
+    model = meta_model(LLAMA2_7B, "llama")
+    total = sum(p.numel() for p in model.parameters())
+    per_token = 6 * total / 1e9
+    ok = total == LLAMA2_7B_PARAMETERS
+    print(f"check: Llama-2-7B config has {total:,} parameters (published {LLAMA2_7B_PARAMETERS:,}); "
+          f"full fine-tuning 6N = {per_token:.2f} GFLOPs per token before attention: {'ok' if ok else 'FAILED'}")
+    return ok
+
+
+def cpu_peak_flops(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * size ** 3 * repeats / (time.perf_counter() - started)
+
+
+def gpu_peak_flops(override: float | None) -> tuple[float, str]:
+    if override:
+        return override * 1e12, "--peak-tflops"
+    name = torch.cuda.get_device_name()
+    for key, tflops in GPU_PEAKS.items():
+        if all(part in name for part in key.split()):
+            return tflops * 1e12, f"{key} datasheet, dense bf16"
+    raise SystemExit(f"unknown GPU {name!r}: give its dense bf16 peak with --peak-tflops")
+
+
+def sample_rows(vocab: int, count: int, seed: int = 0) -> list[dict]:
+    """Chat-like lengths (median about 200 tokens, at most 1,024), the first 40% of each a prompt."""
+    generator = random.Random(seed)
+    rows = []
+    for index in range(count):
+        length = max(16, min(1024, int(math.exp(math.log(200) + 0.8 * generator.gauss(0, 1)))))
+        ids = [generator.randrange(vocab) for _ in range(length)]
+        prompt = int(length * 0.4)
+        rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:], "source_id": 0, "record_index": index})
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shape", default="qwen2-small", choices=sorted(SHAPES))
+    parser.add_argument("--method", default="lora", choices=["lora", "full"])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--peak-tflops", type=float, help="the device's peak, TFLOP/s (default: table or measured)")
+    args = parser.parse_args()
+    ok = check_against_llama2_7b()
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from medsft.models import add_lora, use_packed_attention
+    from medsft.train.collate import PackedCollator
+    from medsft.train.loss import token_losses
+
+    cuda = torch.cuda.is_available()
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(**SHAPES[args.shape])).to(device=device, dtype=dtype)
+    use_packed_attention(model, log=print)
+    model = add_lora(model, rank=8, alpha=16, dropout=0.0) if args.method == "lora" else model
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    rows = sample_rows(model.config.vocab_size, args.batch * (args.steps + 1))
+    collate = PackedCollator()
+    tokens, context, started = 0, 0.0, None
+    for step in range(args.steps + 1):
+        if step == 1:  # the first step warms up (allocations, kernels) and is not timed
+            if cuda:
+                torch.cuda.synchronize()
+            started, tokens, context = time.perf_counter(), 0, 0.0
+        group = rows[step * args.batch:(step + 1) * args.batch]
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(group).items()}
+        losses, mask, _ = token_losses(model, batch, chunk_tokens=4096)
+        (losses.sum() / mask.sum()).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        lengths = [len(r["input_ids"]) for r in group]
+        tokens += sum(lengths)
+        context += sum(n * n / 2 for n in lengths)  # a token attends to half its sample on average
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    tokens_per_second = tokens / seconds
+    per_token = flops_per_token(model.get_base_model() if args.method == "lora" else model, args.method,
+                                context / tokens)
+    peak, source = gpu_peak_flops(args.peak_tflops) if cuda else (cpu_peak_flops(), "a measured 2048^3 fp32 matmul")
+    achieved = tokens_per_second * per_token
+    print(f"\n{args.shape}, {args.method}, {'bf16 on ' + torch.cuda.get_device_name() if cuda else 'fp32 on CPU'}, "
+          f"padding-free, {args.steps} steps x {args.batch} samples\n")
+    print("| tokens/s | FLOPs per token | achieved TFLOP/s | peak TFLOP/s (source) | MFU |")
+    print("|---|---|---|---|---|")
+    print(f"| {tokens_per_second:,.0f} | {per_token / 1e9:.3f} G | {achieved / 1e12:.4f} | "
+          f"{peak / 1e12:.3f} ({source}) | {achieved / peak:.1%} |")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The training loss: next-token cross-entropy per token, for padded and padding-free batches.
+
+Two ways to get it. The plain one asks the model for its logits (batch x tokens x vocabulary) and
+casts them to fp32: at a 152k vocabulary and 8 x 1024 tokens that is 4.6 GB before its gradient.
+The chunked one (`train.loss_chunk_tokens`) takes the hidden states the model's output head would
+receive, keeps only the positions that have a target, and applies the head a chunk of positions at
+a time under activation checkpointing, so no more than one chunk's logits exist at once, forward
+or backward; prompt positions never reach the head at all."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from medsft.data.encode import IGNORE
+from medsft.tensors import eval_mode
+
+# What the model's forward receives from a batch (the rest is medsft's bookkeeping).
+PADDED_KEYS = ("input_ids", "attention_mask")
+PACKED_KEYS = ("input_ids", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+
+
+def is_packed(inputs: dict) -> bool:
+    return "position_ids" in inputs
+
+
+def model_inputs(inputs: dict) -> dict:
+    """The forward's arguments for a padded or a padding-free batch. No KV cache: transformers keeps
+    packed samples apart only without one, and training never needs it."""
+    keys = PACKED_KEYS if is_packed(inputs) else PADDED_KEYS
+    return {**{k: inputs[k] for k in keys if k in inputs}, "use_cache": False}
+
+
+def per_sample(values: torch.Tensor, inputs: dict) -> torch.Tensor:
+    """Sums of `values` (one per predicting position, batch x tokens-1) for each sample of the batch."""
+    if not is_packed(inputs):
+        return values.sum(dim=1)
+    owner = inputs["sample_index"][:, 1:].reshape(-1)  # a target belongs to the sample of the token it is
+    sums = values.new_zeros(len(inputs["source_ids"]))
+    return sums.index_add_(0, owner, values.reshape(-1))
+
+
+def per_position(values: torch.Tensor, inputs: dict) -> torch.Tensor:
+    """A value per sample spread over the predicting positions (batch x tokens-1) of its targets."""
+    if not is_packed(inputs):
+        return values[:, None].expand(-1, inputs["input_ids"].shape[1] - 1)
+    return values[inputs["sample_index"][:, 1:]]
+
+
+def token_losses(model, inputs: dict, keep_logits: bool = False, chunk_tokens: int = 0):
+    """(per-token loss, supervised mask, source ids) for a batch; positions that predict nothing
+    supervised have loss 0. keep_logits: the fp32 logits (positions that predict a next token) come
+    fourth, which needs the plain path. chunk_tokens > 0: the chunked path (see the module)."""
+    targets = inputs["labels"][:, 1:]
+    mask = targets != IGNORE
+    if chunk_tokens > 0 and not keep_logits:
+        return chunked_token_losses(model, inputs, targets, mask, chunk_tokens), mask, inputs["source_ids"]
+    logits = model(**model_inputs(inputs)).logits[:, :-1, :].float()
+    losses = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="none"
+    ).view(targets.shape)
+    if keep_logits:
+        return losses, mask, inputs["source_ids"], logits
+    return losses, mask, inputs["source_ids"]
+
+
+def output_head(model) -> torch.nn.Module:
+    while hasattr(model, "module"):  # DDP and similar wrappers
+        model = model.module
+    return model.get_output_embeddings()
+
+
+@contextlib.contextmanager
+def head_returns_hidden(head: torch.nn.Module):
+    """Within the block, the head passes its input through: the model's "logits" are the hidden
+    states. Yields the head's own forward (any hook wrapper included) to apply it by hand."""
+    own = head.__dict__.get("forward")  # accelerate's hooks, for instance, sit on the instance
+    real = head.forward
+    head.forward = lambda hidden, *args, **kwargs: hidden
+    try:
+        yield real
+    finally:
+        if own is None:
+            del head.forward
+        else:
+            head.forward = own
+
+
+def chunked_token_losses(model, inputs: dict, targets: torch.Tensor, mask: torch.Tensor,
+                         chunk_tokens: int) -> torch.Tensor:
+    head = output_head(model)
+    with head_returns_hidden(head) as apply_head:
+        hidden = model(**model_inputs(inputs)).logits[:, :-1, :]
+    chosen, wanted = hidden[mask], targets[mask]
+
+    def chunk_loss(states: torch.Tensor, chunk_targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(apply_head(states).float(), chunk_targets, reduction="none")
+
+    pieces = []
+    for start in range(0, len(wanted), chunk_tokens):
+        part = slice(start, start + chunk_tokens)
+        if torch.is_grad_enabled():  # the chunk's logits are recomputed in backward, not kept
+            pieces.append(checkpoint(chunk_loss, chosen[part], wanted[part], use_reentrant=False))
+        else:
+            pieces.append(chunk_loss(chosen[part], wanted[part]))
+    flat = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+    return torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device).masked_scatter(mask, flat)
+
+
+def head_gives_logits(model) -> bool:
+    """Whether the model's logits are exactly its output head applied to the last hidden states (the
+    chunked loss relies on it; a model that caps or scales its logits after the head does not)."""
+    inputs = {"input_ids": torch.arange(8, device=model.device)[None] % model.config.vocab_size,
+              "attention_mask": torch.ones(1, 8, dtype=torch.long, device=model.device)}
+    with eval_mode(model):
+        logits = model(**model_inputs(inputs)).logits
+        with head_returns_hidden(output_head(model)) as apply_head:
+            hidden = model(**model_inputs(inputs)).logits
+        if hidden.shape[-1] == logits.shape[-1]:  # the forward did not go through the head's forward
+            return False
+        return torch.allclose(apply_head(hidden), logits, atol=1e-4, rtol=1e-4)
+
+
+def kl_to_base_sum(model, inputs: dict, tuned_logits: torch.Tensor, positions: torch.Tensor, reference=None):
+    """Sum over `positions` (a mask over the predicting positions) of KL(base || tuned) per token.
+    The base is `reference` (full fine-tuning) or `model` with its adapter switched off (LoRA)."""
+    rows = positions.any(dim=1)
+    if not bool(rows.any()):
+        return tuned_logits.new_zeros(())
+    with torch.no_grad():
+        forward = model_inputs(inputs)
+        if not is_packed(inputs):  # only the rows that have covered positions (a packed batch is one row)
+            forward = {k: v[rows] if torch.is_tensor(v) else v for k, v in forward.items()}
+        if reference is not None:
+            base = reference(**forward).logits
+        else:
+            with model.disable_adapter():
+                base = model(**forward).logits
+        base_logp = F.log_softmax(base[:, :-1, :].float()[positions[rows]], dim=-1)
+    tuned_logp = F.log_softmax(tuned_logits[rows][positions[rows]], dim=-1)
+    return (base_logp.exp() * (base_logp - tuned_logp)).sum()

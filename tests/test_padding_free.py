@@ -1,0 +1,182 @@
+"""Padding-free batches, the chunked loss and length grouping: the same numbers as the padded,
+full-logits path, with no sample seeing another."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+
+import pytest
+import torch
+import yaml
+
+from medsft.data.mixture import group_by_length, padding_efficiency
+from medsft.models import PACKED_ATTENTION, add_lora, use_packed_attention
+from medsft.train.collate import Collator, PackedCollator
+from medsft.train.loss import head_gives_logits, per_position, per_sample, token_losses
+from test_train import _recipe_file
+
+
+def _tiny(kind: str = "llama", **extra):
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    shape = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, **extra)
+    model = LlamaForCausalLM(LlamaConfig(**shape)) if kind == "llama" else Qwen2ForCausalLM(Qwen2Config(**shape))
+    return model.eval()
+
+
+def _rows(lengths=(5, 11, 3, 8), seed=0) -> list[dict]:
+    generator = random.Random(seed)
+    rows = []
+    for i, n in enumerate(lengths):
+        ids = [generator.randrange(96) for _ in range(n)]
+        rows.append({"input_ids": ids, "labels": [-100] * 2 + ids[2:], "source_id": i % 2, "record_index": i})
+    return rows
+
+
+def _forward(model, batch: dict) -> torch.Tensor:
+    keys = ("input_ids", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+    with torch.no_grad():
+        return model(**{k: batch[k] for k in keys}, use_cache=False).logits[0]
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_a_packed_sample_is_not_seen_by_the_others(kind):
+    """Change every token of one sample: the other samples' logits do not move at all, its own do."""
+    model = _tiny(kind)
+    assert use_packed_attention(model, log=lambda *_: None)
+    assert model.config._attn_implementation == PACKED_ATTENTION
+    rows = _rows()
+    changed = copy.deepcopy(rows)
+    changed[1]["input_ids"] = [(t + 1) % 96 for t in changed[1]["input_ids"]]
+    before, after = _forward(model, PackedCollator()(rows)), _forward(model, PackedCollator()(changed))
+    owner = PackedCollator()(rows)["sample_index"][0]
+    assert float((before[owner != 1] - after[owner != 1]).abs().max()) == 0.0
+    assert float((before[owner == 1] - after[owner == 1]).abs().max()) > 1e-3
+
+
+def test_packed_losses_per_sample_equal_the_padded_ones():
+    model = _tiny()
+    rows = _rows()
+    padded = Collator(pad_id=0)(rows)
+    with torch.no_grad():
+        reference, reference_mask, _ = token_losses(model, padded)
+    use_packed_attention(model, log=lambda *_: None)
+    packed = PackedCollator()(rows)
+    with torch.no_grad():
+        losses, mask, _ = token_losses(model, packed)
+    assert per_sample(losses, packed).tolist() == pytest.approx(per_sample(reference, padded).tolist(), abs=1e-5)
+    assert per_sample(mask.double(), packed).tolist() == per_sample(reference_mask.double(), padded).tolist()
+    # a value per sample lands on that sample's targets, in both layouts
+    marks = torch.tensor([10.0, 20.0, 30.0, 40.0])
+    assert per_sample(per_position(marks, packed) * mask, packed).tolist() == \
+        per_sample(per_position(marks, padded) * reference_mask, padded).tolist()
+    # the label that would predict the next sample's first token is never a target
+    starts = packed["cu_seq_lens_q"][:-1].long()
+    assert (packed["labels"][0, starts] == -100).all()
+    # the per-sample kernel and transformers' block-diagonal mask agree
+    plain = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits[0]
+    assert torch.allclose(_forward(model, packed), plain.detach(), atol=1e-5)
+
+
+def test_a_model_with_its_own_attention_code_is_padded_with_a_line_saying_so():
+    model = _tiny()
+    lines = []
+    type(model)._supports_attention_backend, saved = False, type(model)._supports_attention_backend
+    try:
+        assert use_packed_attention(model, log=lines.append) is False
+    finally:
+        type(model)._supports_attention_backend = saved
+    assert "batches are padded" in lines[0] and model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "padding-free"])
+def test_the_chunked_loss_has_the_plain_loss_and_gradients(packed):
+    """LoRA on the attention and MLP, the chunks smaller than one sample: same losses and gradients."""
+    model = _tiny()
+    if packed:
+        use_packed_attention(model, log=lambda *_: None)
+    lora = add_lora(model, rank=4, alpha=8, dropout=0.0)
+    with torch.no_grad():
+        for name, parameter in lora.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.1)
+    lora.train()
+    batch = (PackedCollator() if packed else Collator(pad_id=0))(_rows())
+
+    def loss_and_grads(**options):
+        lora.zero_grad()
+        losses, mask, _ = token_losses(lora, batch, **options)
+        (losses.sum() / mask.sum()).backward()
+        return losses.detach(), {n: p.grad.clone() for n, p in lora.named_parameters() if p.requires_grad}
+
+    plain_losses, plain_grads = loss_and_grads()
+    chunked_losses, chunked_grads = loss_and_grads(chunk_tokens=3)
+    assert torch.allclose(plain_losses, chunked_losses, atol=1e-5)
+    for name, grad in plain_grads.items():
+        assert torch.allclose(grad, chunked_grads[name], atol=1e-5, rtol=1e-4), name
+    assert head_gives_logits(lora)
+
+
+def test_a_model_that_caps_its_logits_after_the_head_keeps_the_plain_loss():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    model = Gemma2ForCausalLM(Gemma2Config(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                           final_logit_softcapping=2.0))
+    assert head_gives_logits(model) is False
+    assert head_gives_logits(_tiny()) is True
+
+
+def test_length_grouping_keeps_every_window_s_records_and_pads_less():
+    generator = random.Random(3)
+    lengths = [generator.choice([20, 40, 300, 900]) for _ in range(400)]
+    owner = {i: "medical" if i % 10 < 7 else "general" for i in range(400)}
+    order = list(range(400))
+    generator.shuffle(order)
+    grouped = group_by_length(order, lengths, batch_size=4, window_batches=8, seed="7:mixed")
+    assert grouped == group_by_length(order, lengths, batch_size=4, window_batches=8, seed="7:mixed")
+    for start in range(0, 400, 32):  # same records in every window, so the same shares in every window
+        assert sorted(grouped[start:start + 32]) == sorted(order[start:start + 32])
+    assert sum(owner[i] == "medical" for i in grouped[:192]) == sum(owner[i] == "medical" for i in order[:192])
+    before, after = padding_efficiency(order, lengths, 4), padding_efficiency(grouped, lengths, 4)
+    print(f"padding efficiency {before:.3f} -> {after:.3f}")
+    assert after > before + 0.2 and after <= 1.0
+    assert padding_efficiency([0, 1], [5, 5], 2) == 1.0
+
+
+def test_a_padding_free_run_trains_like_a_padded_one(tmp_path, tiny_model_dir):
+    """The same recipe with padding-free batches, the chunked loss and length grouping: the first
+    logged losses per source equal the padded run's (the weights are the same until the first
+    update), and the manifest says how the batches were built."""
+    from medsft.pipeline.run import train
+    from medsft.recipe import load_recipe
+
+    def first_losses(name, *overrides):
+        folder = tmp_path / name
+        folder.mkdir()
+        recipe = load_recipe(_recipe_file(folder, tiny_model_dir), ["monitor.probes=false", *overrides])
+        train(recipe, log=lambda *_: None)
+        events = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+        manifest = json.loads((folder / "run" / "data_manifest.json").read_text())
+        first = next(e for e in events if e["event"] == "train")
+        return {k: v for k, v in first.items() if k.startswith("train_loss/")}, manifest, events
+
+    padded, padded_manifest, padded_events = first_losses("padded")
+    packed, packed_manifest, packed_events = first_losses("packed", "train.padding_free=true",
+                                                          "train.loss_chunk_tokens=16")
+    assert packed.keys() == padded.keys() and packed
+    for name in padded:
+        assert packed[name] == pytest.approx(padded[name], abs=1e-5)
+    assert padded_manifest["batches"] == "padded" and packed_manifest["batches"] == "padding-free"
+    last = [e["eval_loss"] for e in padded_events if "eval_loss" in e][-1]
+    assert [e["eval_loss"] for e in packed_events if "eval_loss" in e][-1] == pytest.approx(last, rel=1e-3)
+
+    grouped, grouped_manifest, _ = first_losses("grouped", "train.group_by_length=true", "train.length_window=2")
+    assert grouped_manifest["batches"] == "padded, grouped by length"
+    for before, after in zip(padded_manifest["stages"], grouped_manifest["stages"]):
+        assert after["realized_share_samples"] == before["realized_share_samples"]
+        assert after["padding_efficiency"] >= before["padding_efficiency"]
