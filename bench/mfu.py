@@ -15,6 +15,7 @@ datasheet number, so the peak is a large fp32 matrix multiply measured in the sa
 MFU is against what this CPU can reach at all.
 
     .venv/bin/python bench/mfu.py [--shape qwen2-small|qwen2-1.5b] [--steps 10] [--batch 8] [--method lora|full]
+                                  [--paths padded,padding-free] [--chunk 4096]
 """
 
 from __future__ import annotations
@@ -112,34 +113,78 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, TFLOP/s (default: table or measured)")
+    parser.add_argument("--paths", default="padded,padding-free",
+                        help="batches to time, each padded or padding-free, optionally :SAMPLES per step")
+    parser.add_argument("--profile", action="store_true", help="after each path, where one more step spends its time")
+    parser.add_argument("--chunk", type=int, default=4096, help="train.loss_chunk_tokens (0: full logits)")
     args = parser.parse_args()
     ok = check_against_llama2_7b()
 
+    cuda = torch.cuda.is_available()
+    peak, source = gpu_peak_flops(args.peak_tflops) if cuda else (cpu_peak_flops(), "a measured 2048^3 fp32 matmul")
+    where = f"bf16 on {torch.cuda.get_device_name()}" if cuda else "fp32 on CPU"
+    print(f"\n{args.shape}, {args.method}, {where}, {args.steps} steps, "
+          f"peak {peak / 1e12:.1f} TFLOP/s ({source})\n")
+    print("| batches | samples per step | tokens/s (real) | FLOPs per token | achieved TFLOP/s | MFU | vs the first row |")
+    print("|---|---|---|---|---|---|---|")
+    first = None
+    for spec in args.paths.split(","):
+        path, _, batch = spec.partition(":")
+        tokens_per_second, per_token = train_steps(args, path, int(batch or args.batch), cuda)
+        first = first or tokens_per_second
+        achieved = tokens_per_second * per_token
+        print(f"| {path} | {batch or args.batch} | {tokens_per_second:,.0f} | {per_token / 1e9:.3f} G | "
+              f"{achieved / 1e12:.2f} | {achieved / peak:.1%} | {tokens_per_second / first:.2f}x |", flush=True)
+    return 0 if ok else 1
+
+
+def profile_step(model, optimizer, batch: dict, device: str, chunk: int) -> None:
+    """The operations one more step spends its time in, longest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from medsft.train.loss import token_losses
+
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as trace:
+        losses, mask, _ = token_losses(model, batch, chunk_tokens=chunk)
+        (losses.sum() / mask.sum()).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    print(trace.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=60))
+
+
+def train_steps(args, path: str, batch_size: int, cuda: bool) -> tuple[float, float]:
+    """(real tokens per second, model FLOPs per token) of LoRA or full steps with `path` batches."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from medsft.models import add_lora, use_packed_attention
-    from medsft.train.collate import PackedCollator
+    from medsft.train.collate import Collator, PackedCollator
     from medsft.train.loss import token_losses
 
-    cuda = torch.cuda.is_available()
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(**SHAPES[args.shape])).to(device=device, dtype=dtype)
-    use_packed_attention(model, log=print)
+    with torch.device(device):
+        model = Qwen2ForCausalLM(Qwen2Config(**SHAPES[args.shape])).to(dtype)
+    if path == "padding-free":
+        use_packed_attention(model, log=print)
     model = add_lora(model, rank=8, alpha=16, dropout=0.0) if args.method == "lora" else model
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    rows = sample_rows(model.config.vocab_size, args.batch * (args.steps + 1))
-    collate = PackedCollator()
+    rows = sample_rows(model.config.vocab_size, batch_size * (args.steps + 1))
+    collate = PackedCollator() if path == "padding-free" else Collator(pad_id=0, multiple_of=8)
     tokens, context, started = 0, 0.0, None
     for step in range(args.steps + 1):
         if step == 1:  # the first step warms up (allocations, kernels) and is not timed
             if cuda:
                 torch.cuda.synchronize()
             started, tokens, context = time.perf_counter(), 0, 0.0
-        group = rows[step * args.batch:(step + 1) * args.batch]
+        group = rows[step * batch_size:(step + 1) * batch_size]
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(group).items()}
-        losses, mask, _ = token_losses(model, batch, chunk_tokens=4096)
+        losses, mask, _ = token_losses(model, batch, chunk_tokens=args.chunk)
         (losses.sum() / mask.sum()).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -149,18 +194,14 @@ def main() -> int:
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    tokens_per_second = tokens / seconds
-    per_token = flops_per_token(model.get_base_model() if args.method == "lora" else model, args.method,
-                                context / tokens)
-    peak, source = gpu_peak_flops(args.peak_tflops) if cuda else (cpu_peak_flops(), "a measured 2048^3 fp32 matmul")
-    achieved = tokens_per_second * per_token
-    print(f"\n{args.shape}, {args.method}, {'bf16 on ' + torch.cuda.get_device_name() if cuda else 'fp32 on CPU'}, "
-          f"padding-free, {args.steps} steps x {args.batch} samples\n")
-    print("| tokens/s | FLOPs per token | achieved TFLOP/s | peak TFLOP/s (source) | MFU |")
-    print("|---|---|---|---|---|")
-    print(f"| {tokens_per_second:,.0f} | {per_token / 1e9:.3f} G | {achieved / 1e12:.4f} | "
-          f"{peak / 1e12:.3f} ({source}) | {achieved / peak:.1%} |")
-    return 0 if ok else 1
+    if args.profile:
+        profile_step(model, optimizer, collate([rows[0]] + rows[1:batch_size]), device, args.chunk)
+    base = model.get_base_model() if args.method == "lora" else model
+    per_token = flops_per_token(base, args.method, context / tokens)
+    del model, optimizer
+    if cuda:
+        torch.cuda.empty_cache()
+    return tokens / seconds, per_token
 
 
 if __name__ == "__main__":

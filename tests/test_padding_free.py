@@ -38,7 +38,7 @@ def _rows(lengths=(5, 11, 3, 8), seed=0) -> list[dict]:
 
 
 def _forward(model, batch: dict) -> torch.Tensor:
-    keys = ("input_ids", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+    keys = ("input_ids", "position_ids", "segment_bounds", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
     with torch.no_grad():
         return model(**{k: batch[k] for k in keys}, use_cache=False).logits[0]
 

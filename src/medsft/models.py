@@ -106,23 +106,36 @@ PACKED_ATTENTION = "medsft_packed_sdpa"
 
 
 def _packed_sdpa(module, query, key, value, attention_mask, **kwargs):
-    """SDPA that, for a padding-free batch (one row of samples with `cu_seq_lens_q` boundaries),
-    attends within each sample with a plain causal kernel: the cost is the sum of the samples'
-    squared lengths, not the square of the row. Anything else (generation, padded batches, a
-    sliding window) is plain SDPA with the mask transformers built, which for a packed row is
-    block-diagonal and so equally correct, only slower."""
+    """SDPA that, for a padding-free batch (one row of samples with `segment_bounds`), attends
+    within each sample with a plain causal kernel: the cost is the sum of the samples' squared
+    lengths, not the square of the row. Anything else (generation, padded batches, a sliding
+    window) is plain SDPA with the mask transformers built, which for a packed row is
+    block-diagonal and so equally correct, only slower.
+
+    On CUDA the flash and memory-efficient kernels are asked for: cuDNN's builds a plan for every
+    new sequence length, and a padding-free batch brings new lengths at every step."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    bounds = kwargs.get("cu_seq_lens_q")
+    bounds = kwargs.get("segment_bounds")  # a Python list, so no layer waits on the GPU to read it
     if bounds is None or query.shape[0] != 1 or kwargs.get("sliding_window") or key.shape[2] != query.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    bounds = bounds.tolist()
     rest = {k: v for k, v in kwargs.items() if k not in ("is_causal", "position_ids")}
-    pieces = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None,
-                                     is_causal=True, **rest)[0]
-              for a, b in zip(bounds, bounds[1:]) if b > a]
+    with _fast_sdpa_kernels(query.is_cuda):
+        pieces = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None,
+                                         is_causal=True, **rest)[0]
+                  for a, b in zip(bounds, bounds[1:]) if b > a]
     return torch.cat(pieces, dim=1), None
+
+
+def _fast_sdpa_kernels(cuda: bool):
+    import contextlib
+
+    if not cuda:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def use_packed_attention(model, log=print) -> bool:

@@ -47,6 +47,7 @@ class PackedCollator:
             # counts input tokens from it
             "attention_mask": torch.ones(1, sum(lengths), dtype=torch.long),
             "sample_index": torch.cat([torch.full((n,), i) for i, n in enumerate(lengths)])[None],
+            "segment_bounds": bounds.tolist(),  # the same, as a list: medsft's SDPA kernel reads it
             "cu_seq_lens_q": bounds,
             "cu_seq_lens_k": bounds,
             "max_length_q": max(lengths),

@@ -20,7 +20,8 @@ from medsft.tensors import eval_mode
 
 # What the model's forward receives from a batch (the rest is medsft's bookkeeping).
 PADDED_KEYS = ("input_ids", "attention_mask")
-PACKED_KEYS = ("input_ids", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+PACKED_KEYS = ("input_ids", "position_ids", "segment_bounds", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q",
+               "max_length_k")
 
 
 def is_packed(inputs: dict) -> bool:
