@@ -15,7 +15,10 @@ import json
 import time
 from pathlib import Path
 
+import peft
 import torch
+import transformers
+import trl
 from batches import batch_samples, describe
 from datasets import load_dataset
 from peft import LoraConfig
@@ -23,13 +26,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, s
 from trl import SFTConfig, SFTTrainer
 
 # ChatML as medsft's `chatml` template renders it (no default system prompt): the answer and its
-# <|im_end|> are supervised, the newline after it is not. SmolLM2's own template has no
-# {% generation %} markers, which TRL's assistant-only loss needs.
+# <|im_end|> are supervised, the newline after it is not, and the last answer has none (medsft
+# encodes no separator after the last turn). SmolLM2's own template has no {% generation %}
+# markers, which TRL's assistant-only loss needs.
 CHATML_TRAINING = (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'assistant' -%}"
     "{{- '<|im_start|>assistant\\n' -}}{% generation %}{{- message['content'] + '<|im_end|>' -}}{% endgeneration %}"
-    "{{- '\\n' -}}"
+    "{%- if not loop.last -%}{{- '\\n' -}}{%- endif -%}"
     "{%- else -%}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
     "{%- endif -%}"
     "{%- endfor -%}"
@@ -114,9 +118,6 @@ def main() -> None:
     trainer.add_callback(steps)
     trainer.data_collator = CountingCollator(trainer.data_collator, batches)
     trainer.train()
-    import peft
-    import transformers
-    import trl
     result = {"steps": steps.steps, "batches": batches[: args.steps],
               "versions": {"trl": trl.__version__, "transformers": transformers.__version__,
                            "peft": peft.__version__, "torch": torch.__version__}}

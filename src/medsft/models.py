@@ -77,7 +77,7 @@ def choose_dtype(requested: str, method: str):
 
 def load_model(name_or_path: str, dtype=None, trust_remote_code: bool = False, allow_pickle_weights: bool = False,
                attn_implementation: str | None = None, vocab_size: int | None = None,
-               gradient_checkpointing: bool = False):
+               gradient_checkpointing: bool = False, rope_scaling: dict | None = None):
     """A causal LM from a folder or hub id, safetensors only unless pickle weights are allowed.
 
     vocab_size: grow the embeddings to the tokenizer's size when it is larger."""
@@ -90,6 +90,8 @@ def load_model(name_or_path: str, dtype=None, trust_remote_code: bool = False, a
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
+        if rope_scaling:
+            kwargs["config"] = _rope_scaled_config(name_or_path, rope_scaling, trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     except OSError as error:
         hint = "" if allow_pickle_weights else " (safetensors only, unless model.allow_pickle_weights)"
@@ -237,13 +239,29 @@ def add_lora(model, rank: int = 8, alpha: float = 16, dropout: float = 0.05, tar
         raise UserError(f"finetune.lora.target_modules: {str(error).splitlines()[0]}") from None
 
 
-def load_adapter(model, adapter_dir: str | Path, field: str = "--adapter"):
-    """`model` with a saved LoRA adapter on top."""
-    from peft import PeftModel
+def _rope_scaled_config(name_or_path: str, rope_scaling: dict, trust_remote_code: bool):
+    """The model's config with the scaling merged into its RoPE settings (which keep their base theta)."""
+    from transformers import AutoConfig
 
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if hasattr(config, "rope_parameters"):
+        config.rope_parameters = {**(config.rope_parameters or {}), **rope_scaling}
+    else:  # an older remote-code config
+        config.rope_scaling = dict(rope_scaling)
+    return config
+
+
+def check_adapter_dir(adapter_dir: str | Path, field: str = "--adapter") -> None:
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise UserError(f"{field}: {adapter_dir}: no adapter_config.json")
-    return PeftModel.from_pretrained(model, str(adapter_dir))
+
+
+def load_adapter(model, adapter_dir: str | Path, field: str = "--adapter", trainable: bool = False):
+    """`model` with a saved LoRA adapter on top (trainable: to train it further)."""
+    from peft import PeftModel
+
+    check_adapter_dir(adapter_dir, field)
+    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
 
 
 REAL_MODEL_EXTRA = "pip install 'medsft[real-model]'"

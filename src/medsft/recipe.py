@@ -60,6 +60,9 @@ class ModelConfig(_Section):
     system_prompt: str | None = Field(
         None, description="System prompt for records that have none; default: the template's own."
     )
+    rope_scaling: dict[str, Any] | None = Field(
+        None, description="RoPE scaling for contexts longer than the model was trained on, set on the model's "
+        "config, e.g. {rope_type: linear, factor: 2.0} (or yarn, dynamic, with their own keys).")
 
 
 class LoraSection(_Section):
@@ -75,6 +78,9 @@ class LoraSection(_Section):
     modules_to_save: list[str] | None = Field(
         None, description="Modules trained in full next to the adapter, e.g. [embed_tokens, lm_head]."
     )
+    init_from: str | None = Field(
+        None, description="Continue training an existing adapter folder (adapter_config.json and weights) instead "
+        "of a fresh one; its rank, alpha and target modules are the adapter's own, the fields above are not used.")
 
 
 class FinetuneConfig(_Section):
@@ -272,6 +278,13 @@ class TrainConfig(_Section):
         "base (twice the weights' memory). 0: off.")
     kl_on: Literal["general", "all"] = Field(
         "general", description="Which batches' records the KL term covers: those of `general` sources, or `all`.")
+    optim: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "rmsprop", "lion_32bit", "adamw_8bit",
+                   "paged_adamw_32bit", "paged_adamw_8bit", "lion_8bit"] = Field(
+        "adamw_torch", description="Optimizer, by the Trainer's names. The 8-bit and paged ones need a CUDA GPU "
+        "and bitsandbytes (pip install bitsandbytes).")
+    neftune_alpha: float | None = Field(
+        None, gt=0, description="NEFTune: uniform noise of this scale (divided by sqrt(tokens x width)) added to "
+        "the input embeddings while training, never at evaluation (the Trainer's own support). Typical: 5.")
     padding_free: bool = Field(
         False, description="Join a batch's samples into one row with no padding, each sample attending only to "
         "itself (positions restart per sample; FlashAttention-2's variable-length path when "

@@ -16,8 +16,8 @@ from medsft.data.prepare import write_jsonl, write_rejects
 from medsft.errors import UserError
 from medsft.eval.generate import Chat
 from medsft.eval.sets import probe_sets
-from medsft.models import (add_lora, choose_dtype, decoder_layers, freeze_layers_outside, layer_indices, load_model,
-                           use_packed_attention)
+from medsft.models import (add_lora, check_adapter_dir, choose_dtype, decoder_layers, freeze_layers_outside,
+                           layer_indices, load_adapter, load_model, use_packed_attention)
 from medsft.monitor.monitor import Monitor
 from medsft.pipeline.finish import best_so_far, finish_monitor
 from medsft.pipeline.prepare import prepare, report_data
@@ -28,6 +28,12 @@ from medsft.train import checkpoint
 from medsft.train.collate import OrderedView
 from medsft.train.loss import head_gives_logits
 from medsft.train.trainer import StageRun
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @dataclass
@@ -77,6 +83,15 @@ class Run:
             importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
         ):
             raise UserError("train.report_to: tensorboard is not installed (pip install tensorboard)")
+        optim = self.recipe.train.optim
+        if ("8bit" in optim or optim.startswith("paged")) and not (
+            importlib.util.find_spec("bitsandbytes") and _cuda_available()
+        ):
+            raise UserError(f"train.optim: {optim} needs a CUDA GPU and bitsandbytes (pip install bitsandbytes); "
+                            "adamw_torch runs anywhere")
+        init_from = self.recipe.finetune.lora.init_from
+        if init_from and self.recipe.finetune.method == "lora":
+            check_adapter_dir(init_from, "finetune.lora.init_from")
 
     def claim(self, resume: str | None, overwrite: bool) -> None:
         self.point = claim_run_dir(self.recipe, self.run_dir, resume, overwrite, self.log)
@@ -118,13 +133,19 @@ class Run:
         self.model = load_model(model.name_or_path, dtype=dtype, trust_remote_code=model.trust_remote_code,
                                 allow_pickle_weights=model.allow_pickle_weights,
                                 attn_implementation=model.attn_implementation, vocab_size=len(self.tokenizer),
-                                gradient_checkpointing=checkpointing)
+                                gradient_checkpointing=checkpointing, rope_scaling=model.rope_scaling)
         self._choose_loss_path()
         layers = recipe.finetune.layers
         self.reference = None
-        if recipe.finetune.method == "lora":
-            self.model = add_lora(self.model, **recipe.finetune.lora.model_dump(), gradient_checkpointing=checkpointing,
-                                  layers=layers)
+        lora = recipe.finetune.lora
+        if recipe.finetune.method == "lora" and lora.init_from:
+            if checkpointing:
+                self.model.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
+            self.model = load_adapter(self.model, lora.init_from, "finetune.lora.init_from", trainable=True)
+            self.log(f"finetune.lora.init_from: continuing the adapter in {lora.init_from}")
+        elif recipe.finetune.method == "lora":
+            self.model = add_lora(self.model, **lora.model_dump(exclude={"init_from"}),
+                                  gradient_checkpointing=checkpointing, layers=layers)
         else:
             if recipe.train.kl_to_base > 0:  # the base for the KL term: a frozen copy, made before any step
                 self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)

@@ -67,6 +67,8 @@ def training_arguments(recipe, stage, steps: int, run_dir: Path) -> TrainingArgu
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
+        optim=cfg.optim,
+        neftune_noise_alpha=cfg.neftune_alpha,
     )
 
 

@@ -111,6 +111,13 @@ def _adaptive_plot(changes: list[dict], manifest: dict) -> str:
     return _png(fig)
 
 
+def _batch_efficiency(manifest: dict, stage: dict) -> str:
+    """Real tokens over the tokens the batches hold: 1 without padding, else what padding leaves."""
+    if manifest.get("batches") == "padding-free":
+        return "100% (padding-free)"
+    return f"{stage['padding_efficiency']:.0%} (padded)" if "padding_efficiency" in stage else "–"
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -197,11 +204,13 @@ def write_report(run_dir: str | Path) -> Path:
                  s["answer_tokens"]["median"]] for name, s in manifest["sources"].items()]
         stage_rows = [[st["name"], st.get("steps", "–"), ", ".join(f"{k} {v:.1%}" for k, v in st["asked_share"].items()),
                        ", ".join(f"{k} {v:.1%}" for k, v in st["realized_share_samples"].items()),
-                       ", ".join(f"{k} {v:.1%}" for k, v in st["realized_share_tokens"].items())]
+                       ", ".join(f"{k} {v:.1%}" for k, v in st["realized_share_tokens"].items()),
+                       _batch_efficiency(manifest, st)]
                       for st in manifest["stages"]]
         sections.append("<h2>Data</h2>" + _table(
             ["source", "read", "rejected", "train", "validation", "supervised fraction", "median answer tokens"], rows)
-            + _table(["stage", "steps", "asked", "realized (samples)", "realized (tokens)"], stage_rows))
+            + _table(["stage", "steps", "asked", "realized (samples)", "realized (tokens)",
+                      "real tokens / batch tokens"], stage_rows))
 
     if samples:
         last_step = max(s["step"] for s in samples)
