@@ -9,7 +9,7 @@ timed on a second forward + backward after a first one. Correctness beside it: t
 LoRA gradients' norm of the chunked loss equal the plain loss's (relative 1e-5; 2e-2 in bf16 on
 CUDA, where the chunks' matmuls round differently); exits 1 if not.
 
-    .venv/bin/python bench/loss_memory.py [--vocabs 32000,152064] [--batch 8] [--seq 1024] [--chunk 4096]
+    .venv/bin/python bench/loss_memory.py [--vocabs 32000,152064] [--batch 8] [--seq 1024] [--chunk 1024]
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def main() -> int:
     parser.add_argument("--vocabs", default="32000,152064")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=1024)
-    parser.add_argument("--chunk", type=int, default=4096)
+    parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -15,7 +15,7 @@ datasheet number, so the peak is a large fp32 matrix multiply measured in the sa
 MFU is against what this CPU can reach at all.
 
     .venv/bin/python bench/mfu.py [--shape qwen2-small|qwen2-1.5b] [--steps 10] [--batch 8] [--method lora|full]
-                                  [--paths padded,padding-free] [--chunk 4096]
+                                  [--paths padded,padding-free] [--chunk 1024]
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def main() -> int:
     parser.add_argument("--paths", default="padded,padding-free",
                         help="batches to time, each padded or padding-free, optionally :SAMPLES per step")
     parser.add_argument("--profile", action="store_true", help="after each path, where one more step spends its time")
-    parser.add_argument("--chunk", type=int, default=4096, help="train.loss_chunk_tokens (0: full logits)")
+    parser.add_argument("--chunk", type=int, default=1024, help="train.loss_chunk_tokens (0: full logits)")
     args = parser.parse_args()
     ok = check_against_llama2_7b()
 

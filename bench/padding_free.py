@@ -7,7 +7,7 @@ batches for --steps steps (the first step is a warm-up, not timed). Paths:
   padded                  medsft's padded batches, the loss over the full fp32 logits (the baseline)
   padded, by length       the same records grouped by length within windows of 32 batches
   padding-free            one row per batch, positions restarting per sample, per-sample attention
-  padding-free, chunked   and the loss over supervised positions only, 4,096 tokens at a time
+  padding-free, chunked   and the loss over supervised positions only, 1,024 tokens at a time
 
 and, to find the crossover, the same paths on samples that all have one length (nothing to unpad).
 Correctness beside the timing: on the first batch the padding-free per-sample losses equal the
@@ -86,7 +86,7 @@ def compare(name: str, base, rows: list[dict], args, pad_id: int) -> tuple[list[
         "padded": train(base, groups, False, 0, pad_id),
         "padded, by length": train(base, grouped, False, 0, pad_id),
         "padding-free": train(base, groups, True, 0, pad_id),
-        "padding-free, chunked loss": train(base, groups, True, 4096, pad_id),
+        "padding-free, chunked loss": train(base, groups, True, 1024, pad_id),
     }
     baseline = runs["padded"]
     ok = True

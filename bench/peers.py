@@ -64,7 +64,7 @@ class Variant:
 VARIANTS = [
     Variant("medsft padded", "medsft"),
     Variant("medsft padding-free", "medsft", padding_free=True),
-    Variant("medsft padding-free, chunked loss", "medsft", padding_free=True, loss_chunk_tokens=4096),
+    Variant("medsft padding-free, chunked loss", "medsft", padding_free=True, loss_chunk_tokens=1024),
     Variant("TRL padded", "trl"),
     Variant("TRL padding-free", "trl", padding_free=True),
     Variant("LLaMA-Factory padded", "llamafactory"),

@@ -136,6 +136,24 @@ def test_a_trailing_unanswered_user_turn_is_trimmed_and_counted(tmp_path, tiny_m
     assert kept and len(kept[0]["messages"]) == 22 and kept[0]["messages"][-1]["role"] == "assistant"
 
 
+def test_last_assistant_records_lose_early_history_not_their_answer(tmp_path, tiny_model_dir):
+    """A long conversation under last_assistant keeps its last exchange (counted in the manifest);
+    one whose last exchange alone is too long is rejected with a reason that says so."""
+    long_history = [{"role": "user", "content": "tell me " * 30}, {"role": "assistant", "content": "words " * 60},
+                    {"role": "user", "content": "and then?"}, {"role": "assistant", "content": "rest."}]
+    too_long = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "long " * 200}]
+    short = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}] for i in range(30)]
+    medical = write_jsonl(tmp_path / "med.jsonl", [{"messages": m} for m in [long_history, too_long] + short])
+    recipe = _recipe(tmp_path, tiny_model_dir, {"medical": medical, "general": medical}, on_bad_record="skip",
+                     train_on="last_assistant", max_length=64)
+    assert main(["data", "mix", str(recipe), "--out", str(tmp_path / "mixed.jsonl")]) == 0
+    med = json.loads((tmp_path / "mixed.manifest.json").read_text())["sources"]["medical"]
+    assert med["history_truncated_records"] == 1 and med["rejected"] == 1
+    assert med["read"] == med["used"] + med["rejected"]
+    rejects = [json.loads(line) for line in (tmp_path / "mixed.rejects.jsonl").read_text().splitlines()]
+    assert any("even with only its last exchange" in r["reason"] for r in rejects)
+
+
 def test_placeholders_are_filled_from_the_recipe_and_inspect_warns_about_them(tmp_path, tiny_model_dir, capsys):
     identity = write_jsonl(tmp_path / "identity.jsonl", [
         {"instruction": "Who are you?", "output": "I am {{name}}, an assistant trained by {{author}}."},

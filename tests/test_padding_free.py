@@ -165,9 +165,9 @@ def test_a_padding_free_run_trains_like_a_padded_one(tmp_path, tiny_model_dir):
         first = next(e for e in events if e["event"] == "train")
         return {k: v for k, v in first.items() if k.startswith("train_loss/")}, manifest, events
 
-    padded, padded_manifest, padded_events = first_losses("padded")
-    packed, packed_manifest, packed_events = first_losses("packed", "train.padding_free=true",
-                                                          "train.loss_chunk_tokens=16")
+    padded, padded_manifest, padded_events = first_losses("padded", "train.padding_free=false",
+                                                          "train.loss_chunk_tokens=0")
+    packed, packed_manifest, packed_events = first_losses("packed", "train.loss_chunk_tokens=16")  # the default is padding-free
     assert packed.keys() == padded.keys() and packed
     for name in padded:
         assert packed[name] == pytest.approx(padded[name], abs=1e-5)
@@ -175,7 +175,8 @@ def test_a_padding_free_run_trains_like_a_padded_one(tmp_path, tiny_model_dir):
     last = [e["eval_loss"] for e in padded_events if "eval_loss" in e][-1]
     assert [e["eval_loss"] for e in packed_events if "eval_loss" in e][-1] == pytest.approx(last, rel=1e-3)
 
-    grouped, grouped_manifest, _ = first_losses("grouped", "train.group_by_length=true", "train.length_window=2")
+    grouped, grouped_manifest, _ = first_losses("grouped", "train.padding_free=false", "train.group_by_length=true",
+                                                "train.length_window=2")
     assert grouped_manifest["batches"] == "padded, grouped by length"
     for before, after in zip(padded_manifest["stages"], grouped_manifest["stages"]):
         assert after["realized_share_samples"] == before["realized_share_samples"]

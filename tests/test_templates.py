@@ -80,6 +80,29 @@ def test_last_assistant_supervises_only_the_final_answer(tiny_tokenizer):
     assert decoded == ["咳嗽超过两周，建议去医院检查。<|im_end|>"]
 
 
+def test_last_assistant_keeps_its_answer_by_dropping_the_earliest_history(tiny_tokenizer):
+    """Too long for the whole conversation: the last answer stays, with the most recent exchanges
+    that fit before it; only when the last exchange alone does not fit is the record left out."""
+    template = get_template("qwen", tiny_tokenizer)
+    whole = _encode(tiny_tokenizer, template, MULTI, train_on="last_assistant")
+    exchanges = template.render(MULTI)
+    tokenize = lambda texts: tokenizer_ids(tiny_tokenizer, texts)  # noqa: E731
+    last = sum(len(x) for x in tokenize([exchanges[-1].prompt, exchanges[-1].answer]))
+    cut = _encode(tiny_tokenizer, template, MULTI, train_on="last_assistant", max_length=last + 1)
+    assert cut["length"] == last and cut["history_dropped"] == len(exchanges) - 1
+    assert [tiny_tokenizer.decode(s) for s in _supervised_spans(cut["labels"])] == \
+        [tiny_tokenizer.decode(s) for s in _supervised_spans(whole["labels"])]
+    assert tiny_tokenizer.decode(cut["input_ids"]) == exchanges[-1].prompt + exchanges[-1].answer
+    assert _encode(tiny_tokenizer, template, MULTI, train_on="last_assistant", max_length=last - 1)["length"] == 0
+    # all_assistant keeps cutting later exchanges, never earlier ones
+    early = _encode(tiny_tokenizer, template, MULTI, max_length=whole["length"] - 1)
+    assert early["history_dropped"] == 0 and early["exchanges_dropped"] >= 1
+
+
+def tokenizer_ids(tokenizer, texts):
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
 def test_train_on_all_supervises_prompts_too_and_is_a_different_cache_entry(tiny_tokenizer):
     from medsft.data.encode import content_fingerprint
 

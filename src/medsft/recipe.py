@@ -286,12 +286,12 @@ class TrainConfig(_Section):
         None, gt=0, description="NEFTune: uniform noise of this scale (divided by sqrt(tokens x width)) added to "
         "the input embeddings while training, never at evaluation (the Trainer's own support). Typical: 5.")
     padding_free: bool = Field(
-        False, description="Join a batch's samples into one row with no padding, each sample attending only to "
+        True, description="Join a batch's samples into one row with no padding, each sample attending only to "
         "itself (positions restart per sample; FlashAttention-2's variable-length path when "
         "model.attn_implementation asks for it, else a per-sample SDPA kernel). A model with its own attention "
         "code (trust_remote_code) is padded instead, with a line saying so.")
     loss_chunk_tokens: int = Field(
-        0, ge=0, description="Compute the loss this many supervised tokens at a time, the output head applied per "
+        1024, ge=0, description="Compute the loss this many supervised tokens at a time, the output head applied per "
         "chunk under activation checkpointing, so the tokens x vocabulary fp32 logits never exist at once "
         "(prompt positions skip the head entirely). 0: the plain loss over the full logits. The KL term "
         "(kl_to_base) and models that scale or cap their logits after the head use the plain loss.")

@@ -3,6 +3,8 @@
 Labels are -100 everywhere but on the answers (assistant text + end-of-turn token) that the
 recipe supervises. A record longer than max_length loses whole later exchanges, never the end of
 an answer; a record whose first exchange alone does not fit cannot be trained on and is rejected.
+Under train_on: last_assistant it loses its earliest exchanges instead, so the one supervised
+answer is kept; it is rejected only when the last exchange alone does not fit.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from medsft.data.templates import WHOLE, Exchange
 
 IGNORE = -100
-ENCODING_VERSION = "1"  # bump when the encoding rules change, so old caches are not reused
+ENCODING_VERSION = "2"  # bump when the encoding rules change, so old caches are not reused
 
 
 def _stitch(
@@ -49,10 +51,16 @@ def _stitch(
             labels += [IGNORE] * (len(before) + len(prompt) + len(answer))
         kept += 1
     total = len(prompt_ids)
-    if kept < total and supervised[-1] and not any(supervised[:-1]):
-        kept = 0  # last_assistant: the one supervised answer was cut, nothing is left to learn
+    if kept < total and supervised[-1] is True and not any(supervised[:-1]):
+        # last_assistant: the one supervised answer was cut; keep it with the most recent history
+        # that fits, dropping the earliest exchanges instead (as LLaMA-Factory's mask_history does)
+        return _last_exchange_with_recent_history(prompt_ids, answer_ids, separator_ids, max_length)
     if kept == 0:
         input_ids, labels, answer_lengths, whole_tokens = [], [], [], 0
+    return _row(input_ids, labels, answer_lengths, whole_tokens, total, total - kept)
+
+
+def _row(input_ids, labels, answer_lengths, whole_tokens, total, dropped, history_dropped=0) -> dict:
     return {
         "input_ids": input_ids,
         "labels": labels,
@@ -60,8 +68,31 @@ def _stitch(
         "supervised_tokens": sum(answer_lengths) + whole_tokens,
         "answer_lengths": answer_lengths,
         "exchanges": total,
-        "exchanges_dropped": total - kept,
+        "exchanges_dropped": dropped,
+        "history_dropped": history_dropped,  # earliest exchanges dropped to keep the last answer
     }
+
+
+def _last_exchange_with_recent_history(prompt_ids, answer_ids, separator_ids, max_length: int) -> dict:
+    """The last exchange (supervised) after as many of the exchanges just before it as fit; the
+    record then starts at an exchange boundary (a system prompt in the first exchange goes with it)."""
+    total = len(prompt_ids)
+    last = total - 1
+    length = len(prompt_ids[last]) + len(answer_ids[last])
+    if length > max_length:
+        return _row([], [], [], 0, total, total)
+    start = last
+    while start > 0:
+        added = len(prompt_ids[start - 1]) + len(answer_ids[start - 1]) + len(separator_ids[start - 1])
+        if length + added > max_length:
+            break
+        length += added
+        start -= 1
+    input_ids: list[int] = []
+    for i in range(start, total):
+        input_ids += (separator_ids[i - 1] if i > start else []) + prompt_ids[i] + answer_ids[i]
+    labels = [IGNORE] * (len(input_ids) - len(answer_ids[last])) + answer_ids[last]
+    return _row(input_ids, labels, [len(answer_ids[last])], 0, total, start, history_dropped=start)
 
 
 def encode_batch(

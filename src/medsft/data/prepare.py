@@ -172,7 +172,8 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
                 Reject(
                     conversation.source,
                     conversation.provenance,
-                    f"longer than max_length={data.max_length} tokens even with only its first exchange",
+                    f"longer than max_length={data.max_length} tokens even with only its "
+                    f"{'last' if data.train_on == 'last_assistant' else 'first'} exchange",
                     json.dumps(conversation.to_json(), ensure_ascii=False),
                 )
             )
@@ -226,6 +227,7 @@ def _manifest(recipe, prepared: PreparedData, per_source: dict[str, dict], too_l
     supervised_tokens = encoded["supervised_tokens"]
     answer_lengths = encoded["answer_lengths"]
     dropped = encoded["exchanges_dropped"]
+    history = encoded["history_dropped"]
     sources = {}
     for name, info in per_source.items():
         rows = prepared.train_pools[name] + prepared.val_pools[name]
@@ -245,6 +247,8 @@ def _manifest(recipe, prepared: PreparedData, per_source: dict[str, dict], too_l
             "validation": len(prepared.val_pools[name]),
             "truncated_records": sum(1 for i in rows if dropped[i] > 0),
             "exchanges_dropped": sum(dropped[i] for i in rows),
+            # train_on: last_assistant: records that kept their last answer by losing earlier history
+            "history_truncated_records": sum(1 for i in rows if history[i] > 0),
             "exact_duplicates": sum(n - 1 for n in keys.values() if n > 1),
             "tokens": total_tokens,
             "supervised_tokens": supervised,
@@ -297,11 +301,14 @@ def _warnings(manifest: dict, max_length: int) -> list[str]:
     for name, s in manifest["sources"].items():
         if s["too_long"]:
             notes.append(f"{name}: {s['too_long']} records longer than max_length={max_length} were left out")
-        if s["truncated_records"]:
+        if s["truncated_records"] - s.get("history_truncated_records", 0):
             notes.append(
-                f"{name}: {s['truncated_records']} records lost later turns to max_length={max_length} "
-                f"({s['exchanges_dropped']} exchanges dropped)"
+                f"{name}: {s['truncated_records'] - s.get('history_truncated_records', 0)} records lost later "
+                f"turns to max_length={max_length}"
             )
+        if s.get("history_truncated_records"):
+            notes.append(f"{name}: {s['history_truncated_records']} records lost their earliest turns to "
+                         f"max_length={max_length} (last_assistant keeps the answer it trains on)")
         if s["malformed"]:
             notes.append(f"{name}: {s['malformed']} malformed records skipped (see rejects.jsonl)")
         if s.get("unreplaced_placeholders"):
