@@ -153,6 +153,12 @@ def test_last_assistant_records_lose_early_history_not_their_answer(tmp_path, ti
     rejects = [json.loads(line) for line in (tmp_path / "mixed.rejects.jsonl").read_text().splitlines()]
     assert any("even with only its last exchange" in r["reason"] for r in rejects)
 
+    recipe = _recipe(tmp_path, tiny_model_dir, {"medical": medical, "general": medical}, on_bad_record="skip",
+                     train_on="last_assistant", max_length=64, too_long="truncate")
+    assert main(["data", "mix", str(recipe), "--out", str(tmp_path / "cut.jsonl")]) == 0
+    med = json.loads((tmp_path / "cut.manifest.json").read_text())["sources"]["medical"]
+    assert med["answers_truncated"] == 1 and med["rejected"] == 0 and med["read"] == med["used"]
+
 
 def test_placeholders_are_filled_from_the_recipe_and_inspect_warns_about_them(tmp_path, tiny_model_dir, capsys):
     identity = write_jsonl(tmp_path / "identity.jsonl", [

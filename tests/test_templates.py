@@ -43,11 +43,11 @@ def _supervised_spans(labels: list[int]) -> list[list[int]]:
     return spans
 
 
-def _encode(tokenizer, template, conversation, train_on="all_assistant", max_length=4096):
+def _encode(tokenizer, template, conversation, train_on="all_assistant", max_length=4096, too_long="drop"):
     exchanges = template.render(conversation)
     flags = supervised_exchanges(exchanges, train_on)
     tokenize = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]  # noqa: E731
-    row = encode_batch([exchanges], [flags], tokenize, max_length)
+    row = encode_batch([exchanges], [flags], tokenize, max_length, too_long)
     return {k: v[0] for k, v in row.items()}
 
 
@@ -97,6 +97,19 @@ def test_last_assistant_keeps_its_answer_by_dropping_the_earliest_history(tiny_t
     # all_assistant keeps cutting later exchanges, never earlier ones
     early = _encode(tiny_tokenizer, template, MULTI, max_length=whole["length"] - 1)
     assert early["history_dropped"] == 0 and early["exchanges_dropped"] >= 1
+
+
+def test_too_long_truncate_cuts_the_answer_instead_of_dropping_the_record(tiny_tokenizer):
+    template = get_template("qwen", tiny_tokenizer)
+    exchanges = template.render(MULTI)
+    prompt, answer = tokenizer_ids(tiny_tokenizer, [exchanges[0].prompt, exchanges[0].answer])
+    limit = len(prompt) + len(answer) - 2
+    assert _encode(tiny_tokenizer, template, MULTI, max_length=limit)["length"] == 0  # drop, the default
+    row = _encode(tiny_tokenizer, template, MULTI, max_length=limit, too_long="truncate")
+    assert row["length"] == limit and row["answer_truncated"] == 1
+    spans = [tiny_tokenizer.decode(s) for s in _supervised_spans(row["labels"])]
+    assert spans == [tiny_tokenizer.decode(answer[:-2])] and not spans[0].endswith("<|im_end|>")
+    assert _encode(tiny_tokenizer, template, MULTI, max_length=len(prompt), too_long="truncate")["length"] == 0
 
 
 def tokenizer_ids(tokenizer, texts):

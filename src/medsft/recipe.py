@@ -188,6 +188,10 @@ class DataConfig(_Section):
     on_bad_record: Literal["fail", "skip"] = Field(
         "fail", description="`fail` stops at the first malformed record; `skip` writes it to rejects.jsonl."
     )
+    too_long: Literal["drop", "truncate"] = Field(
+        "drop", description="A record whose first exchange (under last_assistant: last exchange) does not fit "
+        "max_length: `drop` it (listed in rejects.jsonl), or `truncate` its answer to fit (the cut answer's end "
+        "token is not trained; counted as answers_truncated in the manifest).")
     train_on: Literal["all_assistant", "last_assistant", "all"] = Field(
         "all_assistant", description="Which tokens carry loss: every assistant turn, the last one only, or "
         "`all` (prompts too, for completion-style data)."

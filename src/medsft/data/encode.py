@@ -28,8 +28,11 @@ def _stitch(
     separator_ids: list[list[int]],
     supervised: list[bool | str],
     max_length: int,
+    too_long: str = "drop",
 ) -> dict:
-    """One record's token ids and labels from its exchanges' pieces, truncated by whole exchanges."""
+    """One record's token ids and labels from its exchanges' pieces, truncated by whole exchanges.
+    too_long: `drop` leaves out a record whose first exchange does not fit; `truncate` cuts that
+    exchange's answer to fit (its end token then falls outside and is not supervised)."""
     input_ids: list[int] = []
     labels: list[int] = []
     answer_lengths: list[int] = []
@@ -54,10 +57,29 @@ def _stitch(
     if kept < total and supervised[-1] is True and not any(supervised[:-1]):
         # last_assistant: the one supervised answer was cut; keep it with the most recent history
         # that fits, dropping the earliest exchanges instead (as LLaMA-Factory's mask_history does)
-        return _last_exchange_with_recent_history(prompt_ids, answer_ids, separator_ids, max_length)
+        row = _last_exchange_with_recent_history(prompt_ids, answer_ids, separator_ids, max_length)
+        if row["length"] or too_long == "drop":
+            return row
+        return _cut_answer(prompt_ids[-1], answer_ids[-1], True, max_length, total, total - 1)
+    if kept == 0 and too_long == "truncate":
+        return _cut_answer(prompt_ids[0], answer_ids[0], supervised[0], max_length, total, 0)
     if kept == 0:
         input_ids, labels, answer_lengths, whole_tokens = [], [], [], 0
     return _row(input_ids, labels, answer_lengths, whole_tokens, total, total - kept)
+
+
+def _cut_answer(prompt: list[int], answer: list[int], flag, max_length: int, total: int, history: int) -> dict:
+    """One exchange whose answer is cut to fit max_length (data.too_long: truncate); nothing when
+    not even the prompt and one answer token fit."""
+    room = max_length - len(prompt)
+    if room < 1 or not flag:
+        return _row([], [], [], 0, total, total)
+    answer = answer[:room]
+    labels = (prompt if flag == WHOLE else [IGNORE] * len(prompt)) + answer
+    whole = len(prompt) if flag == WHOLE else 0
+    row = _row(prompt + answer, labels, [len(answer)], whole, total, total - 1, history_dropped=history)
+    row["answer_truncated"] = 1
+    return row
 
 
 def _row(input_ids, labels, answer_lengths, whole_tokens, total, dropped, history_dropped=0) -> dict:
@@ -70,6 +92,7 @@ def _row(input_ids, labels, answer_lengths, whole_tokens, total, dropped, histor
         "exchanges": total,
         "exchanges_dropped": dropped,
         "history_dropped": history_dropped,  # earliest exchanges dropped to keep the last answer
+        "answer_truncated": 0,  # 1: the answer was cut to fit (data.too_long: truncate)
     }
 
 
@@ -100,6 +123,7 @@ def encode_batch(
     supervised: list[list[bool]],
     tokenize: Callable[[list[str]], list[list[int]]],
     max_length: int,
+    too_long: str = "drop",
 ) -> dict[str, list]:
     """Encode many records with ONE tokenizer call over all their pieces (fast tokenizers batch in Rust)."""
     pieces: list[str] = []
@@ -113,7 +137,7 @@ def encode_batch(
         n = len(record)
         chunk = ids[cursor : cursor + 3 * n]
         cursor += 3 * n
-        row = _stitch(chunk[0::3], chunk[1::3], chunk[2::3], flags, max_length)
+        row = _stitch(chunk[0::3], chunk[1::3], chunk[2::3], flags, max_length, too_long)
         for key, value in row.items():
             columns.setdefault(key, []).append(value)
     return columns
@@ -163,6 +187,7 @@ def encode_records(
     max_length: int,
     cache_dir: str | Path | None = None,
     num_proc: int | None = None,
+    too_long: str = "drop",
 ):
     """A `datasets.Dataset` with one encoded row per record, in the same order.
 
@@ -174,7 +199,8 @@ def encode_records(
 
     key = hashlib.sha256(
         "|".join(
-            [ENCODING_VERSION, content_fingerprint(exchanges, supervised), tokenizer_fingerprint(tokenizer), str(max_length)]
+            [ENCODING_VERSION, content_fingerprint(exchanges, supervised), tokenizer_fingerprint(tokenizer), str(max_length),
+             too_long]
         ).encode()
     ).hexdigest()[:32]
     folder = Path(cache_dir or default_cache_dir()) / "encoded" / key
@@ -197,7 +223,7 @@ def encode_records(
             [Exchange(p, a, s) for p, a, s in zip(ps, as_, ss)]
             for ps, as_, ss in zip(batch["prompt"], batch["answer"], batch["separator"])
         ]
-        return encode_batch(rebuilt, batch["supervised"], tokenize, max_length)
+        return encode_batch(rebuilt, batch["supervised"], tokenize, max_length, too_long)
 
     if num_proc is None:  # worker processes only pay off on large sets
         num_proc = min(os.cpu_count() or 1, 8) if len(exchanges) >= 50_000 else None

@@ -149,7 +149,8 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
 
     exchanges = [template.render(c, recipe.model.system_prompt) for c in conversations]
     supervised = [supervised_exchanges(e, data.train_on) for e in exchanges]
-    encoded, cache_hit = encode_records(exchanges, supervised, tokenizer, data.max_length, data.cache_dir)
+    encoded, cache_hit = encode_records(exchanges, supervised, tokenizer, data.max_length, data.cache_dir,
+                                        too_long=data.too_long)
 
     lengths = encoded["length"]
     names = [s.name for s in data.sources]
@@ -228,6 +229,7 @@ def _manifest(recipe, prepared: PreparedData, per_source: dict[str, dict], too_l
     answer_lengths = encoded["answer_lengths"]
     dropped = encoded["exchanges_dropped"]
     history = encoded["history_dropped"]
+    cut = encoded["answer_truncated"]
     sources = {}
     for name, info in per_source.items():
         rows = prepared.train_pools[name] + prepared.val_pools[name]
@@ -249,6 +251,7 @@ def _manifest(recipe, prepared: PreparedData, per_source: dict[str, dict], too_l
             "exchanges_dropped": sum(dropped[i] for i in rows),
             # train_on: last_assistant: records that kept their last answer by losing earlier history
             "history_truncated_records": sum(1 for i in rows if history[i] > 0),
+            "answers_truncated": sum(cut[i] for i in rows),  # data.too_long: truncate
             "exact_duplicates": sum(n - 1 for n in keys.values() if n > 1),
             "tokens": total_tokens,
             "supervised_tokens": supervised,
@@ -306,6 +309,9 @@ def _warnings(manifest: dict, max_length: int) -> list[str]:
                 f"{name}: {s['truncated_records'] - s.get('history_truncated_records', 0)} records lost later "
                 f"turns to max_length={max_length}"
             )
+        if s.get("answers_truncated"):
+            notes.append(f"{name}: {s['answers_truncated']} answers were cut to max_length={max_length} "
+                         "(data.too_long: truncate; their end is not trained)")
         if s.get("history_truncated_records"):
             notes.append(f"{name}: {s['history_truncated_records']} records lost their earliest turns to "
                          f"max_length={max_length} (last_assistant keeps the answer it trains on)")
