@@ -63,7 +63,7 @@ def train(base, groups: list[list[dict]], packed: bool, chunk: int, pad_id: int)
         optimizer.zero_grad(set_to_none=True)
         if number == 0:
             first_losses = per_sample(losses.detach(), batch) / per_sample(mask.double(), batch)
-        last_loss = float(loss)
+        last_loss = float(loss.detach())
         real += sum(len(r["input_ids"]) for r in group)
         padded += batch["input_ids"].numel()
     seconds = time.perf_counter() - started

@@ -203,3 +203,16 @@ def test_inspect_with_a_tokenizer_says_what_each_max_length_would_drop_or_cut(tm
     assert drops == sorted(drops, reverse=True)
     assert main(["data", "inspect", str(data), "--tokenizer", str(tiny_model_dir), "--template", "chatml"]) == 0
     assert "records left out / cut at each max_length" in capsys.readouterr().out
+
+
+def test_preview_shows_records_as_trained_with_the_supervised_spans_marked(tmp_path, tiny_model_dir, capsys):
+    medical = write_jsonl(tmp_path / "med.jsonl", [
+        {"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]}
+        for i in range(5)])
+    recipe = _recipe(tmp_path, tiny_model_dir, {"medical": medical, "general": medical})
+    assert main(["data", "preview", str(recipe), "--n", "2", "--source", "medical"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("=== medical · ") == 2 and "supervised ===" in out
+    assert "[[answer 0<|im_end|>]]" in out and "[[question" not in out and "<|im_start|>user" in out
+    assert main(["data", "preview", str(recipe), "--source", "nope"]) == 2
+    assert "--source: no source 'nope'" in capsys.readouterr().err

@@ -68,7 +68,7 @@ def test_two_lora_steps_and_one_probe_on_the_real_model(smollm2, tmp_path):
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     ids = torch.tensor([loaded.chat.tokenize([loaded.chat.prompt("What is a fever?")])[0]])
     with torch.no_grad():
-        assert (loaded.model(input_ids=ids).logits - merged(input_ids=ids).logits).abs().max() < 1e-4
+        assert (loaded.model(input_ids=ids).logits - merged(input_ids=ids).logits).abs().max() < 3e-4  # logits up to ~30, fp32
     pieces = list(AnswerStream(loaded.model, loaded.chat, loaded.chat.prompt("What is a fever?"), Sampling(12)))
     assert len(pieces) > 3 and all(pieces)  # token by token
 

@@ -57,6 +57,13 @@ def cmd_data_mix(args) -> int:
     return 0
 
 
+def cmd_data_preview(args) -> int:
+    from medsft.pipeline.prepare import preview
+
+    print(preview(load_recipe(args.recipe, args.set), args.n, args.source))
+    return 0
+
+
 def cmd_eval(args) -> int:
     from medsft.eval.command import EvalRequest, format_eval, run_eval
 
@@ -287,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_argument("--stage", default=None, help="stage name (default: every stage, tagged)")
     mix.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     mix.set_defaults(func=cmd_data_mix)
+
+    show = data_commands.add_parser("preview", help="records as the model sees them, supervised spans in [[ ]]")
+    show.add_argument("recipe", help="recipe YAML file")
+    show.add_argument("--n", type=int, default=3, help="records per source (default 3)")
+    show.add_argument("--source", default=None, help="only this source")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    show.set_defaults(func=cmd_data_preview)
 
     evaluate = commands.add_parser("eval", help="score a model on probe sets; base vs tuned side by side")
     evaluate.add_argument("--model", required=True, help="model folder or hub id (the base when --adapter is given)")

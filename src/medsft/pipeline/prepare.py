@@ -56,6 +56,38 @@ def report_data(prepared: PreparedData, log) -> None:
         log(f"warning: {warning}")
 
 
+def preview(recipe, count: int = 3, source: str | None = None, log=print) -> str:
+    """`medsft data preview`: the first `count` records of each source (or of `source`) exactly as the
+    model will see them, the supervised spans between [[ and ]], with their token counts."""
+    tokenizer, _, prepared = prepare(recipe, lambda *_: None)
+    names = prepared.source_names
+    if source is not None and source not in names:
+        raise UserError(f"--source: no source {source!r} (sources: {', '.join(names)})")
+    blocks = []
+    for name in [source] if source else names:
+        rows = [i for i, s in enumerate(prepared.source_index) if names[s] == name][:count]
+        for i in rows:
+            row = prepared.encoded[i]
+            where = prepared.conversations[i].provenance
+            blocks.append(f"=== {name} · {where} · {row['length']} tokens, {row['supervised_tokens']} supervised ===\n"
+                          + marked_text(tokenizer, row["input_ids"], row["labels"]))
+    return "\n\n".join(blocks)
+
+
+def marked_text(tokenizer, input_ids: list[int], labels: list[int]) -> str:
+    """The decoded record with each run of supervised tokens between [[ and ]]."""
+    from medsft.data.encode import IGNORE
+
+    pieces, start = [], 0
+    for position in range(1, len(input_ids) + 1):
+        ends = position == len(input_ids) or (labels[position] != IGNORE) != (labels[start] != IGNORE)
+        if ends:
+            text = tokenizer.decode(input_ids[start:position])
+            pieces.append(f"[[{text}]]" if labels[start] != IGNORE else text)
+            start = position
+    return "".join(pieces)
+
+
 def write_mix(recipe, out: str | Path, stage_name: str | None = None, log=print) -> Path:
     """`medsft data mix`: the records each stage trains on, in training order, and the manifest."""
     _, _, prepared = prepare(recipe, log)
