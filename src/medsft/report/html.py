@@ -72,7 +72,8 @@ def _series_plot(events: list[dict], keys: list[str], title: str, reference: dic
             if reference and reference.get(key) is not None:
                 ax.axhline(reference[key], color=line.get_color(), linestyle="--", linewidth=1, alpha=0.7)
     ax.set_xlabel("step")
-    ax.legend(fontsize=7)
+    if ax.get_lines():  # a metric with no value yet (e.g. one eval without probes) draws no line
+        ax.legend(fontsize=7)
     _stage_marks(ax, events)
     return _png(fig)
 
