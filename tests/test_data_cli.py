@@ -216,3 +216,30 @@ def test_preview_shows_records_as_trained_with_the_supervised_spans_marked(tmp_p
     assert "[[answer 0<|im_end|>]]" in out and "[[question" not in out and "<|im_start|>user" in out
     assert main(["data", "preview", str(recipe), "--source", "nope"]) == 2
     assert "--source: no source 'nope'" in capsys.readouterr().err
+
+
+def test_a_fixed_dev_set_is_validation_only_and_a_train_split_holds_nothing_out(tmp_path, tiny_model_dir, capsys):
+    def records(tag, n):
+        return [{"messages": [{"role": "user", "content": f"{tag} q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+                for i in range(n)]
+
+    train_file = write_jsonl(tmp_path / "train.jsonl", records("train", 40))
+    dev_file = write_jsonl(tmp_path / "dev.jsonl", records("dev", 7))
+    tree = {"model": {"name_or_path": str(tiny_model_dir), "template": "qwen"},
+            "data": {"sources": [{"name": "medical", "path": str(train_file), "split": "train"},
+                                 {"name": "dev", "path": str(dev_file), "split": "validation"}],
+                     "val_fraction": 0.2},
+            "output_dir": str(tmp_path / "run")}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    assert main(["data", "mix", str(path), "--out", str(tmp_path / "mixed.jsonl")]) == 0
+    sources = json.loads((tmp_path / "mixed.manifest.json").read_text())["sources"]
+    assert (sources["medical"]["train"], sources["medical"]["validation"]) == (40, 0)
+    assert (sources["dev"]["train"], sources["dev"]["validation"]) == (0, 7)
+    mixed = [json.loads(line) for line in (tmp_path / "mixed.jsonl").read_text().splitlines()]
+    assert len(mixed) == 40 and all(r["source"] == "medical" for r in mixed)
+
+    tree["stages"] = [{"name": "sft", "weights": {"medical": 0.5, "dev": 0.5}}]
+    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    assert main(["data", "mix", str(path), "--out", str(tmp_path / "again.jsonl")]) == 2
+    assert "'dev' is a validation set (split: validation)" in capsys.readouterr().err

@@ -149,6 +149,10 @@ class SourceConfig(_Section):
     role: Literal["domain", "general"] = Field(
         "domain", description="What the source teaches: domain knowledge or general ability."
     )
+    split: Literal["auto", "train", "validation"] = Field(
+        "auto", description="`auto`: data.val_fraction of the records held out by a hash of their content; "
+        "`validation`: a fixed dev set, every record held out (its loss is eval_loss/<name>; a domain one also "
+        "feeds the domain probes), never trained on; `train`: every record trained on, none held out.")
     augment: AugmentConfig | None = Field(
         None, description="Augment this source's training records (never its validation records) before "
         "encoding: more question wordings and the facts in more contexts, never a changed fact.",
@@ -370,6 +374,9 @@ class Recipe(_Section):
                     raise ValueError(
                         f"stages.{i}.weights: {source!r} names no source (sources: {', '.join(names)})"
                     )
+                if next(s for s in self.data.sources if s.name == source).split == "validation":
+                    raise ValueError(f"stages.{i}.weights: {source!r} is a validation set (split: validation), "
+                                     "never trained on")
             if stage.anchor is not None and stage.anchor not in (stage.weights or dict.fromkeys(names)):
                 raise ValueError(f"stages.{i}.anchor: {stage.anchor!r} is not weighted in this stage")
             if stage.adaptive is not None:

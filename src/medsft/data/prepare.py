@@ -38,13 +38,20 @@ class PreparedData:
     augment_rejects: list[dict] = field(default_factory=list)  # model rewrites that failed the fact check
 
 
+def held_out(conversation: Conversation, source, val_fraction: float) -> bool:
+    """Whether a record is validation: the source's `split` when fixed, else by a hash of its content."""
+    if source.split != "auto":
+        return source.split == "validation"
+    return in_validation(conversation.split_key or conversation.content_key, val_fraction)
+
+
 def _self_distill(source, conversations: list[Conversation], val_fraction: float, distiller):
     """The training records' last answers as the base model gives them: `replace` puts them in
     place of the file's (the record keeps its split), `join` adds them as new training records.
     Returns (conversations, added records, report)."""
     from dataclasses import replace
 
-    train_side = [i for i, c in enumerate(conversations) if not in_validation(c.content_key, val_fraction)]
+    train_side = [i for i, c in enumerate(conversations) if not held_out(c, source, val_fraction)]
     answers, report = distiller(source, [conversations[i] for i in train_side])
     conversations = list(conversations)
     added = []
@@ -136,8 +143,7 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
         conversations += records.conversations
         if source.augment:
             # Validation is split off first: no rewrite of a validation record reaches training.
-            train_side = [c for c in records.conversations
-                          if not in_validation(c.split_key or c.content_key, data.val_fraction)]
+            train_side = [c for c in records.conversations if not held_out(c, source, data.val_fraction)]
             settings = _augment_settings(source, local_rewriter)
             check_settings(settings, f"data.sources.{source.name}.augment")
             made, report, hit = augment_cached(train_side, settings, records.conversations,
@@ -160,6 +166,7 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
     val_pools: dict[str, list[int]] = {n: [] for n in names}
     too_long = Counter()
     augmented_too_long = Counter()
+    by_name = {s.name: s for s in data.sources}
     for i, conversation in enumerate(conversations):
         if conversation.augmenter is not None:  # made from a training record: training only
             if lengths[i] == 0:
@@ -179,8 +186,7 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
                 )
             )
             continue
-        pool = val_pools if in_validation(conversation.split_key or conversation.content_key,
-                                          data.val_fraction) else train_pools
+        pool = val_pools if held_out(conversation, by_name[conversation.source], data.val_fraction) else train_pools
         pool[conversation.source].append(i)
 
     for stage in recipe.resolved_stages:
