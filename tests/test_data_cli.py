@@ -243,3 +243,20 @@ def test_a_fixed_dev_set_is_validation_only_and_a_train_split_holds_nothing_out(
     path.write_text(yaml.safe_dump(tree), encoding="utf-8")
     assert main(["data", "mix", str(path), "--out", str(tmp_path / "again.jsonl")]) == 2
     assert "'dev' is a validation set (split: validation)" in capsys.readouterr().err
+
+
+def test_max_samples_reads_only_the_first_usable_records(tmp_path, tiny_model_dir):
+    good = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+            for i in range(20)]
+    lines = good[:3] + ["{not json"] + good[3:12] + ["{also bad"] + good[12:]  # bad at lines 4 and 14
+    medical = write_jsonl(tmp_path / "med.jsonl", lines)
+    recipe = _recipe(tmp_path, tiny_model_dir, {"medical": medical, "general": medical}, on_bad_record="skip")
+    tree = yaml.safe_load(recipe.read_text())
+    tree["data"]["sources"][0]["max_samples"] = 8
+    recipe.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    assert main(["data", "mix", str(recipe), "--out", str(tmp_path / "mixed.jsonl")]) == 0
+    sources = json.loads((tmp_path / "mixed.manifest.json").read_text())["sources"]
+    med = sources["medical"]
+    assert med["used"] == 8 and med["malformed"] == 1 and med["read"] == 9  # the second bad line was never reached
+    assert med["not_read_max_samples"] == 13 and med["read"] == med["used"] + med["rejected"]
+    assert sources["general"]["used"] == 20 and sources["general"]["not_read_max_samples"] == 0

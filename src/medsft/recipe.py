@@ -149,6 +149,9 @@ class SourceConfig(_Section):
     role: Literal["domain", "general"] = Field(
         "domain", description="What the source teaches: domain knowledge or general ability."
     )
+    max_samples: int | None = Field(
+        None, ge=1, description="Use only the first N usable records of this source (file order); the rest are "
+        "not read (counted as not_read_max_samples in the manifest).")
     split: Literal["auto", "train", "validation"] = Field(
         "auto", description="`auto`: data.val_fraction of the records held out by a hash of their content; "
         "`validation`: a fixed dev set, every record held out (its loss is eval_loss/<name>; a domain one also "

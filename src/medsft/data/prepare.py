@@ -45,6 +45,23 @@ def held_out(conversation: Conversation, source, val_fraction: float) -> bool:
     return in_validation(conversation.split_key or conversation.content_key, val_fraction)
 
 
+def _first_records(records, count: int) -> int:
+    """Keep the source's first `count` usable records, and the bad ones met before the last of them:
+    reading stops there, so read = used + rejected still holds. Returns how many records were not read."""
+    if len(records.conversations) <= count:
+        return 0
+    order = {file: i for i, file in enumerate(records.files)}
+
+    def position(provenance):
+        return order.get(provenance.file, len(order)), provenance.line
+
+    last = position(records.conversations[count - 1].provenance)
+    before = records.read
+    records.conversations = records.conversations[:count]
+    records.rejects = [r for r in records.rejects if position(r.provenance) < last]
+    return before - records.read
+
+
 def _self_distill(source, conversations: list[Conversation], val_fraction: float, distiller):
     """The training records' last answers as the base model gives them: `replace` puts them in
     place of the file's (the record keeps its split), `join` adds them as new training records.
@@ -120,6 +137,7 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
         except BadRecordError as error:  # the first error a new user meets: say how to go on
             raise BadRecordError(f"{error} (to skip such records and keep them in rejects.jsonl, "
                                  "set data.on_bad_record: skip)") from None
+        beyond = _first_records(records, source.max_samples) if source.max_samples else 0
         if source.replace:
             records.conversations = [replace_text(c, source.replace) for c in records.conversations]
         rejects += records.rejects
@@ -130,6 +148,7 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
             "read": records.read,
             "malformed": len(records.rejects),
             "trimmed_unanswered_turn": sum(c.trimmed for c in records.conversations),
+            "not_read_max_samples": beyond,  # records after the first max_samples usable ones
             "unreplaced_placeholders": sum(has_placeholder(c) for c in records.conversations),
         }
         if source.self_distill:
