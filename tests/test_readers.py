@@ -576,3 +576,30 @@ def test_user_errors(tmp_path, setup, kwargs, message):
     with pytest.raises(UserError) as raised:
         read_source("s", path, **kwargs)
     assert str(raised.value) == message.format(path=path)
+
+
+def test_a_saved_dataset_folder_and_an_hf_dataset_are_sources(tmp_path, monkeypatch):
+    """`save_to_disk` folders and `hf:NAME[:SPLIT]` (a local dataset folder here: no hub is reachable)
+    read like files, each row with its row number as provenance."""
+    import datasets
+
+    from medsft.data.readers import read_source
+    from medsft.errors import UserError
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    rows = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(5)] + [{"instruction": "x", "input": "", "output": None}]
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(saved))
+    records = read_source("med", saved, on_bad_record="skip")
+    assert len(records.conversations) == 5 and len(records.rejects) == 1 and records.read == 6
+    assert str(records.conversations[2].provenance) == f"{saved}[train]:3"
+
+    folder = tmp_path / "hub-like"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:5]) + "\n", encoding="utf-8")
+    (folder / "test.jsonl").write_text(json.dumps(rows[0]) + "\n", encoding="utf-8")
+    from_hub = read_source("med", f"hf:{folder}")
+    assert [c.messages[-1].content for c in from_hub.conversations] == [f"a{i}" for i in range(5)]
+    assert len(read_source("med", f"hf:{folder}:test").conversations) == 1
+    with pytest.raises(UserError, match="cannot load the dataset"):
+        read_source("med", f"hf:{folder}:nosuchsplit")

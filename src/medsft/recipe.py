@@ -142,7 +142,9 @@ class SelfDistillConfig(_Section):
 
 class SourceConfig(_Section):
     name: str = Field(description="Short name used in stage weights, metrics and the manifest.")
-    path: str = Field(description="A file (.json, .jsonl, .csv, .parquet) or a folder read recursively.")
+    path: str = Field(description="A file (.json, .jsonl, .csv, .parquet), a folder read recursively, a folder "
+                      "saved by datasets' save_to_disk, or `hf:NAME[:SPLIT]` (datasets.load_dataset: a hub id or "
+                      "a local dataset folder; split `train` by default).")
     format: Literal["auto", "alpaca", "sharegpt", "messages"] = Field(
         "auto", description="Record layout; `auto` detects it per file."
     )
@@ -485,7 +487,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_file
 
 def check_data_paths(recipe: Recipe, origin: str = "recipe") -> None:
     for i, source in enumerate(recipe.data.sources):
-        if not Path(source.path).exists():
+        if not source.path.startswith("hf:") and not Path(source.path).exists():
             raise UserError(f"{origin}: data.sources.{i}.path: {source.path}: no such file or directory")
     builtin = ("builtin", "builtin-en", "builtin-zh")
     for field_name in ("general_probes", "probe_files"):

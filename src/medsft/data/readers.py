@@ -74,10 +74,49 @@ def read_source(
     if on_bad_record not in ON_BAD_RECORD:
         raise UserError(f"source {name!r}: on_bad_record must be fail or skip, got {on_bad_record!r}")
     records = SourceRecords(name=name)
+    dataset = dataset_rows(str(path))
+    if dataset is not None:  # hf:NAME or a save_to_disk folder: one row per record
+        label, rows = dataset
+        records.files.append(label)
+        items = [_Item(n, json.dumps(row, ensure_ascii=False, default=str), row) for n, row in enumerate(rows, 1)]
+        _read_items(label, items, format, on_bad_record, records)
+        return records
     for file in data_files(path):
         records.files.append(file)
-        _read_file(file, format, on_bad_record, records)
+        _read_items(file, file_items(file), format, on_bad_record, records)
     return records
+
+
+def dataset_rows(path: str) -> tuple[str, list[dict]] | None:
+    """(label, rows) for `hf:NAME[:SPLIT]` (datasets.load_dataset) or a folder saved by
+    `save_to_disk`; None for plain files and folders."""
+    saved = Path(path).is_dir() and any((Path(path) / f).is_file()
+                                         for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
+    if not path.startswith("hf:") and not saved:
+        return None
+    try:
+        import datasets
+    except ImportError:
+        raise UserError(f"{path}: reading a datasets dataset needs the datasets package (pip install datasets)") from None
+    try:
+        if saved:
+            loaded = datasets.load_from_disk(path)
+            label = path
+            if isinstance(loaded, datasets.DatasetDict):
+                split = "train" if "train" in loaded else next(iter(loaded)) if len(loaded) == 1 else None
+                if split is None:
+                    raise UserError(f"{path}: a saved dataset with splits {', '.join(loaded)} and none named train")
+                loaded, label = loaded[split], f"{path}[{split}]"
+        else:
+            name, _, split = path[3:].partition(":")
+            loaded = datasets.load_dataset(name, split=split or "train")
+            label = f"hf:{name}[{split or 'train'}]"
+    except UserError:
+        raise
+    except Exception as error:  # the hub, a missing split, a bad folder: one line, not a traceback
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: cannot load the dataset: {first}") from None
+    return label, loaded.to_list()
 
 
 def data_files(path: str | Path) -> list[str]:
@@ -142,8 +181,7 @@ class _Item:
     problem: str | None = None  # why it could not even be parsed
 
 
-def _read_file(file: str, fmt: str, on_bad_record: str, records: SourceRecords) -> None:
-    items = file_items(file)
+def _read_items(file: str, items: list[_Item], fmt: str, on_bad_record: str, records: SourceRecords) -> None:
     file_format = _detect_file_format(items) if fmt == "auto" else fmt
     for item in items:
         provenance = Provenance(file, item.line)
