@@ -85,3 +85,22 @@ def test_an_8bit_optimizer_without_a_gpu_is_one_line_before_loading(tmp_path, ti
     assert main(["train", str(path), "--set", "train.optim=adamw_8bit"]) == 2
     err = capsys.readouterr().err
     assert "train.optim: adamw_8bit needs a CUDA GPU and bitsandbytes" in err
+
+
+@pytest.mark.parametrize("quantization", ["4bit", "8bit"])
+def test_quantized_loading_without_a_gpu_is_one_line_before_loading(tmp_path, tiny_model_dir, capsys, quantization):
+    path = _recipe_file(tmp_path, tiny_model_dir)
+    assert main(["train", str(path), "--set", f"model.quantization={quantization}"]) == 2
+    err = capsys.readouterr().err
+    assert f"model.quantization: {quantization} needs a CUDA GPU and bitsandbytes" in err and "Traceback" not in err
+    assert main(["train", str(path), "--set", f"model.quantization={quantization}", "--set", "finetune.method=full"]) == 2
+    assert "set finetune.method: lora" in capsys.readouterr().err
+
+
+def test_quantized_loading_asks_for_nf4_qlora_or_8bit():
+    from medsft.models import quantization_config
+
+    four = quantization_config("4bit")
+    assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4" and four.bnb_4bit_use_double_quant
+    assert four.bnb_4bit_compute_dtype == torch.bfloat16
+    assert quantization_config("8bit").load_in_8bit

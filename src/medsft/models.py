@@ -77,7 +77,8 @@ def choose_dtype(requested: str, method: str):
 
 def load_model(name_or_path: str, dtype=None, trust_remote_code: bool = False, allow_pickle_weights: bool = False,
                attn_implementation: str | None = None, vocab_size: int | None = None,
-               gradient_checkpointing: bool = False, rope_scaling: dict | None = None):
+               gradient_checkpointing: bool = False, rope_scaling: dict | None = None,
+               quantization: str | None = None):
     """A causal LM from a folder or hub id, safetensors only unless pickle weights are allowed.
 
     vocab_size: grow the embeddings to the tokenizer's size when it is larger."""
@@ -89,6 +90,10 @@ def load_model(name_or_path: str, dtype=None, trust_remote_code: bool = False, a
         kwargs["dtype"] = dtype
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if quantization:  # k-bit weights live on the GPU they were quantized for
+        import torch
+
+        kwargs.update(quantization_config=quantization_config(quantization), device_map={"": torch.cuda.current_device()})
     try:
         if rope_scaling:
             kwargs["config"] = _rope_scaled_config(name_or_path, rope_scaling, trust_remote_code)
@@ -98,10 +103,29 @@ def load_model(name_or_path: str, dtype=None, trust_remote_code: bool = False, a
         raise UserError(f"model.name_or_path: cannot load weights{hint}: {str(error).strip().splitlines()[0]}") from None
     if vocab_size and vocab_size > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(vocab_size)
-    if gradient_checkpointing:
+    if quantization:  # norms in fp32, inputs that require grad: what PEFT needs to train on k-bit weights
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if gradient_checkpointing:
         model.config.use_cache = False
     return model
+
+
+def quantization_config(quantization: str):
+    """QLoRA's loading (4-bit NF4, double quantization, bf16 compute) or 8-bit, for from_pretrained."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                    bnb_4bit_compute_dtype=torch.bfloat16)
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    return config
 
 
 PACKED_ATTENTION = "medsft_packed_sdpa"

@@ -60,6 +60,9 @@ class ModelConfig(_Section):
     system_prompt: str | None = Field(
         None, description="System prompt for records that have none; default: the template's own."
     )
+    quantization: Literal["4bit", "8bit"] | None = Field(
+        None, description="Load the base weights quantized (QLoRA: 4bit NF4 with bf16 compute; or 8bit) and train "
+        "a LoRA adapter on top. Needs a CUDA GPU and bitsandbytes (pip install 'medsft[gpu]'); LoRA only.")
     rope_scaling: dict[str, Any] | None = Field(
         None, description="RoPE scaling for contexts longer than the model was trained on, set on the model's "
         "config, e.g. {rope_type: linear, factor: 2.0} (or yarn, dynamic, with their own keys).")

@@ -89,6 +89,13 @@ class Run:
         ):
             raise UserError(f"train.optim: {optim} needs a CUDA GPU and bitsandbytes (pip install bitsandbytes); "
                             "adamw_torch runs anywhere")
+        quantization = self.recipe.model.quantization
+        if quantization and self.recipe.finetune.method != "lora":
+            raise UserError(f"model.quantization: {quantization} trains a LoRA adapter on frozen quantized weights; "
+                            "set finetune.method: lora")
+        if quantization and not (importlib.util.find_spec("bitsandbytes") and _cuda_available()):
+            raise UserError(f"model.quantization: {quantization} needs a CUDA GPU and bitsandbytes "
+                            "(pip install 'medsft[gpu]')")
         init_from = self.recipe.finetune.lora.init_from
         if init_from and self.recipe.finetune.method == "lora":
             check_adapter_dir(init_from, "finetune.lora.init_from")
@@ -133,7 +140,8 @@ class Run:
         self.model = load_model(model.name_or_path, dtype=dtype, trust_remote_code=model.trust_remote_code,
                                 allow_pickle_weights=model.allow_pickle_weights,
                                 attn_implementation=model.attn_implementation, vocab_size=len(self.tokenizer),
-                                gradient_checkpointing=checkpointing, rope_scaling=model.rope_scaling)
+                                gradient_checkpointing=checkpointing, rope_scaling=model.rope_scaling,
+                                quantization=model.quantization)
         self._choose_loss_path()
         layers = recipe.finetune.layers
         self.reference = None
