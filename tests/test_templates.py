@@ -56,15 +56,35 @@ def _end_text(tokenizer, name: str) -> str:
     return end.replace("{eos}", tokenizer.eos_token)
 
 
-@pytest.mark.parametrize("name", ["tokenizer", *BUILTIN])
-@pytest.mark.parametrize("conversation", [SINGLE_EN, SINGLE_ZH, MULTI, TOOLS], ids=["en", "zh", "multi", "tools"])
+# How each family writes TOOLS' call: Hermes blocks (ChatML / Qwen), Llama 3.1's JSON with "parameters",
+# the record's own text elsewhere.
+CALLS = {
+    "chatml": '<tool_call>\n{"name": "lookup", "arguments": {"drug": "X"}}\n</tool_call>',
+    "qwen": '<tool_call>\n{"name": "lookup", "arguments": {"drug": "X"}}\n</tool_call>',
+    "llama3": '{"name": "lookup", "parameters": {"drug": "X"}}',
+}
+
+
+def _expected_answers(conversation, name: str) -> list[str]:
+    return [CALLS.get(name, m.content) if m.role == "function_call" else m.content
+            for m in conversation.messages if m.role in ("assistant", "function_call")]
+
+
+# The tiny tokenizer's own template renders no tool calls: the tokenizer path's tool test is
+# test_tool_calls_through_the_tokenizer_template.
+CASES = [(name, conversation) for name in ["tokenizer", *BUILTIN]
+         for conversation in (SINGLE_EN, SINGLE_ZH, MULTI, TOOLS) if not (name == "tokenizer" and conversation is TOOLS)]
+
+
+@pytest.mark.parametrize("name, conversation", CASES,
+                         ids=[f"{c[1] is TOOLS and 'tools' or 'chat'}-{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_supervised_tokens_are_exactly_the_answers(tiny_tokenizer, name, conversation):
     template = get_template(name, tiny_tokenizer)
     row = _encode(tiny_tokenizer, template, conversation)
     spans = _supervised_spans(row["labels"])
     decoded = [tiny_tokenizer.decode(span) for span in spans]
     end = _end_text(tiny_tokenizer, name)
-    assert decoded == [answer + end for answer in conversation.answers()]
+    assert decoded == [answer + end for answer in _expected_answers(conversation, name)]
     # Every supervised token is the input token at that position (labels are not shifted here).
     for token, label in zip(row["input_ids"], row["labels"]):
         assert label in (IGNORE, token)
@@ -110,6 +130,54 @@ def test_too_long_truncate_cuts_the_answer_instead_of_dropping_the_record(tiny_t
     spans = [tiny_tokenizer.decode(s) for s in _supervised_spans(row["labels"])]
     assert spans == [tiny_tokenizer.decode(answer[:-2])] and not spans[0].endswith("<|im_end|>")
     assert _encode(tiny_tokenizer, template, MULTI, max_length=len(prompt), too_long="truncate")["length"] == 0
+
+
+SCHEMA = [{"type": "function", "function": {"name": "lookup", "description": "Find a drug's dose",
+                                           "parameters": {"type": "object", "properties": {"drug": {"type": "string"}}}}}]
+TOOL_RECORD = Conversation(TOOLS.messages, tools=__import__("json").dumps(SCHEMA))
+
+# A ChatML chat template with Hermes tool use, as tool-capable chat models ship (written for this test).
+HERMES_JINJA = (
+    "{% if tools %}<|im_start|>system\n<tools>\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}</tools><|im_end|>\n"
+    "{% endif %}"
+    "{% for m in messages %}"
+    "{% if m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant\n"
+    "{% for c in m.tool_calls %}<tool_call>\n{{ {'name': c.function.name, 'arguments': c.function.arguments} | tojson }}"
+    "\n</tool_call>{% endfor %}<|im_end|>\n"
+    "{% elif m.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m.content }}\n</tool_response><|im_end|>\n"
+    "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_tool_calls_through_the_tokenizer_template(tiny_tokenizer):
+    """template: tokenizer gets the tools (tools=) and the call (tool_calls); the call is supervised in
+    the template's own format, the tool's result is not; a template that drops calls is refused."""
+    import copy
+
+    from medsft.errors import UserError
+
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = HERMES_JINJA
+    template = get_template("tokenizer", tokenizer)
+    row = _encode(tokenizer, template, TOOL_RECORD)
+    decoded = [tokenizer.decode(s) for s in _supervised_spans(row["labels"])]
+    assert decoded == ['<tool_call>\n{"name": "lookup", "arguments": {"drug": "X"}}\n</tool_call><|im_end|>',
+                       "The usual dose is 10 mg.<|im_end|>"]
+    prompt = template.render(TOOL_RECORD)[0].prompt
+    assert "<tools>" in prompt and '"name": "lookup"' in prompt  # the schema reached the template
+    assert "<tool_response>" in template.render(TOOL_RECORD)[1].prompt
+    with pytest.raises(UserError, match="does not render tool calls"):
+        get_template("tokenizer", tiny_tokenizer).render(TOOL_RECORD)
+
+
+def test_builtin_families_show_the_tools_their_own_way(tiny_tokenizer):
+    qwen = get_template("qwen", tiny_tokenizer).render(TOOL_RECORD)
+    assert "<tools>\n" + __import__("json").dumps(SCHEMA[0]) + "\n</tools>" in qwen[0].prompt
+    assert qwen[1].prompt.startswith("<|im_start|>user\n<tool_response>\n")
+    llama = get_template("llama3", tiny_tokenizer).render(TOOL_RECORD)
+    assert '"parameters": dictionary of argument name' in llama[0].prompt
+    assert llama[0].answer.startswith('{"name": "lookup", "parameters"')
 
 
 def tokenizer_ids(tokenizer, texts):

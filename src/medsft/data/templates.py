@@ -8,6 +8,7 @@ to recover, no token to guess at the seams.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from medsft.data.records import Conversation
@@ -34,6 +35,10 @@ class Template:
     prefix: str = ""  # once at the very start (after nothing)
     observation: str | None = None  # a tool result turn; default: like a user turn
     system_in_first_user: bool = False  # templates with no system slot fold it into the first user turn
+    tools: str = "{content}"  # the tool schema as the family shows it, after the system prompt
+    tool_list: bool = False  # the schema's tools one JSON object per line (Hermes / Qwen)
+    tool_call: str = "{content}"  # a function_call answer as the family writes it (supervised)
+    call_arguments: str = "arguments"  # the key the family's call JSON names the arguments with
 
     def resolve(self, bos: str, eos: str) -> Template:
         """The same template with {bos} and {eos} replaced by the tokenizer's strings."""
@@ -49,7 +54,9 @@ class Template:
         if system is None:
             system = self.default_system
         if conversation.tools:
-            system = f"{system}\n\n{conversation.tools}" if system else conversation.tools
+            schema = self.tools.replace("{content}", _tool_lines(conversation.tools) if self.tool_list
+                                        else conversation.tools)
+            system = f"{system}\n\n{schema}" if system else schema
         head = self.prefix
         if system and not self.system_in_first_user:
             head += self.system.replace("{content}", system)
@@ -64,18 +71,65 @@ class Template:
                 content = self.system.replace("{content}", system) + content
             pattern = self.observation if asked.role == "observation" and self.observation else self.user
             pending += pattern.replace("{content}", content)
-            exchanges.append(Exchange(prompt=pending, answer=answered.content + self.end, separator=self.separator))
+            answer = answered.content
+            if answered.role == "function_call":
+                answer = self.tool_call.replace("{content}", _call_json(answer, self.call_arguments))
+            exchanges.append(Exchange(prompt=pending, answer=answer + self.end, separator=self.separator))
             pending = ""
         return exchanges
 
+
+def _tool_lines(tools: str) -> str:
+    """A JSON list of tools as one JSON object per line (Hermes / Qwen); other text as it is."""
+    try:
+        parsed = json.loads(tools)
+    except ValueError:
+        return tools
+    items = parsed if isinstance(parsed, list) else [parsed]
+    return "\n".join(json.dumps(item if "function" in item else {"type": "function", "function": item},
+                                ensure_ascii=False) if isinstance(item, dict) else json.dumps(item, ensure_ascii=False)
+                     for item in items)
+
+
+def _call_json(call: str, arguments_key: str) -> str:
+    """A function call as the family writes it: {"name": ..., "<arguments_key>": ...} (JSON text kept
+    as it is when it is not a JSON object)."""
+    try:
+        parsed = json.loads(call)
+    except ValueError:
+        return call
+    if not isinstance(parsed, dict):
+        return call
+    arguments = parsed.get("arguments", parsed.get("parameters", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            pass
+    return json.dumps({"name": parsed.get("name"), arguments_key: arguments}, ensure_ascii=False)
+
+
+# Hermes-style tool use, as Qwen2.5's chat template writes it: the schema in the system prompt within
+# <tools></tools>, each call within <tool_call></tool_call>, each result as a user turn within
+# <tool_response></tool_response>.
+HERMES_TOOLS = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{content}\n</tools>\n\n"
+    "For each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
+    "<args-json-object>}\n</tool_call>"
+)
 
 _CHATML = Template(
     name="chatml",
     system="<|im_start|>system\n{content}<|im_end|>\n",
     user="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",
-    observation="<|im_start|>tool\n{content}<|im_end|>\n<|im_start|>assistant\n",
+    observation="<|im_start|>user\n<tool_response>\n{content}\n</tool_response><|im_end|>\n<|im_start|>assistant\n",
     end="<|im_end|>",
     separator="\n",
+    tools=HERMES_TOOLS,
+    tool_list=True,
+    tool_call="<tool_call>\n{content}\n</tool_call>",
 )
 
 BUILTIN: dict[str, Template] = {
@@ -100,6 +154,12 @@ BUILTIN: dict[str, Template] = {
         observation="<|start_header_id|>ipython<|end_header_id|>\n\n{content}<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n",
         end="<|eot_id|>",
+        # Llama 3.1's custom tool calling: a call is a bare JSON object with "parameters".
+        tools="Given the following functions, please respond with a JSON for a function call with its proper "
+        "arguments that best answers the given prompt.\n\nRespond in the format {\"name\": function name, "
+        "\"parameters\": dictionary of argument name and its value}. Do not use variables.\n\n{content}",
+        tool_list=True,
+        call_arguments="parameters",
     ),
     "mistral": Template(
         name="mistral",
@@ -131,6 +191,37 @@ BUILTIN: dict[str, Template] = {
 # "<s>[INST] <<SYS>>\n...\n<</SYS>>\n\nquestion [/INST]".
 
 
+def _tool_schemas(tools: str | None) -> list | None:
+    """The record's tool schema for apply_chat_template(tools=...): a JSON list (or one object)."""
+    if not tools:
+        return None
+    try:
+        parsed = json.loads(tools)
+    except ValueError:
+        raise UserError("model.template: tokenizer: a record's tools are not JSON, which the tokenizer's template "
+                        "needs; pick a built-in template") from None
+    return parsed if isinstance(parsed, list) else [parsed]
+
+
+def _tool_call_message(call: str) -> dict:
+    """A function_call turn as the assistant message with tool_calls that chat templates expect."""
+    try:
+        parsed = json.loads(call)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or "name" not in parsed:
+        raise UserError("model.template: tokenizer: a function_call turn is not a JSON object with a name; "
+                        "pick a built-in template")
+    arguments = parsed.get("arguments", parsed.get("parameters", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            pass
+    return {"role": "assistant", "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": parsed["name"], "arguments": arguments}}]}
+
+
 class TokenizerTemplate:
     """The tokenizer's own Jinja chat template, split into exchanges by rendering prefixes.
 
@@ -150,9 +241,9 @@ class TokenizerTemplate:
         self.tokenizer = tokenizer
         self.end = ""
 
-    def _text(self, messages: list[dict], generation_prompt: bool) -> str:
+    def _text(self, messages: list[dict], generation_prompt: bool, tools: list | None = None) -> str:
         return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=generation_prompt
+            messages, tools=tools, tokenize=False, add_generation_prompt=generation_prompt
         )
 
     def render(self, conversation: Conversation, system_prompt: str | None = None) -> list[Exchange]:
@@ -161,18 +252,29 @@ class TokenizerTemplate:
         exchanges: list[Exchange] = []
         done = ""  # text already assigned to earlier exchanges
         messages = conversation.messages
+        tools = _tool_schemas(conversation.tools)  # the template's own tool format, through tools=
         for i in range(0, len(messages), 2):
             asked, answered = messages[i], messages[i + 1]
             chat.append({"role": "tool" if asked.role == "observation" else "user", "content": asked.content})
-            before = self._text(chat, generation_prompt=True)
-            chat.append({"role": "assistant", "content": answered.content})
-            after = self._text(chat, generation_prompt=False)
+            before = self._text(chat, generation_prompt=True, tools=tools)
+            call = answered.role == "function_call"
+            chat.append(_tool_call_message(answered.content) if call else {"role": "assistant", "content": answered.content})
+            after = self._text(chat, generation_prompt=False, tools=tools)
             if not before.startswith(done) or not after.startswith(before):
                 raise UserError(
                     "model.template: the tokenizer's chat template rewrites earlier turns, so answers "
                     f"cannot be located; pick a built-in template ({', '.join(BUILTIN)})"
                 )
             block = after[len(before):]
+            if call:  # the template writes the call its own way: all of the block up to its end is the answer
+                if _tool_call_message(answered.content)["tool_calls"][0]["function"]["name"] not in block:
+                    raise UserError("model.template: the tokenizer's chat template does not render tool calls (the "
+                                    "call would train as an empty answer); pick a built-in template (chatml / qwen "
+                                    "write Hermes-style <tool_call> blocks)")
+                answer = block.rstrip()
+                exchanges.append(Exchange(before[len(done):], answer, block[len(answer):]))
+                done = after
+                continue
             if not block.startswith(answered.content):
                 raise UserError(
                     "model.template: the tokenizer's chat template changes the answer text; pick a built-in template"
