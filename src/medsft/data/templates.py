@@ -91,22 +91,31 @@ def _tool_lines(tools: str) -> str:
                      for item in items)
 
 
-def _call_json(call: str, arguments_key: str) -> str:
-    """A function call as the family writes it: {"name": ..., "<arguments_key>": ...} (JSON text kept
-    as it is when it is not a JSON object)."""
+def _parse_call(call: str) -> tuple[str, object] | None:
+    """(name, arguments) of a function_call turn's JSON ({"name", "arguments" or "parameters"}, the
+    arguments themselves possibly JSON text), or None when it is not such an object."""
     try:
         parsed = json.loads(call)
     except ValueError:
-        return call
-    if not isinstance(parsed, dict):
-        return call
+        return None
+    if not isinstance(parsed, dict) or "name" not in parsed:
+        return None
     arguments = parsed.get("arguments", parsed.get("parameters", {}))
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
         except ValueError:
             pass
-    return json.dumps({"name": parsed.get("name"), arguments_key: arguments}, ensure_ascii=False)
+    return parsed["name"], arguments
+
+
+def _call_json(call: str, arguments_key: str) -> str:
+    """A function call as the family writes it: {"name": ..., "<arguments_key>": ...} (the text kept as
+    it is when it is not a call object)."""
+    parsed = _parse_call(call)
+    if parsed is None:
+        return call
+    return json.dumps({"name": parsed[0], arguments_key: parsed[1]}, ensure_ascii=False)
 
 
 # Hermes-style tool use, as Qwen2.5's chat template writes it: the schema in the system prompt within
@@ -205,21 +214,13 @@ def _tool_schemas(tools: str | None) -> list | None:
 
 def _tool_call_message(call: str) -> dict:
     """A function_call turn as the assistant message with tool_calls that chat templates expect."""
-    try:
-        parsed = json.loads(call)
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict) or "name" not in parsed:
+    parsed = _parse_call(call)
+    if parsed is None:
         raise UserError("model.template: tokenizer: a function_call turn is not a JSON object with a name; "
                         "pick a built-in template")
-    arguments = parsed.get("arguments", parsed.get("parameters", {}))
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except ValueError:
-            pass
+    name, arguments = parsed
     return {"role": "assistant", "content": "",
-            "tool_calls": [{"type": "function", "function": {"name": parsed["name"], "arguments": arguments}}]}
+            "tool_calls": [{"type": "function", "function": {"name": name, "arguments": arguments}}]}
 
 
 class TokenizerTemplate:
@@ -257,8 +258,8 @@ class TokenizerTemplate:
             asked, answered = messages[i], messages[i + 1]
             chat.append({"role": "tool" if asked.role == "observation" else "user", "content": asked.content})
             before = self._text(chat, generation_prompt=True, tools=tools)
-            call = answered.role == "function_call"
-            chat.append(_tool_call_message(answered.content) if call else {"role": "assistant", "content": answered.content})
+            call = _tool_call_message(answered.content) if answered.role == "function_call" else None
+            chat.append(call or {"role": "assistant", "content": answered.content})
             after = self._text(chat, generation_prompt=False, tools=tools)
             if not before.startswith(done) or not after.startswith(before):
                 raise UserError(
@@ -267,7 +268,7 @@ class TokenizerTemplate:
                 )
             block = after[len(before):]
             if call:  # the template writes the call its own way: all of the block up to its end is the answer
-                if _tool_call_message(answered.content)["tool_calls"][0]["function"]["name"] not in block:
+                if call["tool_calls"][0]["function"]["name"] not in block:
                     raise UserError("model.template: the tokenizer's chat template does not render tool calls (the "
                                     "call would train as an empty answer); pick a built-in template (chatml / qwen "
                                     "write Hermes-style <tool_call> blocks)")
