@@ -82,6 +82,28 @@ def test_packed_losses_per_sample_equal_the_padded_ones():
     assert torch.allclose(_forward(model, packed), plain.detach(), atol=1e-5)
 
 
+def test_the_packed_kernel_attends_within_each_sample(monkeypatch):
+    """With the sample bounds given, attention runs once per sample and layer, causal, with no mask
+    over the row (the mask path above is correct too, only quadratic in the row's length)."""
+    from transformers.integrations import sdpa_attention
+
+    model = _tiny()
+    use_packed_attention(model, log=lambda *_: None)
+    calls = []
+    real = sdpa_attention.sdpa_attention_forward
+
+    def counting(module, query, key, value, attention_mask, **kwargs):
+        calls.append((query.shape[2], attention_mask is None, kwargs.get("is_causal")))
+        return real(module, query, key, value, attention_mask, **kwargs)
+
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", counting)
+    rows = _rows()
+    with torch.no_grad():  # the training path's own forward
+        token_losses(model, PackedCollator()(rows), chunk_tokens=4)
+    lengths = [len(r["input_ids"]) for r in rows]
+    assert calls == [(n, True, True) for _ in range(model.config.num_hidden_layers) for n in lengths]
+
+
 def test_a_model_with_its_own_attention_code_is_padded_with_a_line_saying_so():
     model = _tiny()
     lines = []
