@@ -297,7 +297,7 @@ class TrainConfig(_Section):
     optim: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "rmsprop", "lion_32bit", "adamw_8bit",
                    "paged_adamw_32bit", "paged_adamw_8bit", "lion_8bit"] = Field(
         "adamw_torch", description="Optimizer, by the Trainer's names. The 8-bit and paged ones need a CUDA GPU "
-        "and bitsandbytes (pip install bitsandbytes).")
+        "and bitsandbytes (pip install 'medsft[gpu]').")
     neftune_alpha: float | None = Field(
         None, gt=0, description="NEFTune: uniform noise of this scale (divided by sqrt(tokens x width)) added to "
         "the input embeddings while training, never at evaluation (the Trainer's own support). Typical: 5.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from medsft.data.encode import IGNORE
 from medsft.data.prepare import PreparedData, prepare_data, write_jsonl, write_rejects
 from medsft.data.templates import get_template
 from medsft.pipeline.distill import Distiller
@@ -76,8 +77,6 @@ def preview(recipe, count: int = 3, source: str | None = None, log=print) -> str
 
 def marked_text(tokenizer, input_ids: list[int], labels: list[int]) -> str:
     """The decoded record with each run of supervised tokens between [[ and ]]."""
-    from medsft.data.encode import IGNORE
-
     pieces, start = [], 0
     for position in range(1, len(input_ids) + 1):
         ends = position == len(input_ids) or (labels[position] != IGNORE) != (labels[start] != IGNORE)

@@ -30,10 +30,11 @@ from medsft.train.loss import head_gives_logits
 from medsft.train.trainer import StageRun
 
 
-def _cuda_available() -> bool:
+def _bitsandbytes_on_cuda() -> bool:
+    """8-bit optimizers and k-bit loading need both (the `gpu` extra on a CUDA machine)."""
     import torch
 
-    return torch.cuda.is_available()
+    return importlib.util.find_spec("bitsandbytes") is not None and torch.cuda.is_available()
 
 
 @dataclass
@@ -84,16 +85,14 @@ class Run:
         ):
             raise UserError("train.report_to: tensorboard is not installed (pip install tensorboard)")
         optim = self.recipe.train.optim
-        if ("8bit" in optim or optim.startswith("paged")) and not (
-            importlib.util.find_spec("bitsandbytes") and _cuda_available()
-        ):
-            raise UserError(f"train.optim: {optim} needs a CUDA GPU and bitsandbytes (pip install bitsandbytes); "
+        if ("8bit" in optim or optim.startswith("paged")) and not _bitsandbytes_on_cuda():
+            raise UserError(f"train.optim: {optim} needs a CUDA GPU and bitsandbytes (pip install 'medsft[gpu]'); "
                             "adamw_torch runs anywhere")
         quantization = self.recipe.model.quantization
         if quantization and self.recipe.finetune.method != "lora":
             raise UserError(f"model.quantization: {quantization} trains a LoRA adapter on frozen quantized weights; "
                             "set finetune.method: lora")
-        if quantization and not (importlib.util.find_spec("bitsandbytes") and _cuda_available()):
+        if quantization and not _bitsandbytes_on_cuda():
             raise UserError(f"model.quantization: {quantization} needs a CUDA GPU and bitsandbytes "
                             "(pip install 'medsft[gpu]')")
         init_from = self.recipe.finetune.lora.init_from
