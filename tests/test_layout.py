@@ -23,7 +23,7 @@ LAYERS = [
     {"eval"},
     {"train"},
     {"data"},
-    {"models", "recipe", "tensors"},
+    {"models", "recipe", "tensors", "distributed"},
     {"errors"},
     {"__init__"},
 ]

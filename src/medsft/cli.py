@@ -6,10 +6,12 @@ without loading torch."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
 
+from medsft import distributed
 from medsft.errors import UserError
 from medsft.recipe import load_recipe
 
@@ -17,9 +19,24 @@ from medsft.recipe import load_recipe
 def cmd_train(args) -> int:
     from medsft.pipeline.run import train
 
-    recipe = load_recipe(args.recipe, args.set)
+    recipe = load_recipe(args.recipe, args.set)  # a bad recipe is said once, before any process starts
+    if args.nproc > 1 and not distributed.active():
+        _check_nproc(args.nproc)
+        argv = ["train", args.recipe, *(f"--set={s}" for s in args.set)]
+        argv += ([f"--resume={args.resume}"] if args.resume else []) + (["--overwrite"] if args.overwrite else [])
+        return distributed.launch(args.nproc, argv)
     train(recipe, resume=args.resume, overwrite=args.overwrite)
     return 0
+
+
+def _check_nproc(nproc: int) -> None:
+    import torch
+
+    if torch.cuda.is_available() and nproc > torch.cuda.device_count():
+        raise UserError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} GPU(s); one process per GPU")
+    cores = os.cpu_count() or 1
+    if not torch.cuda.is_available() and nproc > cores:
+        raise UserError(f"--nproc {nproc}: this machine has {cores} CPU cores; use at most {cores} processes")
 
 
 def cmd_demo(args) -> int:
@@ -276,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "'--resume auto' also starts a new run when there is none")
     train.add_argument("--overwrite", action="store_true",
                        help="replace a previous run in output_dir (only medsft's own files are removed)")
+    train.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="train data-parallel in N processes on this machine (one per GPU; gloo on CPU); "
+                            "the recipe's batch_size is per process")
     train.set_defaults(func=cmd_train)
 
     data = commands.add_parser("data", help="look at and mix data without training")
@@ -453,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         # A run stopped mid-training may leave a progress bar without its line end.
         start = "\n" if error.exit_code == 3 else ""
-        print(f"{start}medsft: error: {error}", file=sys.stderr)
+        if not isinstance(error, distributed.MainProcessError):  # the main process has said it
+            print(f"{start}medsft: error: {error}", file=sys.stderr)
         return error.exit_code
     except OSError as error:  # the system refused something (a name too long, no permission, a full disk)
         name = str(error.filename or "")

@@ -530,6 +530,14 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+# medsft's default remedies (the lab's `medsft-default` variant, and what `medsft init` writes): the domain
+# sources augmented, mixed with general data from the first step, the general share moved by the monitor.
+DEFAULT_AUGMENT = {"augmenters": ["rephrase", "restate", "synonyms", "statements", "multiturn", "shuffle"],
+                   "per_record": 8}
+DEFAULT_DOMAIN_SHARE = 0.6
+DEFAULT_ADAPTIVE = {"general_share": [0.3, 0.7], "step": 0.1, "min_general_retention": 0.98,
+                    "min_length_ratio": 0.95, "min_domain_gain": 0.005}
+
 INIT_TEMPLATE = """\
 # Written by `medsft init` on the defaults the forgetting lab measured best (README: "Remedies").
 # The fields people change most are commented; `medsft data inspect` and `--set key=value` help.

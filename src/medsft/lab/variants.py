@@ -15,6 +15,7 @@ import yaml
 
 from medsft.errors import UserError
 from medsft.lab.real import SYNTHETIC, LabBase
+from medsft.recipe import DEFAULT_ADAPTIVE, DEFAULT_AUGMENT, DEFAULT_DOMAIN_SHARE
 
 DOMAIN_EPOCHS = 3
 
@@ -70,7 +71,7 @@ def _mix(domain_share: float, epochs: float = DOMAIN_EPOCHS) -> list[dict]:
              "weights": {"medical": domain_share, "general": round(1 - domain_share, 6)}}]
 
 
-AUGMENT = {"augmenters": ["rephrase", "restate", "synonyms", "statements", "multiturn", "shuffle"], "per_record": 8}
+AUGMENT = DEFAULT_AUGMENT
 
 
 def _augmented(recipe: dict, augmenters: list[str] | None = None) -> dict:
@@ -130,6 +131,14 @@ def _adaptive(recipe: dict) -> dict:
     return recipe
 
 
+def _medsft_default(ctx: LabContext, name: str, seed: int) -> dict:
+    """What `medsft init` writes: augmented medical data, mixed from the first step, the mix adaptive."""
+    recipe = _augmented(_recipe(ctx, name, seed, _mix(DEFAULT_DOMAIN_SHARE)))
+    recipe["stages"][0]["adaptive"] = dict(DEFAULT_ADAPTIVE)
+    recipe["monitor"].update({"eval_every": 40, "domain_probes": 40})
+    return recipe
+
+
 def _lower_half_frozen(ctx: LabContext, recipe: dict) -> dict:
     import json
 
@@ -157,6 +166,7 @@ VARIANTS: dict[str, Callable[[LabContext, str, int], dict | None]] = {
     "scaled": lambda ctx, name, seed: _scaled(_recipe(ctx, name, seed, _mix(0.7))),
     "frozen-lower": lambda ctx, name, seed: _lower_half_frozen(ctx, _recipe(ctx, name, seed, _mix(0.7))),
     "adaptive": lambda ctx, name, seed: _adaptive(_recipe(ctx, name, seed, _mix(0.7))),
+    "medsft-default": _medsft_default,
 }
 
 DESCRIPTIONS = {
@@ -178,6 +188,10 @@ DESCRIPTIONS = {
     "frozen-lower": "LoRA on the upper half of the layers only (the lower half frozen), 7:3, 3 epochs",
     "adaptive": "LoRA, 7:3 to start, the general share moved (0.2-0.6) by the monitor every 40 steps: up when "
                 "general accuracy < 98% of base or length < 95%, down when medical skill stalls",
+    "medsft-default": f"what `medsft init` writes: augmented medical data, medical:general "
+                      f"{DEFAULT_DOMAIN_SHARE:g}:{1 - DEFAULT_DOMAIN_SHARE:g} to start, the general share moved "
+                      f"({DEFAULT_ADAPTIVE['general_share'][0]:g}-{DEFAULT_ADAPTIVE['general_share'][1]:g}) by the "
+                      "monitor every 40 steps, 3 epochs",
 }
 
 DEMO_VARIANTS = ["base", "domain-only", "mix-7-3", "progressive"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import transformers
 
+from medsft import distributed
 from medsft.data.mixture import AdaptiveOrder, group_by_length
 from medsft.data.prepare import write_jsonl, write_rejects
 from medsft.errors import UserError
@@ -47,19 +48,28 @@ def train(recipe, log=print, resume: str | None = None, overwrite: bool = False)
     """Run every stage of the recipe and write the run directory.
 
     resume: None (a fresh run), "yes" (continue from the newest whole checkpoint; there must be one)
-    or "auto" (continue if there is one, else start). overwrite: replace a previous run in output_dir."""
-    run = Run(recipe, log)
-    run.check_optional_packages()
-    run.claim(resume, overwrite)
-    run.prepare_data()  # with the probe files: every user error is raised before the model loads
-    run.write_start()
-    run.load_model()
-    run.check_disk_space()
-    run.start_monitor()
-    for index in range(len(recipe.resolved_stages)):
-        if not run.train_stage(index):
-            break
-    run.finish()
+    or "auto" (continue if there is one, else start). overwrite: replace a previous run in output_dir.
+
+    Under a multi-process launcher (`--nproc`, torchrun, accelerate launch) every process runs these
+    steps; what is written (run directory, caches, probes, report) is written by the main process."""
+    distributed.init()
+    run = Run(recipe, distributed.quiet(log))
+    try:
+        run.check_optional_packages()
+        run.claim(resume, overwrite)
+        run.prepare_data()  # with the probe files: every user error is raised before the model loads
+        run.write_start()
+        run.load_model()
+        run.check_disk_space()
+        run.start_monitor()
+        for index in range(len(recipe.resolved_stages)):
+            if not run.train_stage(index):
+                break
+        run.finish()
+    except BaseException:
+        distributed.close(wait=False)
+        raise
+    distributed.close()
     return TrainResult(run.run_dir, run.model)
 
 
@@ -100,11 +110,12 @@ class Run:
             check_adapter_dir(init_from, "finetune.lora.init_from")
 
     def claim(self, resume: str | None, overwrite: bool) -> None:
-        self.point = claim_run_dir(self.recipe, self.run_dir, resume, overwrite, self.log)
+        self.point = distributed.on_main(claim_run_dir, self.recipe, self.run_dir, resume, overwrite, self.log)
         self.started = time.time() - (self.point.state.get("run_seconds", 0.0) if self.point else 0.0)
 
     def prepare_data(self) -> None:
-        self.tokenizer, self.template, self.prepared = prepare(self.recipe, self.log)
+        # The main process prepares first (caches of encodings, augmentations, self-distilled answers), the others read them.
+        self.tokenizer, self.template, self.prepared = distributed.main_first(prepare, self.recipe, self.log)
         roles = {s.name: s.role for s in self.recipe.data.sources}
         held_out = {name: [self.prepared.conversations[i] for i in rows]
                     for name, rows in self.prepared.val_pools.items() if roles[name] == "domain"}
@@ -116,6 +127,10 @@ class Run:
     def write_start(self) -> None:
         """A fresh run writes its recipe, rejects and manifest; a resumed one drops the events logged
         after its checkpoint (they will be logged again)."""
+        distributed.on_main(self._write_start)
+        report_data(self.prepared, self.log)
+
+    def _write_start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         metrics_path = self.run_dir / "metrics.jsonl"
         if self.point is None:
@@ -129,7 +144,6 @@ class Run:
         else:
             truncate(metrics_path, self.point.state["metrics_bytes"])
             truncate(self.run_dir / "monitor" / "samples.jsonl", self.point.state["samples_bytes"])
-        report_data(self.prepared, self.log)
 
     def load_model(self) -> None:
         recipe = self.recipe
@@ -162,7 +176,7 @@ class Run:
                 self.log(f"finetune.layers {layers}: {trainable:,} parameters trainable")
 
     def check_disk_space(self) -> None:
-        check_disk_space(self.recipe, self.model, self.prepared.plans, self.run_dir)
+        distributed.on_main(check_disk_space, self.recipe, self.model, self.prepared.plans, self.run_dir)
 
     def start_monitor(self) -> None:
         """The monitor, its state at the resume point, and the base model's answers (cached)."""
@@ -172,9 +186,10 @@ class Run:
         self.monitor = Monitor(recipe.monitor, self.probe_sets, chat, self.run_dir, sizes, self.log)
         if self.point is not None and self.point.state.get("monitor"):
             self.monitor.load_state(self.point.state["monitor"])
-        if recipe.monitor.probes:
+        if recipe.monitor.probes and distributed.is_main():  # only the main process probes
             self.log("probing the base model (answers cached in monitor/base.json)")
             self.monitor.compute_base(self.model)
+        distributed.barrier()
 
     def train_stage(self, index: int) -> bool:
         """Train one stage (or skip it, when it finished before a resume). False: the run stops here."""
@@ -194,16 +209,20 @@ class Run:
             trainer.evaluate()
         stage_dir = self.run_dir / "checkpoints" / stage.name
         save_stage_end(trainer, stage_dir)
-        if trainer.run.mixer is not None:
-            self._record_mix(stage, trainer)
         self._count_steps(index, trainer.state.global_step)
         stopped_early = trainer.control.should_training_stop and trainer.state.global_step < trainer.state.max_steps
-        checkpoint.write_json_atomic(stage_dir / checkpoint.STAGE_COMPLETE, {
-            "checkpoint": f"checkpoint-{trainer.state.global_step}", "steps": trainer.state.global_step,
-            "stopped_early": bool(stopped_early), "state": trainer.resume_state()})
+        distributed.on_main(self._seal_stage, stage, trainer, stage_dir, stopped_early)
         if stopped_early:
             self.log(f"stopped in stage {stage.name}; later stages are skipped")
         return not stopped_early
+
+    def _seal_stage(self, stage, trainer, stage_dir: Path, stopped_early: bool) -> None:
+        """The stage's mix record and its complete.json (main process)."""
+        if trainer.run.mixer is not None:
+            self._record_mix(stage, trainer)
+        checkpoint.write_json_atomic(stage_dir / checkpoint.STAGE_COMPLETE, {
+            "checkpoint": f"checkpoint-{trainer.state.global_step}", "steps": trainer.state.global_step,
+            "stopped_early": bool(stopped_early), "state": trainer.resume_state()})
 
     def _choose_loss_path(self) -> None:
         """Padding-free batches and the chunked loss, where the loaded model allows them."""
@@ -250,7 +269,8 @@ class Run:
         path = self.run_dir / "monitor" / "mix.json"
         record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         changes = [c for c in self.monitor.mix_changes if c["stage"] == stage.name]
-        trained = trainer.state.global_step * trainer.args.gradient_accumulation_steps * trainer.args.per_device_train_batch_size
+        trained = (trainer.state.global_step * trainer.args.gradient_accumulation_steps
+                   * trainer.args.per_device_train_batch_size * distributed.world_size())
         bounds = [0] + [min(c["position"], trained) for c in changes] + [trained]
         record[stage.name] = {
             "asked": dict(stage.weights), "changes": changes,
@@ -280,7 +300,10 @@ class Run:
         self.step += steps
 
     def finish(self) -> None:
-        """Final weights (the selected checkpoint's), verdicts, manifest and report."""
+        """Final weights (the selected checkpoint's), verdicts, manifest and report (main process)."""
+        distributed.on_main(self._finish)
+
+    def _finish(self) -> None:
         if self.trainer is None and self.point is not None:  # every stage had finished: only the end remains
             checkpoint.load_weights(self.model, self.point.completed_checkpoint)
         final = self.run_dir / ("adapter" if self.recipe.finetune.method == "lora" else "model")

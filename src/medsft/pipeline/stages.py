@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
+from medsft import distributed
 from medsft.errors import UserError
 from medsft.eval import names
 from medsft.models import choose_dtype
@@ -24,7 +25,7 @@ EVAL_PREFIXES = ("eval_",) + tuple(f"{group}/" for group in names.GROUPS)
 
 def stage_steps(recipe, stage, records: int) -> int:
     """Optimizer steps the stage takes over `records` (its epochs are laid out in them)."""
-    steps = math.ceil(records / (recipe.train.batch_size * recipe.train.grad_accum))
+    steps = math.ceil(records / (recipe.train.batch_size * recipe.train.grad_accum * distributed.world_size()))
     return min(steps, stage.max_steps) if stage.max_steps else steps
 
 
@@ -67,6 +68,8 @@ def training_arguments(recipe, stage, steps: int, run_dir: Path) -> TrainingArgu
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,  # every trainable weight takes part in each forward
+        ddp_backend="gloo" if distributed.active() and not torch.cuda.is_available() else None,
         optim=cfg.optim,
         neftune_noise_alpha=cfg.neftune_alpha,
     )
@@ -94,10 +97,12 @@ def stage_trainer(recipe, stage, model, tokenizer, train_set, run: StageRun, mon
 def save_stage_end(trainer, stage_dir: Path) -> None:
     """The weights at the end of a stage, kept next to the step checkpoints (sealed like them)."""
     target = stage_dir / f"checkpoint-{trainer.state.global_step}"
-    if checkpoint.is_complete(target) or not trainer.args.should_save:
+    if distributed.broadcast(checkpoint.is_complete(target)):  # every process decides alike (sharded saves gather)
         return
-    trainer.save_model(str(target))
-    checkpoint.seal(target)
+    trainer.save_model(str(target))  # every process: the Trainer writes from the main one
+    if trainer.args.should_save:
+        checkpoint.seal(target)
+    distributed.barrier()
 
 
 def check_disk_space(recipe, model, plans, run_dir: Path) -> None:

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 from transformers import Trainer
 
+from medsft import distributed
 from medsft.errors import TrainingStopped
 from medsft.tensors import eval_mode
 from medsft.train import hf_internals
@@ -91,7 +93,7 @@ class MedsftTrainer(Trainer):
         total = losses.sum()  # ignored positions contribute exact zeros, so this is finite iff the loss is
         if kl is not None:
             total = total + weight * kl  # the KL is normalized by the same supervised-token count
-        if model.training and not torch.isfinite(total):
+        if model.training and not distributed.active() and not torch.isfinite(total):
             self.nonfinite(f"non-finite loss ({float(total.detach())})", inputs)
             hf_internals.say_loss_is_scaled(self, True)
             # A zero loss that touches no weight: this micro-batch adds nothing to the step.
@@ -213,9 +215,15 @@ class MedsftTrainer(Trainer):
     def _evaluate_now(self, metric_key_prefix: str) -> dict[str, float]:
         metrics = self.validation_losses(metric_key_prefix)
         if self.monitor is not None:
-            losses = {k.split("/", 1)[1]: v for k, v in metrics.items() if "/" in k}
-            metrics.update(self.monitor.probe(self.model, self.step, self.run.stage, self.state.global_step, losses,
-                                              dict(self.last_train_losses)))
+            # The main process probes; the others take its figures and its monitor state, so that every
+            # process makes the same mix change and the same early stop.
+            if distributed.is_main():
+                losses = {k.split("/", 1)[1]: v for k, v in metrics.items() if "/" in k}
+                metrics.update(self.monitor.probe(self.model, self.step, self.run.stage, self.state.global_step,
+                                                  losses, dict(self.last_train_losses)))
+            if distributed.active():
+                metrics, state = distributed.broadcast((metrics, self.monitor.state()))
+                self.monitor.load_state(state)
         if metrics:
             self.log(metrics)
         if self.monitor is not None and self.run.mixer is not None:
@@ -232,7 +240,9 @@ class MedsftTrainer(Trainer):
         deterministic position, which a resumed run replays exactly."""
         if self.state.global_step >= self.state.max_steps:
             return
-        position = (self.state.global_step * self.args.gradient_accumulation_steps + 2) * self.args.per_device_train_batch_size
+        # Positions in the stage's order; with several processes each has fetched its next micro-batch.
+        position = ((self.state.global_step * self.args.gradient_accumulation_steps + 2)
+                    * self.args.per_device_train_batch_size * distributed.world_size())
         change = self.monitor.adapt(self.run.stage, self.run.adaptive, self.run.mix_weights, self.run.roles, metrics,
                                     self.step, position)
         if change is None:
@@ -248,7 +258,10 @@ class MedsftTrainer(Trainer):
         with eval_mode(self.model):
             for name, dataset in self.run.val_sets.items():
                 loss_sum, tokens = 0.0, 0
-                for batch in self.get_eval_dataloader(dataset):
+                if distributed.active():  # each process a contiguous share (no record twice), summed below
+                    dataset = dataset.shard(distributed.world_size(), distributed.rank(), contiguous=True)
+                for batch in DataLoader(dataset, batch_size=self.args.per_device_eval_batch_size,
+                                        collate_fn=self.data_collator):
                     batch = {k: v.to(self.args.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                     losses, mask, _ = token_losses(self.model, batch, chunk_tokens=self.run.loss_chunk_tokens)
                     loss_sum += float(losses.sum())

@@ -1,0 +1,207 @@
+"""Data-parallel training in several processes on CPU (gloo), for real: `medsft train --nproc 2` ends
+where one process with the same global batch ends, ranks train on disjoint records whose mix is the
+recipe's, the run directory is written once, and a 2-process run killed with SIGKILL resumes to the
+end of an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from medsft import distributed
+from medsft.cli import main
+from sample_data import write_sample
+
+# One rank of a 2-process job, started the way torchrun starts it (the environment says who it is).
+#   record - each rank appends the record ids of its micro-batches to RECORDS.rank<N>
+#   step N - both ranks stop dead after run-wide step N's optimizer step (the test kills them)
+DRIVER = r"""
+import json, sys, time
+from transformers import TrainerCallback
+from medsft.train.trainer import MedsftTrainer
+
+mode, at, marker, recipe = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rank = __import__("os").environ["RANK"]
+
+if mode == "record":
+    compute = MedsftTrainer.compute_loss
+    def recording(self, model, inputs, *args, **kwargs):
+        if model.training:
+            with open(f"{marker}.rank{rank}", "a") as out:
+                out.write(json.dumps([self.run.stage, inputs["record_ids"].tolist(), inputs["source_ids"].tolist()]) + "\n")
+        return compute(self, model, inputs, *args, **kwargs)
+    MedsftTrainer.compute_loss = recording
+else:
+    class Pause(TrainerCallback):
+        def __init__(self, trainer):
+            self.trainer = trainer
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.trainer.step == at:
+                open(f"{marker}.rank{rank}", "w").close()
+                time.sleep(600)
+    init = MedsftTrainer.__init__
+    def patched_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.add_callback(Pause(self))
+    MedsftTrainer.__init__ = patched_init
+
+from medsft.cli import main
+sys.exit(main(["train", recipe]))
+"""
+
+
+def _recipe(folder: Path, model_dir: Path, name: str, batch_size: int, dropout: float) -> Path:
+    files = write_sample(folder / "data")
+    tree = {
+        "model": {"name_or_path": str(model_dir), "template": "qwen"},
+        "finetune": {"method": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": dropout}},
+        "data": {"sources": [{"name": "medical", "path": str(files["medical"]), "role": "domain"},
+                             {"name": "general", "path": str(files["general"]), "role": "general"}],
+                 "val_fraction": 0.15},
+        "stages": [
+            {"name": "warmup", "epochs": 1, "weights": {"general": 1.0}, "max_steps": 3},
+            {"name": "mixed", "epochs": 2, "weights": {"medical": 0.7, "general": 0.3}, "max_steps": 4},
+        ],
+        "train": {"learning_rate": 5e-3, "batch_size": batch_size, "logging_steps": 1, "save_steps": 2, "seed": 11,
+                  "scheduler": "cosine", "warmup_ratio": 0.2},
+        "monitor": {"eval_every": 2, "max_general_probes": 3, "domain_probes": 2, "max_new_tokens": 6,
+                    "batch_size": 4},
+        "output_dir": str(folder / name),
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tree, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _ranks(recipe: Path, mode: str, at: int, marker: Path, cache: Path) -> list[subprocess.Popen]:
+    port = distributed.free_port()
+    children = []
+    for rank in range(2):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "OMP_NUM_THREADS": "1", "MEDSFT_CACHE": str(cache)}
+        children.append(subprocess.Popen([sys.executable, "-c", DRIVER, mode, str(at), str(marker), str(recipe)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env))
+    return children
+
+
+def _adapter(run_dir: Path) -> dict:
+    return load_file(run_dir / "adapter" / "adapter_model.safetensors")
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, tiny_model_dir):
+    """A 2-process run (batch 2 per process) that records what each rank trained on."""
+    folder = tmp_path_factory.mktemp("two-processes")
+    recipe = _recipe(folder, tiny_model_dir, "run", batch_size=2, dropout=0.0)
+    marker = folder / "records"
+    children = _ranks(recipe, "record", 0, marker, folder / "cache")
+    for child in children:
+        child.wait(timeout=600)
+        assert child.returncode == 0, child.stderr.read().decode()[-3000:]
+    ranks = [[json.loads(line) for line in Path(f"{marker}.rank{r}").read_text().splitlines()] for r in range(2)]
+    return folder / "run", ranks
+
+
+@pytest.mark.slow
+def test_two_processes_end_where_one_process_with_the_same_global_batch_ends(recorded, tmp_path, tiny_model_dir):
+    two, _ = recorded
+    recipe = _recipe(tmp_path, tiny_model_dir, "one", batch_size=4, dropout=0.0)
+    assert main(["train", str(recipe)]) == 0
+    one = tmp_path / "one"
+    difference = _max_difference(_adapter(two), _adapter(one))
+    print(f"largest |2 processes - 1 process| adapter weight difference: {difference:.3g}")
+    assert difference <= 1e-5  # the same sums in another order (fp32)
+    events = lambda rows: [(r["event"], r["stage"], r["step"]) for r in rows]
+    assert events(_metrics(two)) == events(_metrics(one))  # every event once: the main process writes
+    for key in ("train_loss", "eval_loss"):
+        assert [r.get(key) for r in _metrics(two)] == pytest.approx([r.get(key) for r in _metrics(one)], abs=1e-5)
+    assert len((two / "monitor" / "samples.jsonl").read_text().splitlines()) == \
+        len((one / "monitor" / "samples.jsonl").read_text().splitlines())
+    assert (two / "report.html").is_file() and (two / "checkpoints" / "mixed" / "complete.json").is_file()
+
+
+@pytest.mark.slow
+def test_ranks_train_on_disjoint_records_whose_mix_is_the_recipes(recorded, monkeypatch):
+    """Step k of the job trains on the plan's records 4k..4k+3 (rank 0 the first two, rank 1 the next two):
+    the ranks never share a record within a step, and together they train the single-process order,
+    so the realized mix over all ranks is the one the recipe's plan gives."""
+    from medsft.pipeline.prepare import prepare
+    from medsft.recipe import load_recipe
+
+    run_dir, ranks = recorded
+    monkeypatch.setenv("MEDSFT_CACHE", str(run_dir.parent / "cache"))
+    _, _, prepared = prepare(load_recipe(run_dir / "recipe.yaml"), log=lambda *a: None)
+    manifest = json.loads((run_dir / "data_manifest.json").read_text())
+    for stage, plan in zip(manifest["stages"], prepared.plans):
+        batches = [[batch[1] for batch in rows if batch[0] == stage["name"]] for rows in ranks]
+        assert len(batches[0]) == len(batches[1]) == stage["steps"]  # one micro-batch of 2 per rank and step
+        trained = [record for first, second in zip(*batches) for record in first + second]
+        assert all(not set(first) & set(second) for first, second in zip(*batches))
+        assert trained == plan.order[:len(trained)]
+        sources = Counter(s for rows in ranks for batch in rows if batch[0] == stage["name"] for s in batch[2])
+        expected = Counter(prepared.source_index[i] for i in plan.order[:len(trained)])
+        assert sources == expected
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes_to_the_uninterrupted_end(tmp_path, tiny_model_dir):
+    reference = _recipe(tmp_path / "reference", tiny_model_dir, "run", batch_size=2, dropout=0.1)
+    assert main(["train", str(reference), "--nproc", "2"]) == 0
+    recipe = _recipe(tmp_path, tiny_model_dir, "run", batch_size=2, dropout=0.1)
+    marker = tmp_path / "paused"
+    children = _ranks(recipe, "step", 5, marker, tmp_path / "cache")  # in the second stage, past its checkpoint at step 2
+    deadline = time.time() + 300
+    while not all(Path(f"{marker}.rank{r}").exists() for r in range(2)):
+        for child in children:
+            assert child.poll() is None, child.stderr.read().decode()[-3000:]
+        assert time.time() < deadline, "the run never reached the kill point"
+        time.sleep(0.05)
+    for child in children:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert not (tmp_path / "run" / "adapter").exists()
+    assert main(["train", str(recipe), "--nproc", "2", "--resume"]) == 0
+    difference = _max_difference(_adapter(tmp_path / "run"), _adapter(tmp_path / "reference" / "run"))
+    print(f"largest |resumed - uninterrupted| adapter weight difference, 2 processes: {difference:.3g}")
+    assert difference <= 1e-6
+    rows, expected = _metrics(tmp_path / "run"), _metrics(tmp_path / "reference" / "run")
+    assert [(r["event"], r["step"]) for r in rows] == [(r["event"], r["step"]) for r in expected]
+    assert [r.get("train_loss") for r in rows] == pytest.approx([r.get("train_loss") for r in expected], abs=1e-6)
+
+
+def test_a_user_error_in_a_multi_process_run_is_one_line_from_the_main_process(tmp_path, tiny_model_dir, capfd):
+    recipe = _recipe(tmp_path, tiny_model_dir, "run", batch_size=2, dropout=0.0)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("not a run")
+    assert main(["train", str(recipe), "--nproc", "2"]) == 2
+    err = capfd.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"medsft: error: output_dir: {tmp_path / 'run'} is not empty")
+    assert "Traceback" not in err and (tmp_path / "run" / "notes.txt").read_text() == "not a run"
+
+
+def test_more_processes_than_cores_is_refused_before_anything_starts(tmp_path, tiny_model_dir, capsys):
+    recipe = _recipe(tmp_path, tiny_model_dir, "run", batch_size=2, dropout=0.0)
+    assert main(["train", str(recipe), "--nproc", str((os.cpu_count() or 1) + 1)]) == 2
+    assert "CPU cores" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
