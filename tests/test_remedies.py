@@ -215,7 +215,10 @@ def test_init_writes_a_valid_recipe_on_the_defaults(tmp_path, tiny_model_dir, ca
     recipe = load_recipe(out)
     assert recipe.model.template == "chatml"
     assert [s.role for s in recipe.data.sources] == ["domain", "general"] and recipe.data.sources[0].augment
-    assert recipe.resolved_stages[0].weights == {"domain": 0.7, "general": 0.3}
+    assert recipe.resolved_stages[0].weights == {"domain": 0.6, "general": 0.4}  # the lab's medsft-default
+    assert recipe.resolved_stages[0].adaptive.general_share == [0.3, 0.7]
+    assert recipe.data.sources[0].augment.augmenters == ["rephrase", "restate", "synonyms", "statements",
+                                                         "multiturn", "shuffle"]
     assert "# " in out.read_text()  # commented for the user
     assert main(["init", "--model", str(model), "--domain", sources["medical"], "--general", sources["general"],
                  "--out", str(out)]) == 2  # never over an existing file without --force

@@ -555,8 +555,13 @@ data:
   val_fraction: 0.05
   on_bad_record: fail   # or skip: malformed records go to rejects.jsonl
 stages:
-  # Domain and general data mixed 7:3 from the first step: the general share is what keeps general ability.
-  - {{name: mixed, epochs: 3, weights: {weights}}}
+  # Domain and general data mixed from the first step (the general share keeps general ability); the
+  # monitor moves the general share within `general_share` at each evaluation: up when general accuracy
+  # falls under 98% of the base's or answers shorten, down when domain skill stops rising.
+  - name: mixed
+    epochs: 3
+    weights: {weights}
+    adaptive: {adaptive}
 train:
   learning_rate: 2.0e-4  # LoRA on 7B models; full fine-tuning wants about 1e-5
   batch_size: 4
@@ -564,7 +569,7 @@ train:
   seed: 42
 monitor:
   general_probes: [builtin]   # general ability probes (built-in English and Chinese); add your own files
-  eval_every: 200             # probes and validation loss every N steps, and at every stage's end
+  eval_every: 200             # probes and validation loss every N steps (and the adaptive mix's moves)
   select: {{min_general_retention: 0.9, min_length_ratio: 0.8}}  # what the kept checkpoint must hold
 output_dir: {output_dir}
 """
@@ -576,17 +581,22 @@ def init_recipe(model: str, template: str, template_why: str, domain: list[str],
     def source(name: str, path: str, role: str, augment: bool) -> str:
         line = f"    - {{name: {name}, path: {json.dumps(path)}, role: {role}"
         if augment:  # more wordings of each question and the facts in more contexts (README: Augmentation)
-            line += ", augment: {augmenters: [rephrase, restate, synonyms, statements, multiturn], per_record: 4}"
+            line += (f", augment: {{augmenters: [{', '.join(DEFAULT_AUGMENT['augmenters'])}], "
+                     f"per_record: {DEFAULT_AUGMENT['per_record']}}}}}  # up to per_record new records per "
+                     "record and augmenter: lower it for large sources")
+            return line
         return line + "}"
 
     names = [f"domain{i + 1}" if len(domain) > 1 else "domain" for i in range(len(domain))]
     general_names = [f"general{i + 1}" if len(general) > 1 else "general" for i in range(len(general))]
     sources = [source(n, p, "domain", True) for n, p in zip(names, domain)]
     sources += [source(n, p, "general", False) for n, p in zip(general_names, general)]
-    weights = {**{n: round(0.7 / len(names), 4) for n in names}, **{n: round(0.3 / len(general_names), 4)
-                                                                     for n in general_names}}
+    share = DEFAULT_DOMAIN_SHARE
+    weights = {**{n: round(share / len(names), 4) for n in names},
+               **{n: round((1 - share) / len(general_names), 4) for n in general_names}}
+    adaptive = ", ".join(f"{k}: {json.dumps(v)}" for k, v in DEFAULT_ADAPTIVE.items())
     text = INIT_TEMPLATE.format(model=json.dumps(model), template=template, template_why=template_why,
                                 sources="\n".join(sources), weights=json.dumps(weights).replace('"', ""),
-                                output_dir=json.dumps(output_dir))
+                                adaptive="{" + adaptive + "}", output_dir=json.dumps(output_dir))
     parse_recipe(yaml.safe_load(text), "medsft init")  # what it writes is a valid recipe
     return text
