@@ -205,3 +205,81 @@ def test_more_processes_than_cores_is_refused_before_anything_starts(tmp_path, t
     assert main(["train", str(recipe), "--nproc", str((os.cpu_count() or 1) + 1)]) == 2
     assert "CPU cores" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+# ---- DeepSpeed and FSDP: the recipe's fields in the engines' settings ------------------------------
+
+def _train_section(**fields):
+    from medsft.recipe import TrainConfig
+
+    return TrainConfig(**{"batch_size": 4, "grad_accum": 8, "max_grad_norm": 0.5, "learning_rate": 2e-4, **fields})
+
+
+@pytest.mark.parametrize("name, stage", [("zero2", 2), ("zero3", 3)])
+def test_shipped_deepspeed_configs_take_the_recipes_batch_accumulation_clipping_and_precision(name, stage):
+    from medsft.train.engines import deepspeed_config, shards_weights
+
+    config = deepspeed_config(name, _train_section(), "bf16", world_size=4)
+    assert config["zero_optimization"]["stage"] == stage
+    assert config["train_micro_batch_size_per_gpu"] == 4 and config["gradient_accumulation_steps"] == 8
+    assert config["train_batch_size"] == 4 * 8 * 4  # per process x accumulation x processes
+    assert config["gradient_clipping"] == 0.5
+    assert config["bf16"]["enabled"] is True and config["fp16"]["enabled"] is False
+    assert deepspeed_config(name, _train_section(), "fp16", 1)["fp16"]["enabled"] is True
+    assert shards_weights(_train_section(deepspeed=name)) is (stage == 3)
+    # Only the model-dependent fields stay for the Trainer to fill.
+    leftover = [k for k, v in config["zero_optimization"].items() if v == "auto"]
+    assert set(leftover) <= {"reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold"}
+
+
+def test_a_deepspeed_file_that_contradicts_the_recipe_is_one_line(tmp_path):
+    from medsft.errors import UserError
+    from medsft.train.engines import deepspeed_config
+
+    own = tmp_path / "ds.json"
+    own.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": 8,
+                               "gradient_accumulation_steps": "auto"}))
+    with pytest.raises(UserError, match=r"train_micro_batch_size_per_gpu to 8 but the recipe gives 4 \(train.batch_size\)"):
+        deepspeed_config(str(own), _train_section(), None, 1)
+    own.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": 4,
+                               "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}}}))
+    with pytest.raises(UserError, match=r"optimizer.params.lr to 0.001 but the recipe gives 0.0002"):
+        deepspeed_config(str(own), _train_section(), None, 1)
+    with pytest.raises(UserError, match="no such file"):
+        deepspeed_config(str(tmp_path / "missing.json"), _train_section(), None, 1)
+    own.write_text("{not json")
+    with pytest.raises(UserError, match="not a readable JSON file"):
+        deepspeed_config(str(own), _train_section(), None, 1)
+
+
+def test_fsdp_wraps_each_decoder_layer_and_reaches_the_trainer(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from medsft.pipeline.stages import training_arguments
+    from medsft.recipe import load_recipe
+
+    recipe = load_recipe(_recipe(tmp_path, tiny_model_dir, "run", batch_size=2, dropout=0.0),
+                         ["train.fsdp=shard_grad_op"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    args = training_arguments(recipe, recipe.resolved_stages[0], 3, tmp_path / "run", model)
+    assert args.fsdp_config["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
+    assert args.fsdp_config["version"] == 2 and args.fsdp_config["reshard_after_forward"] is False
+    assert args.fsdp_config["state_dict_type"] == "FULL_STATE_DICT"
+    assert args.per_device_train_batch_size == 2 and args.max_grad_norm == recipe.train.max_grad_norm
+
+
+@pytest.mark.parametrize("setting, says", [
+    ("train.deepspeed=zero2", "train.deepspeed needs a CUDA GPU and DeepSpeed (pip install 'medsft[deepspeed]')"),
+    ("train.fsdp=full_shard", "train.fsdp needs CUDA GPUs"),
+])
+def test_engines_without_cuda_are_refused_before_the_model_loads(tmp_path, tiny_model_dir, capsys, setting, says):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the engines may run")
+    recipe = _recipe(tmp_path, tiny_model_dir, "run", batch_size=2, dropout=0.0)
+    assert main(["train", str(recipe), "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Loading weights" not in err
+    assert main(["train", str(recipe), "--set", "train.deepspeed=zero2", "--set", "train.fsdp=full_shard"]) == 2
+    assert "choose one" in capsys.readouterr().err

@@ -316,6 +316,21 @@ class TrainConfig(_Section):
         "`length_window` batches, the batches then shuffled), so padded batches waste less. A window keeps "
         "its records, so the mix is unchanged.")
     length_window: int = Field(32, ge=1, description="Batches per length-grouping window (group_by_length).")
+    deepspeed: str | None = Field(
+        None, description="DeepSpeed ZeRO: `zero2`, `zero3` (configs shipped with medsft) or a JSON file. The "
+        "recipe fills micro-batch, accumulation, global batch, clipping and bf16/fp16 (a file that sets them "
+        "otherwise is refused). Needs CUDA and pip install 'medsft[deepspeed]'; launch with --nproc N, "
+        "torchrun or accelerate launch.")
+    fsdp: Literal["full_shard", "shard_grad_op"] | None = Field(
+        None, description="PyTorch FSDP (version 2), each decoder layer a wrapped unit: `full_shard` shards "
+        "weights, gradients and optimizer state; `shard_grad_op` keeps the weights whole between forward and "
+        "backward. Launch with --nproc N, torchrun or accelerate launch.")
+
+    @model_validator(mode="after")
+    def _one_engine(self):
+        if self.deepspeed is not None and self.fsdp is not None:
+            raise ValueError("train.deepspeed and train.fsdp: choose one")
+        return self
 
 
 class SelectConfig(_Section):

@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+from medsft import distributed
 from medsft.eval import names
 from medsft.eval.drift import base_model_context, kl_to_base
 from medsft.eval.evaluate import answers_of, evaluate, flat_scores
@@ -106,6 +107,8 @@ class Monitor:
         else:  # full fine-tuning: called before any step, when the model still is the base
             results = self._ask(model, "probing the base model")
         self.base = {"questions": questions, "answers": answers_of(results), "scores": flat_scores(results)}
+        if not distributed.is_main():  # sharded weights: every process asked, the main one writes
+            return self.base
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.base, ensure_ascii=False, indent=1), encoding="utf-8")
         return self.base
@@ -152,6 +155,8 @@ class Monitor:
 
     def _write_samples(self, step: int, stage: str, results: dict) -> None:
         """A few answers per set at this step, base answers beside them, for the report."""
+        if not distributed.is_main():
+            return
         rows = []
         for probe_set in self.probe_sets:
             if not probe_set.generates:

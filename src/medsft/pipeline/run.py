@@ -27,8 +27,15 @@ from medsft.pipeline.stages import check_disk_space, save_stage_end, stage_train
 from medsft.report.html import write_report
 from medsft.train import checkpoint
 from medsft.train.collate import OrderedView
+from medsft.train.engines import deepspeed_config, shards_weights
 from medsft.train.loss import head_gives_logits
 from medsft.train.trainer import StageRun
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _bitsandbytes_on_cuda() -> bool:
@@ -105,6 +112,19 @@ class Run:
         if quantization and not _bitsandbytes_on_cuda():
             raise UserError(f"model.quantization: {quantization} needs a CUDA GPU and bitsandbytes "
                             "(pip install 'medsft[gpu]')")
+        train = self.recipe.train
+        if train.deepspeed is not None:
+            if importlib.util.find_spec("deepspeed") is None or not torch_cuda():
+                raise UserError("train.deepspeed needs a CUDA GPU and DeepSpeed (pip install 'medsft[deepspeed]'); "
+                                "train.fsdp or plain data parallel (--nproc) need neither")
+            _, mixed = choose_dtype(self.recipe.model.dtype, self.recipe.finetune.method)
+            deepspeed_config(train.deepspeed, train, mixed, distributed.world_size())  # the file's errors, now
+        if train.fsdp is not None and not torch_cuda():
+            raise UserError("train.fsdp needs CUDA GPUs (on CPU the Trainer would quietly train plain data parallel "
+                            "instead); --nproc N without train.fsdp trains data parallel on CPU")
+        if (train.deepspeed or train.fsdp) and quantization:
+            raise UserError("model.quantization: k-bit weights do not shard; drop train.deepspeed / train.fsdp "
+                            "or the quantization")
         init_from = self.recipe.finetune.lora.init_from
         if init_from and self.recipe.finetune.method == "lora":
             check_adapter_dir(init_from, "finetune.lora.init_from")
@@ -186,7 +206,7 @@ class Run:
         self.monitor = Monitor(recipe.monitor, self.probe_sets, chat, self.run_dir, sizes, self.log)
         if self.point is not None and self.point.state.get("monitor"):
             self.monitor.load_state(self.point.state["monitor"])
-        if recipe.monitor.probes and distributed.is_main():  # only the main process probes
+        if recipe.monitor.probes and (distributed.is_main() or shards_weights(recipe.train)):  # who probes
             self.log("probing the base model (answers cached in monitor/base.json)")
             self.monitor.compute_base(self.model)
         distributed.barrier()
@@ -242,7 +262,7 @@ class Run:
                        lambda: best_so_far(self.recipe, self.monitor, self.run_dir),
                        general_ids=[i for i, n in enumerate(self.prepared.source_names) if roles[n] == "general"],
                        reference=self.reference, roles=roles, padding_free=self.padding_free,
-                       loss_chunk_tokens=self.loss_chunk_tokens)
+                       loss_chunk_tokens=self.loss_chunk_tokens, probe_everywhere=shards_weights(self.recipe.train))
         train_set = self.encoded.select(plan.order)
         if stage.adaptive is not None:
             # The order starts as planned; the changes made before a resume point are replayed first.
@@ -301,13 +321,19 @@ class Run:
 
     def finish(self) -> None:
         """Final weights (the selected checkpoint's), verdicts, manifest and report (main process)."""
-        distributed.on_main(self._finish)
+        final = self.run_dir / ("adapter" if self.recipe.finetune.method == "lora" else "model")
+        sharded = shards_weights(self.recipe.train) and self.trainer is not None
+        if sharded:  # each process holds a part of the weights: the Trainer gathers them, every process takes part
+            self.trainer.save_model(str(final))
+        distributed.on_main(self._finish, final, sharded)
 
-    def _finish(self) -> None:
+    def _finish(self, final: Path, saved: bool) -> None:
         if self.trainer is None and self.point is not None:  # every stage had finished: only the end remains
             checkpoint.load_weights(self.model, self.point.completed_checkpoint)
-        final = self.run_dir / ("adapter" if self.recipe.finetune.method == "lora" else "model")
-        self.model.save_pretrained(final)
+        if saved:
+            (final / "training_args.bin").unlink(missing_ok=True)  # the Trainer's pickle: not part of the weights
+        else:
+            self.model.save_pretrained(final)
         self.tokenizer.save_pretrained(final)
         finish_monitor(self.recipe, self.monitor, self.run_dir, final, self.started, self.log)
         checkpoint.write_json_atomic(self.run_dir / "data_manifest.json", self.prepared.manifest)

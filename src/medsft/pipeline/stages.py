@@ -17,6 +17,7 @@ from medsft.models import choose_dtype
 from medsft.train import checkpoint
 from medsft.train.callbacks import EvaluateEvery, MetricsWriter
 from medsft.train.collate import Collator, PackedCollator
+from medsft.train.engines import deepspeed_config, fsdp_settings
 from medsft.train.trainer import MedsftTrainer, StageRun
 
 # Log events with any of these keys are evaluations in metrics.jsonl.
@@ -34,11 +35,17 @@ def save_every(recipe) -> int | None:
     return recipe.train.save_steps or (recipe.monitor.eval_every if recipe.monitor.select.enabled else None)
 
 
-def training_arguments(recipe, stage, steps: int, run_dir: Path) -> TrainingArguments:
-    """The HF arguments of one stage, from the recipe's train section and the stage's overrides."""
+def training_arguments(recipe, stage, steps: int, run_dir: Path, model=None) -> TrainingArguments:
+    """The HF arguments of one stage, from the recipe's train section and the stage's overrides.
+    model: the model to train (FSDP wraps its decoder layers)."""
     cfg = recipe.train
     _, mixed = choose_dtype(recipe.model.dtype, recipe.finetune.method)
     saves = save_every(recipe)
+    engine: dict = {}
+    if cfg.deepspeed is not None:
+        engine["deepspeed"] = deepspeed_config(cfg.deepspeed, cfg, mixed, distributed.world_size())
+    if cfg.fsdp is not None:
+        engine["fsdp"], engine["fsdp_config"] = fsdp_settings(cfg.fsdp, model, cfg.gradient_checkpointing)
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints" / stage.name),
         per_device_train_batch_size=cfg.batch_size,
@@ -72,15 +79,16 @@ def training_arguments(recipe, stage, steps: int, run_dir: Path) -> TrainingArgu
         ddp_backend="gloo" if distributed.active() and not torch.cuda.is_available() else None,
         optim=cfg.optim,
         neftune_noise_alpha=cfg.neftune_alpha,
+        **engine,
     )
 
 
 def stage_trainer(recipe, stage, model, tokenizer, train_set, run: StageRun, monitor=None) -> MedsftTrainer:
-    args = training_arguments(recipe, stage, stage_steps(recipe, stage, len(train_set)), run.run_dir)
+    args = training_arguments(recipe, stage, stage_steps(recipe, stage, len(train_set)), run.run_dir, model)
     if recipe.train.report_to == "tensorboard":  # transformers 5 takes the folder from the environment only
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.run_dir / "tensorboard" / stage.name)
     multiple_of = 8 if torch.cuda.is_available() else 1
-    return MedsftTrainer(
+    trainer = MedsftTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
@@ -92,6 +100,14 @@ def stage_trainer(recipe, stage, model, tokenizer, train_set, run: StageRun, mon
         callbacks=[EvaluateEvery(recipe.monitor.eval_every),
                    MetricsWriter(run.run_dir / "metrics.jsonl", stage.name, run.step_offset, EVAL_PREFIXES)],
     )
+    # The engine asked for is the engine that trains, or the run says so before the first step.
+    if recipe.train.deepspeed is not None and not trainer.is_deepspeed_enabled:
+        raise UserError("train.deepspeed: the Trainer did not enable DeepSpeed (launch with --nproc, torchrun or "
+                        "accelerate launch)")
+    if recipe.train.fsdp is not None and not trainer.is_fsdp_enabled:
+        raise UserError("train.fsdp: the Trainer did not enable FSDP (launch with --nproc, torchrun or "
+                        "accelerate launch)")
+    return trainer
 
 
 def save_stage_end(trainer, stage_dir: Path) -> None:

@@ -43,6 +43,7 @@ class StageRun:
     roles: dict = field(default_factory=dict)  # source name -> domain | general
     padding_free: bool = False  # batches joined into one row (train/collate.py PackedCollator)
     loss_chunk_tokens: int = 0  # > 0: the chunked loss (train/loss.py), when the model allows it
+    probe_everywhere: bool = False  # weights sharded over the processes: every one takes part in the probes
 
 
 class MedsftTrainer(Trainer):
@@ -215,9 +216,9 @@ class MedsftTrainer(Trainer):
     def _evaluate_now(self, metric_key_prefix: str) -> dict[str, float]:
         metrics = self.validation_losses(metric_key_prefix)
         if self.monitor is not None:
-            # The main process probes; the others take its figures and its monitor state, so that every
-            # process makes the same mix change and the same early stop.
-            if distributed.is_main():
+            # The main process probes (every process, when each holds only part of the weights); the others
+            # take its figures and its monitor state, so that every process makes the same mix change and stop.
+            if distributed.is_main() or self.run.probe_everywhere:
                 losses = {k.split("/", 1)[1]: v for k, v in metrics.items() if "/" in k}
                 metrics.update(self.monitor.probe(self.model, self.step, self.run.stage, self.state.global_step,
                                                   losses, dict(self.last_train_losses)))
