@@ -278,8 +278,19 @@ def test_engines_without_cuda_are_refused_before_the_model_loads(tmp_path, tiny_
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the engines may run")
     recipe = _recipe(tmp_path, tiny_model_dir, "run", batch_size=2, dropout=0.0)
+    tree = yaml.safe_load(recipe.read_text())
+    tree["stages"] = tree["stages"][1:]  # the engines train one stage per run
+    recipe.write_text(yaml.safe_dump(tree))
     assert main(["train", str(recipe), "--set", setting]) == 2
     err = capsys.readouterr().err
     assert says in err and "Loading weights" not in err
     assert main(["train", str(recipe), "--set", "train.deepspeed=zero2", "--set", "train.fsdp=full_shard"]) == 2
     assert "choose one" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting", ["train.deepspeed=zero2", "train.fsdp=full_shard"])
+def test_engines_train_one_stage_per_run(tmp_path, tiny_model_dir, capsys, setting):
+    recipe = _recipe(tmp_path, tiny_model_dir, "run", batch_size=2, dropout=0.0)  # two stages
+    assert main(["train", str(recipe), "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert "one stage per run (2 here)" in err and "finetune.lora.init_from" in err and "Loading weights" not in err

@@ -113,6 +113,12 @@ class Run:
             raise UserError(f"model.quantization: {quantization} needs a CUDA GPU and bitsandbytes "
                             "(pip install 'medsft[gpu]')")
         train = self.recipe.train
+        stages = len(self.recipe.resolved_stages)
+        if (train.deepspeed or train.fsdp) and stages > 1:
+            engine = "train.deepspeed" if train.deepspeed else "train.fsdp"
+            raise UserError(f"{engine}: one stage per run ({stages} here): the engine wraps the model in place and "
+                            "a second stage cannot wrap it again; run each stage as its own recipe (the next one "
+                            "with finetune.lora.init_from), or train plain data parallel (--nproc)")
         if train.deepspeed is not None:
             if importlib.util.find_spec("deepspeed") is None or not torch_cuda():
                 raise UserError("train.deepspeed needs a CUDA GPU and DeepSpeed (pip install 'medsft[deepspeed]'); "
@@ -248,7 +254,11 @@ class Run:
         """Padding-free batches and the chunked loss, where the loaded model allows them."""
         train = self.recipe.train
         self.padding_free = train.padding_free and use_packed_attention(self.model, self.log)
-        if train.loss_chunk_tokens and train.kl_to_base == 0:
+        if train.loss_chunk_tokens and (train.deepspeed or train.fsdp):
+            # The chunked loss re-runs the head under activation checkpointing, where ZeRO-3 and FSDP have
+            # already released the gathered weights: the plain loss keeps it correct.
+            self.log("train.loss_chunk_tokens: the plain loss is used with train.deepspeed / train.fsdp")
+        elif train.loss_chunk_tokens and train.kl_to_base == 0:
             if head_gives_logits(self.model):
                 self.loss_chunk_tokens = train.loss_chunk_tokens
             else:
