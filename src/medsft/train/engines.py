@@ -61,14 +61,16 @@ def deepspeed_config(spec: str, train, mixed: str | None, world_size: int) -> di
     return config
 
 
-def fsdp_settings(mode: str, model, gradient_checkpointing: bool) -> tuple[str, dict]:
-    """(the Trainer's `fsdp` option, its `fsdp_config`) for `train.fsdp: full_shard | shard_grad_op`."""
+def fsdp_settings(mode: str, model, gradient_checkpointing: bool) -> tuple[bool, dict]:
+    """(the Trainer's `fsdp` option, its `fsdp_config`) for `train.fsdp: full_shard | shard_grad_op`:
+    FSDP on, everything said in the config (transformers 5 deprecates the option strings)."""
     layers = list(getattr(model, "_no_split_modules", None) or [])
     if not layers:
         raise UserError(f"train.fsdp: {type(model).__name__} does not name its decoder layer class "
                         "(_no_split_modules), which FSDP wraps one by one")
     config = {
         "version": 2,
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
         "transformer_layer_cls_to_wrap": layers,
         "reshard_after_forward": mode == "full_shard",  # shard_grad_op keeps the weights gathered
         "state_dict_type": "FULL_STATE_DICT",  # checkpoints and the final weights as plain safetensors
@@ -76,7 +78,7 @@ def fsdp_settings(mode: str, model, gradient_checkpointing: bool) -> tuple[str, 
         "sync_module_states": True,
         "activation_checkpointing": False,  # medsft checkpoints the model itself (train.gradient_checkpointing)
     }
-    return f"{mode} auto_wrap", config
+    return True, config
 
 
 def shards_weights(train) -> bool:
