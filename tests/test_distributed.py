@@ -163,13 +163,26 @@ def test_ranks_train_on_disjoint_records_whose_mix_is_the_recipes(recorded, monk
         assert sources == expected
 
 
+def _adaptive(path: Path) -> Path:
+    tree = yaml.safe_load(path.read_text())
+    # Length ratio 1.0 is always below 2.0: the monitor raises the general share at every evaluation.
+    tree["stages"][1]["adaptive"] = {"general_share": [0.1, 0.6], "step": 0.1, "min_length_ratio": 2.0}
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
 @pytest.mark.slow
-def test_a_killed_two_process_run_resumes_to_the_uninterrupted_end(tmp_path, tiny_model_dir):
-    reference = _recipe(tmp_path / "reference", tiny_model_dir, "run", batch_size=2, dropout=0.1)
+def test_a_killed_two_process_adaptive_run_resumes_to_the_uninterrupted_end(tmp_path, tiny_model_dir):
+    reference = _adaptive(_recipe(tmp_path / "reference", tiny_model_dir, "run", batch_size=2, dropout=0.1))
     assert main(["train", str(reference), "--nproc", "2"]) == 0
-    recipe = _recipe(tmp_path, tiny_model_dir, "run", batch_size=2, dropout=0.1)
+    changes = [r for r in _metrics(tmp_path / "reference" / "run") if r["event"] == "mix"]
+    assert [round(c["mix/general"], 2) for c in changes] == [0.4]  # raised at mixed step 2, logged once
+    mix = json.loads((tmp_path / "reference" / "run" / "monitor" / "mix.json").read_text())["mixed"]
+    # Positions count both processes' records: (2 steps + the micro-batch each has fetched) x 2 x 2.
+    assert [c["position"] for c in mix["changes"]] == [16]
+    recipe = _adaptive(_recipe(tmp_path, tiny_model_dir, "run", batch_size=2, dropout=0.1))
     marker = tmp_path / "paused"
-    children = _ranks(recipe, "step", 5, marker, tmp_path / "cache")  # in the second stage, past its checkpoint at step 2
+    children = _ranks(recipe, "step", 6, marker, tmp_path / "cache")  # mixed step 3: past the change and the checkpoint at mixed step 2
     deadline = time.time() + 300
     while not all(Path(f"{marker}.rank{r}").exists() for r in range(2)):
         for child in children:

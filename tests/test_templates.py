@@ -58,16 +58,32 @@ def _end_text(tokenizer, name: str) -> str:
 
 # How each family writes TOOLS' call: Hermes blocks (ChatML / Qwen), Llama 3.1's JSON with "parameters",
 # the record's own text elsewhere.
+HERMES_CALL = '<tool_call>\n{"name": "lookup", "arguments": {"drug": "X"}}\n</tool_call>'
 CALLS = {
-    "chatml": '<tool_call>\n{"name": "lookup", "arguments": {"drug": "X"}}\n</tool_call>',
-    "qwen": '<tool_call>\n{"name": "lookup", "arguments": {"drug": "X"}}\n</tool_call>',
+    "chatml": HERMES_CALL, "qwen": HERMES_CALL, "qwen3": HERMES_CALL, "intern2": HERMES_CALL, "yi": HERMES_CALL,
     "llama3": '{"name": "lookup", "parameters": {"drug": "X"}}',
+    "glm4": 'lookup\n{"drug": "X"}', "chatglm3": 'lookup\n{"drug": "X"}',  # GLM: the name, then the arguments
 }
 
 
 def _expected_answers(conversation, name: str) -> list[str]:
     return [CALLS.get(name, m.content) if m.role == "function_call" else m.content
             for m in conversation.messages if m.role in ("assistant", "function_call")]
+
+
+def _expected_supervised(tokenizer, conversation, name: str) -> list[str]:
+    """Each answer as it is supervised: with its end token; GLM: a newline before it and the next turn's
+    marker after it; Qwen3: the final answer opens with an (empty) think block."""
+    answers = _expected_answers(conversation, name)
+    if name in ("glm4", "chatglm3"):
+        roles = [m.role for m in conversation.messages]
+        nexts = [roles[i + 1] if i + 1 < len(roles) else None for i, r in enumerate(roles) if i % 2 == 1]
+        return ["\n" + a + ("<|observation|>" if n == "observation" else "<|user|>") for a, n in zip(answers, nexts)]
+    end = _end_text(tokenizer, name)
+    texts = [a + end for a in answers]
+    if name == "qwen3" and conversation.messages[-1].role == "assistant":
+        texts[-1] = "<think>\n\n</think>\n\n" + texts[-1]
+    return texts
 
 
 # The tiny tokenizer's own template renders no tool calls: the tokenizer path's tool test is
@@ -83,8 +99,7 @@ def test_supervised_tokens_are_exactly_the_answers(tiny_tokenizer, name, convers
     row = _encode(tiny_tokenizer, template, conversation)
     spans = _supervised_spans(row["labels"])
     decoded = [tiny_tokenizer.decode(span) for span in spans]
-    end = _end_text(tiny_tokenizer, name)
-    assert decoded == [answer + end for answer in _expected_answers(conversation, name)]
+    assert decoded == _expected_supervised(tiny_tokenizer, conversation, name)
     # Every supervised token is the input token at that position (labels are not shifted here).
     for token, label in zip(row["input_ids"], row["labels"]):
         assert label in (IGNORE, token)
@@ -236,3 +251,108 @@ def test_template_errors_are_user_errors(tiny_tokenizer):
     tiny_tokenizer_copy.chat_template = None
     with pytest.raises(UserError, match="no chat template"):
         get_template("tokenizer", tiny_tokenizer_copy)
+
+
+# ---- the families added for real data: whole rendered texts, reasoning, detection ----------------
+
+def _rendered(name: str, conversation, tokenizer, **kwargs) -> str:
+    exchanges = get_template(name, tokenizer, **kwargs).render(conversation)
+    return "".join(e.prompt + e.answer + e.separator for e in exchanges)
+
+
+TWO_TURNS = Conversation((Message("user", "Q1"), Message("assistant", "A1"), Message("user", "问2"),
+                          Message("assistant", "答2")), system="S")
+
+
+@pytest.mark.parametrize("name, text", [
+    ("glm4", "[gMASK]<sop><|system|>\nS<|user|>\nQ1<|assistant|>\nA1<|user|>\n问2<|assistant|>\n答2<|user|>"),
+    ("chatglm3", "[gMASK]sop<|system|>\nS<|user|>\nQ1<|assistant|>\nA1<|user|>\n问2<|assistant|>\n答2<|user|>"),
+    ("gemma", "<s><start_of_turn>user\nS\n\nQ1<end_of_turn>\n<start_of_turn>model\nA1<end_of_turn>\n"
+              "<start_of_turn>user\n问2<end_of_turn>\n<start_of_turn>model\n答2<end_of_turn>\n"),
+    ("phi3", "<|system|>\nS<|end|>\n<|user|>\nQ1<|end|>\n<|assistant|>\nA1<|end|>\n<|user|>\n问2<|end|>\n"
+             "<|assistant|>\n答2<|end|>\n"),
+    ("deepseek3", "<s>S<｜User｜>Q1<｜Assistant｜>A1</s><｜User｜>问2<｜Assistant｜>答2</s>"),
+    ("intern2", "<s><|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1"
+                "<|im_end|>\n<|im_start|>user\n问2<|im_end|>\n<|im_start|>assistant\n答2<|im_end|>\n"),
+    ("llama2-zh", "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nQ1 [/INST]A1</s><s>[INST] 问2 [/INST]答2</s>"),
+])
+def test_each_family_renders_its_own_format(tiny_tokenizer, name, text):
+    assert _rendered(name, TWO_TURNS, tiny_tokenizer) == text
+
+
+def test_llama2_zh_brings_its_bilingual_system_prompt(tiny_tokenizer):
+    text = _rendered("llama2-zh", SINGLE_EN, tiny_tokenizer)
+    assert text.startswith("<s>[INST] <<SYS>>\nYou are a helpful assistant. 你是一个乐于助人的助手。\n<</SYS>>\n\n")
+
+
+REASONED = Conversation((Message("user", "Q1"), Message("assistant", "<think>\nfirst thought\n</think>\n\nA1"),
+                         Message("user", "Q2"), Message("assistant", "<think>\nwhy\n</think>\n\nA2")))
+
+
+def test_qwen3_trains_the_final_answers_reasoning_and_shows_earlier_answers_without_it(tiny_tokenizer):
+    template = get_template("qwen3", tiny_tokenizer)
+    row = _encode(tiny_tokenizer, template, REASONED)
+    decoded = [tiny_tokenizer.decode(s) for s in _supervised_spans(row["labels"])]
+    # As Qwen3's own template renders a chat: earlier answers without their reasoning, the last with it.
+    assert decoded == ["A1<|im_end|>", "<think>\nwhy\n</think>\n\nA2<|im_end|>"]
+    assert "first thought" not in tiny_tokenizer.decode(row["input_ids"])
+
+
+def test_qwen3_enable_thinking_decides_where_the_empty_think_block_goes(tiny_tokenizer):
+    on = _encode(tiny_tokenizer, get_template("qwen3", tiny_tokenizer), SINGLE_EN)
+    off = _encode(tiny_tokenizer, get_template("qwen3", tiny_tokenizer, enable_thinking=False), SINGLE_EN)
+    answer = "A body temperature above 38 C.<|im_end|>"
+    assert [tiny_tokenizer.decode(s) for s in _supervised_spans(on["labels"])] == ["<think>\n\n</think>\n\n" + answer]
+    assert [tiny_tokenizer.decode(s) for s in _supervised_spans(off["labels"])] == [answer]
+    # Off: the block is in the prompt, as Qwen3 is prompted with enable_thinking=False.
+    assert tiny_tokenizer.decode(off["input_ids"]).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n" + answer)
+    # Reasoning in the data is trained either way.
+    reasoned = _encode(tiny_tokenizer, get_template("qwen3", tiny_tokenizer, enable_thinking=False), REASONED)
+    assert tiny_tokenizer.decode(_supervised_spans(reasoned["labels"])[-1]) == "<think>\nwhy\n</think>\n\nA2<|im_end|>"
+
+
+def test_deepseek3_keeps_r1_reasoning_on_the_final_answer_and_adds_no_empty_block(tiny_tokenizer):
+    template = get_template("deepseek3", tiny_tokenizer)
+    decoded = [tiny_tokenizer.decode(s) for s in _supervised_spans(_encode(tiny_tokenizer, template, REASONED)["labels"])]
+    eos = tiny_tokenizer.eos_token
+    assert decoded == [f"A1{eos}", f"<think>\nwhy\n</think>\n\nA2{eos}"]
+    plain = _encode(tiny_tokenizer, template, SINGLE_EN)
+    assert [tiny_tokenizer.decode(s) for s in _supervised_spans(plain["labels"])] == [f"A body temperature above 38 C.{eos}"]
+
+
+def test_reasoning_content_in_openai_messages_is_kept_with_the_answer(tmp_path):
+    import json
+
+    from medsft.data.readers import read_source
+
+    path = tmp_path / "r1.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "Q"},
+                                             {"role": "assistant", "content": "A", "reasoning_content": "R"}]}) + "\n")
+    conversation = read_source("r1", path).conversations[0]
+    assert conversation.messages[-1].content == "<think>\nR\n</think>\n\nA"
+
+
+def test_glm4_writes_tools_and_calls_its_own_way(tiny_tokenizer):
+    tools = '[{"name": "lookup", "description": "drug facts", "parameters": {"type": "object"}}]'
+    conversation = Conversation(TOOLS.messages, tools=tools)
+    text = _rendered("glm4", conversation, tiny_tokenizer)
+    assert text.startswith('[gMASK]<sop><|system|>\n# 可用工具\n\n## lookup\n\n{\n    "name": "lookup"')
+    assert '<|assistant|>\nlookup\n{"drug": "X"}<|observation|>\n{"dose": "10 mg"}<|assistant|>\n' in text
+
+
+@pytest.mark.parametrize("chat_template, model, family", [
+    ("{% if enable_thinking %}<think>{% endif %}<|im_start|>", "org/model", "qwen3"),
+    ("<|im_start|>{{ bos_token }}", "internlm/internlm2-chat-7b", "intern2"),
+    ("<|im_start|>", "01-ai/Yi-6B-Chat", "yi"),
+    ("{{ bos_token }}<｜User｜>{{ m }}<｜Assistant｜>", "deepseek-ai/DeepSeek-V3", "deepseek3"),
+    ("[gMASK]<sop><|user|>", "THUDM/glm-4-9b-chat", "glm4"),
+    ("<start_of_turn>user", "google/gemma-2-2b-it", "gemma"),
+    ("<|user|>\n{{ m }}<|end|>\n<|assistant|>", "microsoft/Phi-3-mini-4k-instruct", "phi3"),
+    ("<<SYS>>[INST]", "hfl/chinese-alpaca-2-7b", "llama2-zh"),
+    (None, "THUDM/chatglm3-6b", "chatglm3"),
+    (None, "Qwen/Qwen3-8B", "qwen3"),
+])
+def test_new_families_are_detected_from_the_tokenizer_or_the_name(chat_template, model, family):
+    from medsft.data.templates import detect_template
+
+    assert detect_template(chat_template, model)[0] == family

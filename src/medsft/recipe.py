@@ -28,6 +28,15 @@ TEMPLATE_NAMES = (
     "mistral",
     "vicuna",
     "alpaca",
+    "qwen3",
+    "deepseek3",
+    "glm4",
+    "chatglm3",
+    "intern2",
+    "yi",
+    "gemma",
+    "phi3",
+    "llama2-zh",
 )
 
 
@@ -40,8 +49,9 @@ class ModelConfig(_Section):
     name_or_path: str = Field(description="Local folder or hub id of the base chat model.")
     template: Literal[TEMPLATE_NAMES] = Field(  # type: ignore[valid-type]
         "tokenizer",
-        description="Chat template: a built-in one (qwen, chatml, baichuan, baichuan2, llama2, llama3, "
-        "mistral, vicuna, alpaca) or `tokenizer` for the tokenizer's own chat template.",
+        description="Chat template: a built-in one (qwen, qwen3, chatml, baichuan, baichuan2, llama2, llama2-zh, "
+        "llama3, mistral, vicuna, alpaca, deepseek3, glm4, chatglm3, intern2, yi, gemma, phi3) or `tokenizer` for "
+        "the tokenizer's own chat template.",
     )
     trust_remote_code: bool = Field(
         False, description="Run the model folder's own Python code (Baichuan needs it). Off unless set."
@@ -60,6 +70,11 @@ class ModelConfig(_Section):
     system_prompt: str | None = Field(
         None, description="System prompt for records that have none; default: the template's own."
     )
+    enable_thinking: bool = Field(
+        True, description="Reasoning templates (qwen3): an answer with no <think> reasoning is trained with an "
+        "empty think block the model learns to write (true, Qwen3's default mode), or with the block given in the "
+        "prompt, as Qwen3 is prompted with enable_thinking=False (false). Answers that open with "
+        "<think>...</think> (or have reasoning_content) are always trained with their reasoning.")
     quantization: Literal["4bit", "8bit"] | None = Field(
         None, description="Load the base weights quantized (QLoRA: 4bit NF4 with bf16 compute; or 8bit) and train "
         "a LoRA adapter on top. Needs a CUDA GPU and bitsandbytes (pip install 'medsft[gpu]'); LoRA only.")

@@ -517,7 +517,12 @@ def _parse_messages(obj: dict) -> Conversation:
                 f"message {number}: expected an object with 'role' and 'content', got {type_name(item)}"
             )
         role = _role(number, item, "role", MESSAGES_ROLES)
-        turns.append((role, _message_content(number, role, item.get("content"))))
+        content = _message_content(number, role, item.get("content"))
+        reasoning = item.get("reasoning_content", item.get("reasoning"))
+        if role == "assistant" and isinstance(reasoning, str) and reasoning.strip():
+            # Reasoning kept inline, as R1 / Qwen3 data writes it: the reasoning templates render it in place.
+            content = f"<think>\n{reasoning.strip()}\n</think>\n\n{content}"
+        turns.append((role, content))
     return _from_turns(turns, None, _tools(obj))
 
 

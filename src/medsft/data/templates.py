@@ -39,23 +39,32 @@ class Template:
     tool_list: bool = False  # the schema's tools one JSON object per line (Hermes / Qwen)
     tool_call: str = "{content}"  # a function_call answer as the family writes it (supervised)
     call_arguments: str = "arguments"  # the key the family's call JSON names the arguments with
+    call_format: str = "json"  # "glm": a call is its name, a newline, then the arguments' JSON
+    answer_prefix: str = ""  # supervised text before every answer (GLM's newline after <|assistant|>)
+    # GLM: no end token; an answer ends with the opener of the turn after it (<|user|> or <|observation|>,
+    # both stop tokens of the family), which the next prompt then does not repeat. (user, observation).
+    openers: tuple[str, str] | None = None
+    think: bool = False  # reasoning families: the final answer's reasoning in <think>...</think> before it
+    empty_think: bool = False  # Qwen3: the final answer has a think block even with no reasoning
+    thinking: bool = True  # model.enable_thinking: an empty think block is answered (True) or given (False)
 
-    def resolve(self, bos: str, eos: str) -> Template:
+    def resolve(self, bos: str, eos: str, thinking: bool = True) -> Template:
         """The same template with {bos} and {eos} replaced by the tokenizer's strings."""
         fields = {}
         for key, value in self.__dict__.items():
             if isinstance(value, str) and key != "name":
                 value = value.replace("{bos}", bos).replace("{eos}", eos)
             fields[key] = value
-        return Template(**fields)
+        return Template(**{**fields, "thinking": thinking})
 
     def render(self, conversation: Conversation, system_prompt: str | None = None) -> list[Exchange]:
         system = conversation.system if conversation.system is not None else system_prompt
         if system is None:
             system = self.default_system
         if conversation.tools:
-            schema = self.tools.replace("{content}", _tool_lines(conversation.tools) if self.tool_list
-                                        else conversation.tools)
+            listed = (_glm_tools(conversation.tools) if self.call_format == "glm"
+                      else _tool_lines(conversation.tools) if self.tool_list else conversation.tools)
+            schema = self.tools.replace("{content}", listed)
             system = f"{system}\n\n{schema}" if system else schema
         head = self.prefix
         if system and not self.system_in_first_user:
@@ -64,19 +73,52 @@ class Template:
         exchanges: list[Exchange] = []
         pending = head
         messages = conversation.messages
+        last = len(messages) - 2
         for i in range(0, len(messages), 2):
             asked, answered = messages[i], messages[i + 1]
             content = asked.content
             if i == 0 and system and self.system_in_first_user:
                 content = self.system.replace("{content}", system) + content
-            pattern = self.observation if asked.role == "observation" and self.observation else self.user
+            observation = asked.role == "observation"
+            if self.openers and i == 0:  # later turns' openers end the answer before them
+                pending += self.openers[1 if observation else 0]
+            pattern = self.observation if observation and self.observation else self.user
             pending += pattern.replace("{content}", content)
             answer = answered.content
             if answered.role == "function_call":
-                answer = self.tool_call.replace("{content}", _call_json(answer, self.call_arguments))
-            exchanges.append(Exchange(prompt=pending, answer=answer + self.end, separator=self.separator))
+                answer = self.tool_call.replace("{content}", self._call(answer))
+            elif self.think:
+                reasoning, answer = split_reasoning(answer)
+                block = f"<think>\n{reasoning}\n</think>\n\n"
+                if i != last:  # earlier answers are shown without their reasoning, as the family's template does
+                    pass
+                elif reasoning or (self.empty_think and self.thinking):
+                    answer = block + answer
+                elif self.empty_think:  # enable_thinking off: the empty block is given, as at inference
+                    pending += block
+            end = self.end
+            if self.openers:
+                follows_observation = i + 2 < len(messages) and messages[i + 2].role == "observation"
+                end = self.openers[1 if follows_observation else 0]
+            exchanges.append(Exchange(prompt=pending, answer=self.answer_prefix + answer + end,
+                                      separator=self.separator))
             pending = ""
         return exchanges
+
+    def _call(self, call: str) -> str:
+        if self.call_format == "glm":
+            parsed = _parse_call(call)
+            return call if parsed is None else f"{parsed[0]}\n{json.dumps(parsed[1], ensure_ascii=False)}"
+        return _call_json(call, self.call_arguments)
+
+
+def split_reasoning(content: str) -> tuple[str, str]:
+    """(reasoning, answer) of an assistant text that may open with <think>...</think> (R1 / Qwen3 data);
+    ("", content) when it has none."""
+    if "</think>" not in content:
+        return "", content
+    thought, _, answer = content.partition("</think>")
+    return thought.split("<think>", 1)[-1].strip("\n"), answer.lstrip("\n")
 
 
 def _tool_lines(tools: str) -> str:
@@ -89,6 +131,22 @@ def _tool_lines(tools: str) -> str:
     return "\n".join(json.dumps(item if "function" in item else {"type": "function", "function": item},
                                 ensure_ascii=False) if isinstance(item, dict) else json.dumps(item, ensure_ascii=False)
                      for item in items)
+
+
+def _glm_tools(tools: str) -> str:
+    """GLM-4's tool list: each function under `## name`, its schema as indented JSON, then the
+    instruction to call it with JSON arguments."""
+    try:
+        parsed = json.loads(tools)
+    except ValueError:
+        return "\n\n" + tools
+    items = parsed if isinstance(parsed, list) else [parsed]
+    text = ""
+    for item in items:
+        function = item.get("function", item) if isinstance(item, dict) else {"name": str(item)}
+        text += (f"\n\n## {function.get('name', '')}\n\n{json.dumps(function, ensure_ascii=False, indent=4)}"
+                 "\n在调用上述函数时，请使用 Json 格式表示调用的参数。")
+    return text
 
 
 def _parse_call(call: str) -> tuple[str, object] | None:
@@ -141,19 +199,51 @@ _CHATML = Template(
     tool_call="<tool_call>\n{content}\n</tool_call>",
 )
 
+# GLM-4's tool prompt: each function under its own heading, as the family's template lists them.
+GLM_TOOLS = "# 可用工具{content}"
+
+_LLAMA2 = Template(
+    name="llama2",
+    user="{bos}[INST] {content} [/INST]",
+    system="<<SYS>>\n{content}\n<</SYS>>\n\n",
+    system_in_first_user=True,
+    end="{eos}",
+)
+
 BUILTIN: dict[str, Template] = {
     "chatml": _CHATML,
     "qwen": Template(**{**_CHATML.__dict__, "name": "qwen", "default_system": "You are a helpful assistant."}),
+    # Qwen3: ChatML; the final answer opens with a think block (empty when the data has no reasoning),
+    # earlier answers are shown without theirs (model.enable_thinking: see the README).
+    "qwen3": Template(**{**_CHATML.__dict__, "name": "qwen3", "think": True, "empty_think": True}),
+    # DeepSeek-V3 / R1: BOS, the system text, then <｜User｜>...<｜Assistant｜>...<｜end▁of▁sentence｜>;
+    # R1-style reasoning as <think>...</think> before the final answer.
+    "deepseek3": Template(name="deepseek3", prefix="{bos}", system="{content}",
+                          user="<｜User｜>{content}<｜Assistant｜>", end="{eos}", think=True),
+    # GLM-4 (and ChatGLM3, whose tokenizer holds the same markers): [gMASK]<sop>, role markers with no end
+    # token: an answer ends with the next turn's marker (<|user|> / <|observation|>, the family's stop tokens).
+    "glm4": Template(name="glm4", prefix="[gMASK]<sop>", system="<|system|>\n{content}",
+                     user="\n{content}<|assistant|>", end="", answer_prefix="\n",
+                     openers=("<|user|>", "<|observation|>"), tools=GLM_TOOLS, call_format="glm"),
+    "chatglm3": Template(name="chatglm3", prefix="[gMASK]sop", system="<|system|>\n{content}",
+                         user="\n{content}<|assistant|>", end="", answer_prefix="\n",
+                         openers=("<|user|>", "<|observation|>"), tools=GLM_TOOLS, call_format="glm"),
+    # InternLM2: ChatML after BOS.
+    "intern2": Template(**{**_CHATML.__dict__, "name": "intern2", "prefix": "{bos}"}),
+    "yi": Template(**{**_CHATML.__dict__, "name": "yi"}),
+    # Gemma: no system turn (its text opens the first user turn), the assistant is `model`.
+    "gemma": Template(name="gemma", prefix="{bos}", system="{content}\n\n", system_in_first_user=True,
+                      user="<start_of_turn>user\n{content}<end_of_turn>\n<start_of_turn>model\n",
+                      end="<end_of_turn>", separator="\n"),
+    "phi3": Template(name="phi3", system="<|system|>\n{content}<|end|>\n",
+                     user="<|user|>\n{content}<|end|>\n<|assistant|>\n", end="<|end|>", separator="\n"),
+    # Chinese-LLaMA-2 / Alpaca-2: Llama 2's format with a bilingual default system prompt.
+    "llama2-zh": Template(**{**_LLAMA2.__dict__, "name": "llama2-zh",
+                             "default_system": "You are a helpful assistant. 你是一个乐于助人的助手。"}),
     # Baichuan and Baichuan2 mark turns with reserved tokens (user 195/196 ids in their vocabularies).
     "baichuan": Template(name="baichuan", user="<reserved_102>{content}<reserved_103>", end="{eos}"),
     "baichuan2": Template(name="baichuan2", user="<reserved_106>{content}<reserved_107>", end="{eos}"),
-    "llama2": Template(
-        name="llama2",
-        user="{bos}[INST] {content} [/INST]",
-        system="<<SYS>>\n{content}\n<</SYS>>\n\n",
-        system_in_first_user=True,
-        end="{eos}",
-    ),
+    "llama2": _LLAMA2,
     "llama3": Template(
         name="llama3",
         prefix="{bos}",
@@ -290,14 +380,20 @@ class TokenizerTemplate:
 def detect_template(chat_template: str | None, name_or_path: str = "") -> tuple[str | None, str]:
     """(built-in template name or None, why) from a tokenizer's chat template text and the model's name."""
     text, name = chat_template or "", name_or_path.lower()
-    markers = [("<|im_start|>", "qwen" if "qwen" in (text + name).lower() else "chatml"),
-               ("<|start_header_id|>", "llama3"), ("<reserved_106>", "baichuan2"), ("<reserved_102>", "baichuan"),
-               ("<<SYS>>", "llama2"), ("[INST]", "mistral")]
+    chatml = ("qwen3" if "<think>" in text else "qwen" if "qwen" in (text + name).lower()
+              else "intern2" if "internlm" in (text + name).lower() else "yi" if "yi-" in name else "chatml")
+    markers = [("<｜User｜>", "deepseek3"), ("[gMASK]<sop>", "glm4"), ("[gMASK]", "chatglm3"),
+               ("<|im_start|>", chatml), ("<start_of_turn>", "gemma"), ("<|start_header_id|>", "llama3"),
+               ("<|end|>", "phi3"), ("<reserved_106>", "baichuan2"), ("<reserved_102>", "baichuan"),
+               ("<<SYS>>", "llama2-zh" if "chinese" in name else "llama2"), ("[INST]", "mistral")]
     for marker, family in markers:
         if marker in text:
             return family, f"{marker} in the tokenizer's chat template"
-    names = [("baichuan2", "baichuan2"), ("baichuan", "baichuan"), ("qwen", "qwen"), ("llama-3", "llama3"),
-             ("llama3", "llama3"), ("llama-2", "llama2"), ("mistral", "mistral"), ("vicuna", "vicuna")]
+    names = [("baichuan2", "baichuan2"), ("baichuan", "baichuan"), ("qwen3", "qwen3"), ("qwen", "qwen"),
+             ("deepseek-v3", "deepseek3"), ("deepseek-r1", "deepseek3"), ("glm-4", "glm4"), ("chatglm3", "chatglm3"),
+             ("internlm2", "intern2"), ("yi-", "yi"), ("gemma", "gemma"), ("phi-3", "phi3"),
+             ("llama-3", "llama3"), ("llama3", "llama3"), ("chinese-llama-2", "llama2-zh"),
+             ("chinese-alpaca-2", "llama2-zh"), ("llama-2", "llama2"), ("mistral", "mistral"), ("vicuna", "vicuna")]
     if not text:
         for part, family in names:
             if part in name:
@@ -306,8 +402,9 @@ def detect_template(chat_template: str | None, name_or_path: str = "") -> tuple[
     return None, "the tokenizer's chat template matches no built-in family"
 
 
-def get_template(name: str, tokenizer=None):
-    """A renderer with .render(conversation, system_prompt) -> list[Exchange]."""
+def get_template(name: str, tokenizer=None, enable_thinking: bool = True):
+    """A renderer with .render(conversation, system_prompt) -> list[Exchange].
+    enable_thinking: reasoning families (qwen3) answer an empty think block, or are given it."""
     if name == "tokenizer":
         if tokenizer is None:
             raise UserError("model.template: `tokenizer` needs the model's tokenizer")
@@ -321,17 +418,21 @@ def get_template(name: str, tokenizer=None):
         bos, eos = tokenizer.bos_token or "", tokenizer.eos_token or ""
     if "{eos}" in template.end and not eos:
         raise UserError(f"model.template: {name!r} ends answers with the EOS token, but the tokenizer has none")
-    return template.resolve(bos, eos)
+    return template.resolve(bos, eos, enable_thinking)
 
 
-def to_jinja(template: Template, system_prompt: str | None = None) -> str:
+def to_jinja(template: Template, system_prompt: str | None = None) -> str | None:
     """A resolved built-in template as a Jinja chat template, for a tokenizer's `chat_template`.
 
     `apply_chat_template(messages, add_generation_prompt=True)` then renders exactly what medsft
     trained on, so a merged model talks the same way in any runtime (vLLM, TGI, llama.cpp).
     The assistant header is part of each user turn here, as in the template, so it follows a user
     turn whether or not a generation prompt is asked for. system_prompt: the default system text
-    (the recipe's `model.system_prompt`); without it, the template's own."""
+    (the recipe's `model.system_prompt`); without it, the template's own. None for the families whose
+    rendering depends on the turn's place (reasoning shown only in the final answer, GLM's answer ends):
+    their models ship that template themselves, which is the one to keep."""
+    if template.think or template.openers:
+        return None
 
     def literal(value: str) -> str:  # a Jinja string literal (Python escapes)
         escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r")

@@ -58,8 +58,8 @@ class Chat:
 def stop_token_ids(template, tokenizer) -> list[int]:
     """Ids that end an answer: the template's end-of-turn token (when it is one token) and EOS."""
     ids = set()
-    end = getattr(template, "end", "")
-    if end:
+    ends = [getattr(template, "end", "")] + list(getattr(template, "openers", None) or ())  # GLM: the next turn's marker
+    for end in filter(None, ends):
         encoded = batch_tokenizer(tokenizer)([end])[0]
         if len(encoded) == 1:
             ids.add(encoded[0])

@@ -18,7 +18,7 @@ def prepare(recipe, log=print):
     """Tokenizer, template and prepared data. Everything a user can get wrong is caught here, before weights load."""
     model = recipe.model
     tokenizer = load_tokenizer(model.name_or_path, model.trust_remote_code, model.allow_pickle_weights)
-    template = get_template(model.template, tokenizer)
+    template = get_template(model.template, tokenizer, model.enable_thinking)
     distiller = Distiller(recipe, tokenizer, template, log) if any(s.self_distill for s in recipe.data.sources) else None
     prepared = prepare_data(recipe, tokenizer, template, _local_rewriter(model.trust_remote_code), distiller)
     return tokenizer, template, prepared

@@ -46,7 +46,9 @@ def merge(source: Source, out: str | Path, dtype: str = "auto", max_shard_size: 
     if source.template != "tokenizer":
         from medsft.data.templates import to_jinja
 
-        tokenizer.chat_template = to_jinja(loaded.chat.template, source.system_prompt)
+        jinja = to_jinja(loaded.chat.template, source.system_prompt)
+        if jinja is not None:  # else the base model's own template stays (qwen3, deepseek3, glm4)
+            tokenizer.chat_template = jinja
     end_ids = loaded.chat.stop_ids
     merged.generation_config.eos_token_id = end_ids[0] if len(end_ids) == 1 else end_ids
     if tokenizer.pad_token_id is not None:

@@ -48,7 +48,8 @@ def serve_vllm(source: Source, name: str | None, host: str, port: int, api_key: 
         from medsft.models import load_tokenizer
 
         tokenizer = load_tokenizer(source.base, source.trust_remote_code, source.allow_pickle_weights)
-        template_file = Path(tempfile.mkdtemp(prefix="medsft-vllm-")) / "chat_template.jinja"
-        template_file.write_text(to_jinja(get_template(source.template, tokenizer), source.system_prompt),
-                                 encoding="utf-8")
+        jinja = to_jinja(get_template(source.template, tokenizer), source.system_prompt)
+        if jinja is not None:  # else vLLM uses the model's own template (qwen3, deepseek3, glm4)
+            template_file = Path(tempfile.mkdtemp(prefix="medsft-vllm-")) / "chat_template.jinja"
+            template_file.write_text(jinja, encoding="utf-8")
     return subprocess.call(vllm_command(source, name, host, port, api_key, template_file))
