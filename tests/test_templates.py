@@ -356,3 +356,17 @@ def test_new_families_are_detected_from_the_tokenizer_or_the_name(chat_template,
     from medsft.data.templates import detect_template
 
     assert detect_template(chat_template, model)[0] == family
+
+
+def test_a_default_template_becomes_the_builtin_of_a_family_whose_own_template_cannot_be_split(tmp_path, tiny_tokenizer):
+    from medsft.pipeline.prepare import _template_name
+    from medsft.recipe import ModelConfig
+
+    lines = []
+    tiny_tokenizer = type(tiny_tokenizer).from_pretrained(tiny_tokenizer.name_or_path)
+    tiny_tokenizer.chat_template = "{% for m in messages %}<|im_start|>{{ m.content }}<think>{% endfor %}"
+    model = ModelConfig(name_or_path="org/some-model")
+    assert _template_name(model, tiny_tokenizer, lines.append) == "qwen3" and model.template == "qwen3"
+    assert "model.template: qwen3 (<|im_start|> in the tokenizer's chat template" in lines[0]
+    chosen = ModelConfig(name_or_path="org/some-model", template="chatml")  # the recipe's choice stands
+    assert _template_name(chosen, tiny_tokenizer, lines.append) == "chatml"
