@@ -127,12 +127,17 @@ def test_the_remedy_variants_set_their_remedy_and_scaled_runs_tune_scale(tmp_pat
     files = {"medical": tmp_path / "m.jsonl", "general": tmp_path / "g.jsonl", "general_probes": tmp_path / "p.jsonl"}
     context = LabContext(base, files, tmp_path / "lab", SYNTHETIC)
     trees = {name: VARIANTS[name](context, name, 0)
-             for name in ["kl-replay", "self-distill", "frozen-lower", "scaled", "adaptive"]}
+             for name in ["kl-replay", "self-distill", "frozen-lower", "scaled", "adaptive", "medsft-default"]}
     assert trees["kl-replay"]["train"]["kl_to_base"] > 0 and trees["kl-replay"]["train"]["kl_on"] == "general"
     assert trees["self-distill"]["data"]["sources"][1]["self_distill"]["mode"] == "replace"
     assert trees["frozen-lower"]["finetune"]["layers"] == "2-"
     assert trees["adaptive"]["stages"][0]["adaptive"]["general_share"] == [0.2, 0.6]
     assert trees["scaled"].pop("_then") == "tune-scale"
+    # medsft-default is what `medsft init` writes: augmented medical data, 6:4, the adaptive mix.
+    default = trees["medsft-default"]
+    assert default["data"]["sources"][0]["augment"]["per_record"] == 8
+    assert default["stages"][0]["weights"] == {"medical": 0.6, "general": 0.4}
+    assert default["stages"][0]["adaptive"]["general_share"] == [0.3, 0.7]
     for name, tree in trees.items():
         parse_recipe(tree, name)  # every variant is a valid recipe
 

@@ -97,6 +97,8 @@ def test_merge_gives_the_logits_of_base_plus_adapter(lora_run, tmp_path, capsys)
         expected, got = tuned(input_ids=ids).logits, merged(input_ids=ids).logits
         with tuned.disable_adapter():
             plain = tuned(input_ids=ids).logits
+    print(f"largest |merged - base+adapter| logit difference: {(expected - got).abs().max().item():.3g} "
+          f"(the adapter moves logits by up to {(expected - plain).abs().max().item():.3g})")
     assert (expected - got).abs().max().item() < 1e-5
     assert (expected - plain).abs().max().item() > 1e-3  # the adapter did change something
 
