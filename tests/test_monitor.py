@@ -223,3 +223,25 @@ class _RawChat(Chat):
 
     def prompt(self, question: str) -> str:
         return question
+
+
+def test_a_probe_budget_the_base_already_fills_is_said_before_training(tmp_path, monkeypatch):
+    """Capped base answers hide shortening (seen on SmolLM2): the monitor says so when it meets them."""
+    from types import SimpleNamespace
+
+    import medsft.monitor.monitor as module
+    from medsft.eval import names
+
+    median = names.metric(names.GENERAL, names.MEDIAN_TOKENS)
+    scores = {median: 48.0}
+    monkeypatch.setattr(module, "flat_scores", lambda results: dict(scores))
+    monkeypatch.setattr(module.Monitor, "_ask", lambda self, model, label: {})
+    lines = []
+    monitor = module.Monitor(SimpleNamespace(max_new_tokens=48), [], chat=None, run_dir=tmp_path, log=lines.append)
+    monitor.compute_base(model=None)
+    assert any("reaches monitor.max_new_tokens (48)" in line for line in lines)
+    lines.clear()
+    scores[median] = 20.0  # room to answer: nothing to say
+    (tmp_path / "monitor" / "base.json").unlink()
+    monitor.compute_base(model=None)
+    assert not lines

@@ -107,6 +107,12 @@ class Monitor:
         else:  # full fine-tuning: called before any step, when the model still is the base
             results = self._ask(model, "probing the base model")
         self.base = {"questions": questions, "answers": answers_of(results), "scores": flat_scores(results)}
+        median = self.base["scores"].get(names.metric(names.GENERAL, names.MEDIAN_TOKENS))
+        if median is not None and median >= 0.9 * self.config.max_new_tokens:
+            # Seen in the SmolLM2 lab: capped base answers hid a tuned model's answers shrinking to 63%.
+            self.log(f"warning: the base model's median general answer ({median:g} tokens) reaches "
+                     f"monitor.max_new_tokens ({self.config.max_new_tokens}): the length ratio cannot see answers "
+                     "shorten until they fall under it; raise monitor.max_new_tokens")
         if not distributed.is_main():  # sharded weights: every process asked, the main one writes
             return self.base
         path.parent.mkdir(parents=True, exist_ok=True)
