@@ -465,6 +465,13 @@ def _add_sampling_arguments(parser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _run(argv)
+    if distributed.active():  # one process of a multi-process run: leave without the interpreter's teardown
+        distributed.leave(code)
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     # Deprecation chatter from the libraries says nothing a medsft user can act on.
     warnings.filterwarnings("ignore", category=FutureWarning)
