@@ -94,10 +94,8 @@ def dataset_rows(path: str) -> tuple[str, list[dict]] | None:
                                          for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
     if not path.startswith("hf:") and not saved:
         return None
-    try:
-        import datasets
-    except ImportError:
-        raise UserError(f"{path}: reading a datasets dataset needs the datasets package (pip install datasets)") from None
+    import datasets  # a dependency, imported only here: reading plain files stays light
+
     try:
         if saved:
             loaded = datasets.load_from_disk(path)

@@ -36,7 +36,7 @@ class Template:
     observation: str | None = None  # a tool result turn; default: like a user turn
     system_in_first_user: bool = False  # templates with no system slot fold it into the first user turn
     tools: str = "{content}"  # the tool schema as the family shows it, after the system prompt
-    tool_list: bool = False  # the schema's tools one JSON object per line (Hermes / Qwen)
+    tool_list: str = ""  # how the schema's tools are listed: as given, "lines" (one JSON each: Hermes), "glm"
     tool_call: str = "{content}"  # a function_call answer as the family writes it (supervised)
     call_arguments: str = "arguments"  # the key the family's call JSON names the arguments with
     call_format: str = "json"  # "glm": a call is its name, a newline, then the arguments' JSON
@@ -62,9 +62,8 @@ class Template:
         if system is None:
             system = self.default_system
         if conversation.tools:
-            listed = (_glm_tools(conversation.tools) if self.call_format == "glm"
-                      else _tool_lines(conversation.tools) if self.tool_list else conversation.tools)
-            schema = self.tools.replace("{content}", listed)
+            listing = {"lines": _tool_lines, "glm": _glm_tools}.get(self.tool_list, str)
+            schema = self.tools.replace("{content}", listing(conversation.tools))
             system = f"{system}\n\n{schema}" if system else schema
         head = self.prefix
         if system and not self.system_in_first_user:
@@ -87,14 +86,12 @@ class Template:
             answer = answered.content
             if answered.role == "function_call":
                 answer = self.tool_call.replace("{content}", self._call(answer))
-            elif self.think:
+            elif self.think:  # earlier answers are shown without their reasoning, as the family's template does
                 reasoning, answer = split_reasoning(answer)
                 block = f"<think>\n{reasoning}\n</think>\n\n"
-                if i != last:  # earlier answers are shown without their reasoning, as the family's template does
-                    pass
-                elif reasoning or (self.empty_think and self.thinking):
+                if i == last and (reasoning or (self.empty_think and self.thinking)):
                     answer = block + answer
-                elif self.empty_think:  # enable_thinking off: the empty block is given, as at inference
+                elif i == last and self.empty_think:  # enable_thinking off: the empty block is given, as at inference
                     pending += block
             end = self.end
             if self.openers:
@@ -104,6 +101,13 @@ class Template:
                                       separator=self.separator))
             pending = ""
         return exchanges
+
+    @property
+    def turn_dependent(self) -> bool:
+        """Whether a turn renders differently once later turns follow (reasoning shown only in the final
+        answer; GLM's answer ending with the next turn's marker): such a family's own chat template cannot
+        be split into turns, and no single Jinja text written per message renders it."""
+        return self.think or self.openers is not None
 
     def _call(self, call: str) -> str:
         if self.call_format == "glm":
@@ -195,7 +199,7 @@ _CHATML = Template(
     end="<|im_end|>",
     separator="\n",
     tools=HERMES_TOOLS,
-    tool_list=True,
+    tool_list="lines",
     tool_call="<tool_call>\n{content}\n</tool_call>",
 )
 
@@ -210,6 +214,10 @@ _LLAMA2 = Template(
     end="{eos}",
 )
 
+_GLM4 = Template(name="glm4", prefix="[gMASK]<sop>", system="<|system|>\n{content}", user="\n{content}<|assistant|>",
+                 end="", answer_prefix="\n", openers=("<|user|>", "<|observation|>"), tools=GLM_TOOLS, tool_list="glm",
+                 call_format="glm")
+
 BUILTIN: dict[str, Template] = {
     "chatml": _CHATML,
     "qwen": Template(**{**_CHATML.__dict__, "name": "qwen", "default_system": "You are a helpful assistant."}),
@@ -222,12 +230,8 @@ BUILTIN: dict[str, Template] = {
                           user="<｜User｜>{content}<｜Assistant｜>", end="{eos}", think=True),
     # GLM-4 (and ChatGLM3, whose tokenizer holds the same markers): [gMASK]<sop>, role markers with no end
     # token: an answer ends with the next turn's marker (<|user|> / <|observation|>, the family's stop tokens).
-    "glm4": Template(name="glm4", prefix="[gMASK]<sop>", system="<|system|>\n{content}",
-                     user="\n{content}<|assistant|>", end="", answer_prefix="\n",
-                     openers=("<|user|>", "<|observation|>"), tools=GLM_TOOLS, call_format="glm"),
-    "chatglm3": Template(name="chatglm3", prefix="[gMASK]sop", system="<|system|>\n{content}",
-                         user="\n{content}<|assistant|>", end="", answer_prefix="\n",
-                         openers=("<|user|>", "<|observation|>"), tools=GLM_TOOLS, call_format="glm"),
+    "glm4": _GLM4,
+    "chatglm3": Template(**{**_GLM4.__dict__, "name": "chatglm3", "prefix": "[gMASK]sop"}),
     # InternLM2: ChatML after BOS.
     "intern2": Template(**{**_CHATML.__dict__, "name": "intern2", "prefix": "{bos}"}),
     "yi": Template(**{**_CHATML.__dict__, "name": "yi"}),
@@ -257,7 +261,7 @@ BUILTIN: dict[str, Template] = {
         tools="Given the following functions, please respond with a JSON for a function call with its proper "
         "arguments that best answers the given prompt.\n\nRespond in the format {\"name\": function name, "
         "\"parameters\": dictionary of argument name and its value}. Do not use variables.\n\n{content}",
-        tool_list=True,
+        tool_list="lines",
         call_arguments="parameters",
     ),
     "mistral": Template(
@@ -431,7 +435,7 @@ def to_jinja(template: Template, system_prompt: str | None = None) -> str | None
     (the recipe's `model.system_prompt`); without it, the template's own. None for the families whose
     rendering depends on the turn's place (reasoning shown only in the final answer, GLM's answer ends):
     their models ship that template themselves, which is the one to keep."""
-    if template.think or template.openers:
+    if template.turn_dependent:
         return None
 
     def literal(value: str) -> str:  # a Jinja string literal (Python escapes)

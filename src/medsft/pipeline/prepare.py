@@ -7,7 +7,7 @@ from pathlib import Path
 
 from medsft.data.encode import IGNORE
 from medsft.data.prepare import PreparedData, prepare_data, write_jsonl, write_rejects
-from medsft.data.templates import detect_template, get_template
+from medsft.data.templates import BUILTIN, detect_template, get_template
 from medsft.pipeline.distill import Distiller
 from medsft.errors import UserError
 from medsft.models import load_tokenizer
@@ -24,22 +24,18 @@ def prepare(recipe, log=print):
     return tokenizer, template, prepared
 
 
-# Families whose own chat template shows a turn differently once later turns follow (reasoning
-# dropped from earlier answers, GLM's answer ends), so it cannot be split into turns: their built-in is used.
-OWN_BUILTIN = ("qwen3", "deepseek3", "glm4", "chatglm3")
-
-
 def _template_name(model, tokenizer, log) -> str:
     """The template to use: the recipe's; when left at its default (`tokenizer`), the tokenizer's own,
     or the built-in of a family whose own template cannot be split into turns. Says which."""
     if "template" in model.model_fields_set:
         return model.template
-    family, why = detect_template(getattr(tokenizer, "chat_template", None), model.name_or_path)
-    if family in OWN_BUILTIN or (family and not getattr(tokenizer, "chat_template", None)):
+    own = getattr(tokenizer, "chat_template", None)
+    family, why = detect_template(own, model.name_or_path)
+    if family and (BUILTIN[family].turn_dependent or not own):
         log(f"model.template: {family} ({why}; set model.template to choose another)")
         model.template = family  # the run's recipe.yaml says which, for merge, serve and resume
         return family
-    if getattr(tokenizer, "chat_template", None):
+    if own:
         log("model.template: the tokenizer's own chat template" + (f" ({family} family)" if family else ""))
     return model.template
 

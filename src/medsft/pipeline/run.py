@@ -95,6 +95,7 @@ class Run:
         self.reference = None  # a frozen base copy for the KL term of full fine-tuning
         self.padding_free = False  # train.padding_free, once the model is known to keep packed samples apart
         self.loss_chunk_tokens = 0  # train.loss_chunk_tokens, once the model is known to allow it
+        self.sharded = False  # ZeRO-3 or FSDP: every process takes part in each forward, probes included
 
     def check_optional_packages(self) -> None:
         if self.recipe.train.report_to == "tensorboard" and not (
@@ -131,6 +132,7 @@ class Run:
         if (train.deepspeed or train.fsdp) and quantization:
             raise UserError("model.quantization: k-bit weights do not shard; drop train.deepspeed / train.fsdp "
                             "or the quantization")
+        self.sharded = shards_weights(train)  # each process holds part of the weights (ZeRO-3, FSDP)
         init_from = self.recipe.finetune.lora.init_from
         if init_from and self.recipe.finetune.method == "lora":
             check_adapter_dir(init_from, "finetune.lora.init_from")
@@ -212,7 +214,7 @@ class Run:
         self.monitor = Monitor(recipe.monitor, self.probe_sets, chat, self.run_dir, sizes, self.log)
         if self.point is not None and self.point.state.get("monitor"):
             self.monitor.load_state(self.point.state["monitor"])
-        if recipe.monitor.probes and (distributed.is_main() or shards_weights(recipe.train)):  # who probes
+        if recipe.monitor.probes and (distributed.is_main() or self.sharded):  # who probes
             self.log("probing the base model (answers cached in monitor/base.json)")
             self.monitor.compute_base(self.model)
         distributed.barrier()
@@ -272,7 +274,7 @@ class Run:
                        lambda: best_so_far(self.recipe, self.monitor, self.run_dir),
                        general_ids=[i for i, n in enumerate(self.prepared.source_names) if roles[n] == "general"],
                        reference=self.reference, roles=roles, padding_free=self.padding_free,
-                       loss_chunk_tokens=self.loss_chunk_tokens, probe_everywhere=shards_weights(self.recipe.train))
+                       loss_chunk_tokens=self.loss_chunk_tokens, probe_everywhere=self.sharded)
         train_set = self.encoded.select(plan.order)
         if stage.adaptive is not None:
             # The order starts as planned; the changes made before a resume point are replayed first.
@@ -299,8 +301,7 @@ class Run:
         path = self.run_dir / "monitor" / "mix.json"
         record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         changes = [c for c in self.monitor.mix_changes if c["stage"] == stage.name]
-        trained = (trainer.state.global_step * trainer.args.gradient_accumulation_steps
-                   * trainer.args.per_device_train_batch_size * distributed.world_size())
+        trained = trainer.records_trained()
         bounds = [0] + [min(c["position"], trained) for c in changes] + [trained]
         record[stage.name] = {
             "asked": dict(stage.weights), "changes": changes,
@@ -332,7 +333,7 @@ class Run:
     def finish(self) -> None:
         """Final weights (the selected checkpoint's), verdicts, manifest and report (main process)."""
         final = self.run_dir / ("adapter" if self.recipe.finetune.method == "lora" else "model")
-        sharded = shards_weights(self.recipe.train) and self.trainer is not None
+        sharded = self.sharded and self.trainer is not None
         if sharded:  # each process holds a part of the weights: the Trainer gathers them, every process takes part
             self.trainer.save_model(str(final))
         distributed.on_main(self._finish, final, sharded)

@@ -45,7 +45,7 @@ def training_arguments(recipe, stage, steps: int, run_dir: Path, model=None) -> 
     if cfg.deepspeed is not None:
         engine["deepspeed"] = deepspeed_config(cfg.deepspeed, cfg, mixed, distributed.world_size())
     if cfg.fsdp is not None:
-        engine["fsdp"], engine["fsdp_config"] = fsdp_settings(cfg.fsdp, model, cfg.gradient_checkpointing)
+        engine["fsdp"], engine["fsdp_config"] = fsdp_settings(cfg.fsdp, model)
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints" / stage.name),
         per_device_train_batch_size=cfg.batch_size,
@@ -76,7 +76,6 @@ def training_arguments(recipe, stage, steps: int, run_dir: Path, model=None) -> 
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
         ddp_find_unused_parameters=False,  # every trainable weight takes part in each forward
-        ddp_backend="gloo" if distributed.active() and not torch.cuda.is_available() else None,
         optim=cfg.optim,
         neftune_noise_alpha=cfg.neftune_alpha,
         **engine,

@@ -19,16 +19,9 @@ CONFIGS = Path(__file__).parent / "configs"
 SHIPPED = ("zero2", "zero3")
 
 
-def deepspeed_path(spec: str) -> Path:
-    return CONFIGS / f"{spec}.json" if spec in SHIPPED else Path(spec)
-
-
-def deepspeed_config(spec: str, train, mixed: str | None, world_size: int) -> dict:
-    """The DeepSpeed config for this recipe: the file's, with the recipe's fields filled in.
-
-    train: the recipe's train section. mixed: "bf16", "fp16" or None (choose_dtype's answer).
-    world_size: processes of the job (the global batch counts them)."""
-    path = deepspeed_path(spec)
+def _read_deepspeed(spec: str) -> tuple[Path, dict]:
+    """The DeepSpeed config a `train.deepspeed` value names, as read from its file."""
+    path = CONFIGS / f"{spec}.json" if spec in SHIPPED else Path(spec)
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -38,6 +31,15 @@ def deepspeed_config(spec: str, train, mixed: str | None, world_size: int) -> di
         raise UserError(f"train.deepspeed: {path}: not a readable JSON file ({error})") from None
     if not isinstance(config, dict):
         raise UserError(f"train.deepspeed: {path}: a DeepSpeed config is a JSON object")
+    return path, config
+
+
+def deepspeed_config(spec: str, train, mixed: str | None, world_size: int) -> dict:
+    """The DeepSpeed config for this recipe: the file's, with the recipe's fields filled in.
+
+    train: the recipe's train section. mixed: "bf16", "fp16" or None (choose_dtype's answer).
+    world_size: processes of the job (the global batch counts them)."""
+    path, config = _read_deepspeed(spec)
     recipe_fields = {
         ("train_micro_batch_size_per_gpu",): (train.batch_size, "train.batch_size"),
         ("gradient_accumulation_steps",): (train.grad_accum, "train.grad_accum"),
@@ -61,7 +63,7 @@ def deepspeed_config(spec: str, train, mixed: str | None, world_size: int) -> di
     return config
 
 
-def fsdp_settings(mode: str, model, gradient_checkpointing: bool) -> tuple[bool, dict]:
+def fsdp_settings(mode: str, model) -> tuple[bool, dict]:
     """(the Trainer's `fsdp` option, its `fsdp_config`) for `train.fsdp: full_shard | shard_grad_op`:
     FSDP on, everything said in the config (transformers 5 deprecates the option strings)."""
     layers = list(getattr(model, "_no_split_modules", None) or [])
@@ -83,12 +85,6 @@ def fsdp_settings(mode: str, model, gradient_checkpointing: bool) -> tuple[bool,
 
 def shards_weights(train) -> bool:
     """Every process holds only part of the weights: each forward needs them all (probes included)."""
-    return train.fsdp is not None or (train.deepspeed is not None and _zero_stage(train.deepspeed) == 3)
-
-
-def _zero_stage(spec: str) -> int:
-    try:
-        return int(json.loads(deepspeed_path(spec).read_text(encoding="utf-8"))
-                   .get("zero_optimization", {}).get("stage", 0))
-    except (OSError, ValueError, AttributeError):
-        return 0
+    if train.fsdp is not None:
+        return True
+    return train.deepspeed is not None and _read_deepspeed(train.deepspeed)[1].get("zero_optimization", {}).get("stage") == 3

@@ -78,6 +78,15 @@ class MedsftTrainer(Trainer):
         """The run-wide step."""
         return self.run.step_offset + self.state.global_step
 
+    @property
+    def micro_step_records(self) -> int:
+        """Records of the stage's order one micro-step takes, over all processes."""
+        return self.args.per_device_train_batch_size * self.args.world_size
+
+    def records_trained(self) -> int:
+        """Records of the stage's order the optimizer steps so far have taken."""
+        return self.state.global_step * self.args.gradient_accumulation_steps * self.micro_step_records
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         weight = self.settings.kl_to_base if model.training else 0.0
         if weight > 0:
@@ -241,9 +250,8 @@ class MedsftTrainer(Trainer):
         deterministic position, which a resumed run replays exactly."""
         if self.state.global_step >= self.state.max_steps:
             return
-        # Positions in the stage's order; with several processes each has fetched its next micro-batch.
-        position = ((self.state.global_step * self.args.gradient_accumulation_steps + 2)
-                    * self.args.per_device_train_batch_size * distributed.world_size())
+        # Every process has fetched its next micro-batch already: the change applies after it.
+        position = self.records_trained() + 2 * self.micro_step_records
         change = self.monitor.adapt(self.run.stage, self.run.adaptive, self.run.mix_weights, self.run.roles, metrics,
                                     self.step, position)
         if change is None:
