@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from safetensors.torch import load_file
 
 from medsft import distributed
 from medsft.cli import main
-from sample_data import write_sample
+from run_checks import adapter_weights, max_difference, small_recipe, with_adaptive_mix
 
 # One rank of a 2-process job, started the way torchrun starts it (the environment says who it is).
 #   record - each rank appends the record ids of its micro-batches to RECORDS.rank<N>
@@ -61,26 +60,7 @@ sys.exit(main(["train", recipe]))
 
 
 def _recipe(folder: Path, model_dir: Path, name: str, batch_size: int, dropout: float) -> Path:
-    files = write_sample(folder / "data")
-    tree = {
-        "model": {"name_or_path": str(model_dir), "template": "qwen"},
-        "finetune": {"method": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": dropout}},
-        "data": {"sources": [{"name": "medical", "path": str(files["medical"]), "role": "domain"},
-                             {"name": "general", "path": str(files["general"]), "role": "general"}],
-                 "val_fraction": 0.15},
-        "stages": [
-            {"name": "warmup", "epochs": 1, "weights": {"general": 1.0}, "max_steps": 3},
-            {"name": "mixed", "epochs": 2, "weights": {"medical": 0.7, "general": 0.3}, "max_steps": 4},
-        ],
-        "train": {"learning_rate": 5e-3, "batch_size": batch_size, "logging_steps": 1, "save_steps": 2, "seed": 11,
-                  "scheduler": "cosine", "warmup_ratio": 0.2},
-        "monitor": {"eval_every": 2, "max_general_probes": 3, "domain_probes": 2, "max_new_tokens": 6,
-                    "batch_size": 4},
-        "output_dir": str(folder / name),
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(tree, allow_unicode=True), encoding="utf-8")
-    return path
+    return small_recipe(folder, model_dir, name, steps=(3, 4), dropout=dropout, batch_size=batch_size, save_steps=2)
 
 
 def _ranks(recipe: Path, mode: str, at: int, marker: Path, cache: Path) -> list[subprocess.Popen]:
@@ -93,15 +73,6 @@ def _ranks(recipe: Path, mode: str, at: int, marker: Path, cache: Path) -> list[
         children.append(subprocess.Popen([sys.executable, "-c", DRIVER, mode, str(at), str(marker), str(recipe)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env))
     return children
-
-
-def _adapter(run_dir: Path) -> dict:
-    return load_file(run_dir / "adapter" / "adapter_model.safetensors")
-
-
-def _max_difference(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -128,7 +99,7 @@ def test_two_processes_end_where_one_process_with_the_same_global_batch_ends(rec
     recipe = _recipe(tmp_path, tiny_model_dir, "one", batch_size=4, dropout=0.0)
     assert main(["train", str(recipe)]) == 0
     one = tmp_path / "one"
-    difference = _max_difference(_adapter(two), _adapter(one))
+    difference = max_difference(adapter_weights(two), adapter_weights(one))
     print(f"largest |2 processes - 1 process| adapter weight difference: {difference:.3g}")
     assert difference <= 1e-5  # the same sums in another order (fp32)
     events = lambda rows: [(r["event"], r["stage"], r["step"]) for r in rows]
@@ -163,24 +134,16 @@ def test_ranks_train_on_disjoint_records_whose_mix_is_the_recipes(recorded, monk
         assert sources == expected
 
 
-def _adaptive(path: Path) -> Path:
-    tree = yaml.safe_load(path.read_text())
-    # Length ratio 1.0 is always below 2.0: the monitor raises the general share at every evaluation.
-    tree["stages"][1]["adaptive"] = {"general_share": [0.1, 0.6], "step": 0.1, "min_length_ratio": 2.0}
-    path.write_text(yaml.safe_dump(tree))
-    return path
-
-
 @pytest.mark.slow
 def test_a_killed_two_process_adaptive_run_resumes_to_the_uninterrupted_end(tmp_path, tiny_model_dir):
-    reference = _adaptive(_recipe(tmp_path / "reference", tiny_model_dir, "run", batch_size=2, dropout=0.1))
+    reference = with_adaptive_mix(_recipe(tmp_path / "reference", tiny_model_dir, "run", batch_size=2, dropout=0.1))
     assert main(["train", str(reference), "--nproc", "2"]) == 0
     changes = [r for r in _metrics(tmp_path / "reference" / "run") if r["event"] == "mix"]
     assert [round(c["mix/general"], 2) for c in changes] == [0.4]  # raised at mixed step 2, logged once
     mix = json.loads((tmp_path / "reference" / "run" / "monitor" / "mix.json").read_text())["mixed"]
     # Positions count both processes' records: (2 steps + the micro-batch each has fetched) x 2 x 2.
     assert [c["position"] for c in mix["changes"]] == [16]
-    recipe = _adaptive(_recipe(tmp_path, tiny_model_dir, "run", batch_size=2, dropout=0.1))
+    recipe = with_adaptive_mix(_recipe(tmp_path, tiny_model_dir, "run", batch_size=2, dropout=0.1))
     marker = tmp_path / "paused"
     children = _ranks(recipe, "step", 6, marker, tmp_path / "cache")  # mixed step 3: past the change and the checkpoint at mixed step 2
     deadline = time.time() + 300
@@ -194,7 +157,7 @@ def test_a_killed_two_process_adaptive_run_resumes_to_the_uninterrupted_end(tmp_
         child.wait()
     assert not (tmp_path / "run" / "adapter").exists()
     assert main(["train", str(recipe), "--nproc", "2", "--resume"]) == 0
-    difference = _max_difference(_adapter(tmp_path / "run"), _adapter(tmp_path / "reference" / "run"))
+    difference = max_difference(adapter_weights(tmp_path / "run"), adapter_weights(tmp_path / "reference" / "run"))
     print(f"largest |resumed - uninterrupted| adapter weight difference, 2 processes: {difference:.3g}")
     assert difference <= 1e-6
     rows, expected = _metrics(tmp_path / "run"), _metrics(tmp_path / "reference" / "run")
@@ -275,6 +238,7 @@ def test_fsdp_wraps_each_decoder_layer_and_reaches_the_trainer(tmp_path, tiny_mo
                          ["train.fsdp=shard_grad_op"])
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     args = training_arguments(recipe, recipe.resolved_stages[0], 3, tmp_path / "run", model)
+    assert args.fsdp  # FSDP on, everything else said in fsdp_config
     assert args.fsdp_config["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
     assert args.fsdp_config["version"] == 2 and args.fsdp_config["reshard_after_forward"] is False
     assert args.fsdp_config["state_dict_type"] == "FULL_STATE_DICT"

@@ -227,8 +227,6 @@ class _RawChat(Chat):
 
 def test_a_probe_budget_the_base_already_fills_is_said_before_training(tmp_path, monkeypatch):
     """Capped base answers hide shortening (seen on SmolLM2): the monitor says so when it meets them."""
-    from types import SimpleNamespace
-
     import medsft.monitor.monitor as module
     from medsft.eval import names
 

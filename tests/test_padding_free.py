@@ -9,7 +9,6 @@ import random
 
 import pytest
 import torch
-import yaml
 
 from medsft.data.mixture import group_by_length, padding_efficiency
 from medsft.models import PACKED_ATTENTION, add_lora, use_packed_attention

@@ -12,12 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
-from safetensors.torch import load_file
 
 from medsft.cli import main
-from sample_data import write_sample
+from run_checks import adapter_weights as _adapter, max_difference as _max_difference, small_recipe as _recipe
+from run_checks import with_adaptive_mix
 from medsft.recipe import load_recipe
 from medsft.train import checkpoint
 from medsft.pipeline.run import train
@@ -61,30 +59,6 @@ sys.exit(main(["train", recipe]))
 """
 
 
-def _recipe(tmp_path: Path, model_dir: Path, name: str, **train_overrides) -> Path:
-    files = write_sample(tmp_path / "data")
-    tree = {
-        "model": {"name_or_path": str(model_dir), "template": "qwen"},
-        # Dropout on: resuming must restore the random state too, not only weights and optimizer.
-        "finetune": {"method": "lora", "lora": {"rank": 4, "alpha": 8, "dropout": 0.1}},
-        "data": {"sources": [{"name": "medical", "path": str(files["medical"]), "role": "domain"},
-                             {"name": "general", "path": str(files["general"]), "role": "general"}],
-                 "val_fraction": 0.15},
-        "stages": [
-            {"name": "warmup", "epochs": 1, "weights": {"general": 1.0}, "max_steps": 6},
-            {"name": "mixed", "epochs": 2, "weights": {"medical": 0.7, "general": 0.3}, "max_steps": 6},
-        ],
-        "train": {"learning_rate": 5e-3, "batch_size": 2, "logging_steps": 1, "save_steps": 3, "seed": 11,
-                  "scheduler": "cosine", "warmup_ratio": 0.2, **train_overrides},
-        "monitor": {"eval_every": 2, "max_general_probes": 3, "domain_probes": 2, "max_new_tokens": 6,
-                    "batch_size": 4},
-        "output_dir": str(tmp_path / name),
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(tree, allow_unicode=True), encoding="utf-8")
-    return path
-
-
 def _killed_run(tmp_path: Path, recipe: Path, mode: str, at: int) -> None:
     marker = tmp_path / f"paused-{mode}-{at}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -103,18 +77,9 @@ def _killed_run(tmp_path: Path, recipe: Path, mode: str, at: int) -> None:
     assert child.returncode == -signal.SIGKILL
 
 
-def _adapter(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(run_dir / "adapter" / "adapter_model.safetensors")
-
-
 def _events(run_dir: Path) -> list[tuple]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [(r["event"], r["stage"], r["step"]) for r in rows]
-
-
-def _max_difference(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
 @pytest.fixture(scope="module")
@@ -275,18 +240,9 @@ def test_resuming_a_run_that_stopped_early_does_not_train_later_stages(tmp_path,
     assert _max_difference(_adapter(tmp_path / "run"), before) == 0.0
 
 
-def _adaptive_recipe(tmp_path: Path, model_dir: Path, name: str) -> Path:
-    path = _recipe(tmp_path, model_dir, name)
-    tree = yaml.safe_load(path.read_text())
-    # Length ratio 1.0 is always below 2.0: the controller raises the general share at every evaluation.
-    tree["stages"][1]["adaptive"] = {"general_share": [0.1, 0.6], "step": 0.1, "min_length_ratio": 2.0}
-    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
-    return path
-
-
 @pytest.mark.slow
 def test_adaptive_mixing_changes_the_mix_and_a_killed_run_resumes_to_the_same_end(tmp_path, tiny_model_dir):
-    reference = _adaptive_recipe(tmp_path / "reference", tiny_model_dir, "run")
+    reference = with_adaptive_mix(_recipe(tmp_path / "reference", tiny_model_dir, "run"))
     assert main(["train", str(reference)]) == 0
     reference_dir = tmp_path / "reference" / "run"
     changes = [json.loads(line) for line in (reference_dir / "metrics.jsonl").read_text().splitlines()
@@ -299,7 +255,7 @@ def test_adaptive_mixing_changes_the_mix_and_a_killed_run_resumes_to_the_same_en
     report = (reference_dir / "report.html").read_text()
     assert "Adaptive mix changes" in report and "length ratio 1.000 &lt; 2.0" in report
 
-    recipe = _adaptive_recipe(tmp_path, tiny_model_dir, "run")
+    recipe = with_adaptive_mix(_recipe(tmp_path, tiny_model_dir, "run"))
     _killed_run(tmp_path, recipe, "step", 11)  # after the first change, past the checkpoint at mixed step 3
     assert main(["train", str(recipe), "--resume"]) == 0
     _same_as_uninterrupted(tmp_path / "run", reference_dir)
