@@ -71,12 +71,9 @@ def _mix(domain_share: float, epochs: float = DOMAIN_EPOCHS) -> list[dict]:
              "weights": {"medical": domain_share, "general": round(1 - domain_share, 6)}}]
 
 
-AUGMENT = DEFAULT_AUGMENT
-
-
 def _augmented(recipe: dict, augmenters: list[str] | None = None) -> dict:
     """The same recipe with the medical source augmented (training records only)."""
-    recipe["data"]["sources"][0]["augment"] = {**AUGMENT, **({"augmenters": augmenters} if augmenters else {})}
+    recipe["data"]["sources"][0]["augment"] = {**DEFAULT_AUGMENT, **({"augmenters": augmenters} if augmenters else {})}
     return recipe
 
 
@@ -123,20 +120,18 @@ def _scaled(recipe: dict) -> dict:
     return recipe
 
 
-def _adaptive(recipe: dict) -> dict:
-    """7:3 to start; the monitor moves the general share (0.2-0.6) from the probes every 40 steps."""
-    recipe["stages"][0]["adaptive"] = {"general_share": [0.2, 0.6], "step": 0.1, "min_general_retention": 0.98,
-                                       "min_length_ratio": 0.95, "min_domain_gain": 0.005}
+def _adaptive(recipe: dict, general_share: tuple[float, float] = (0.2, 0.6)) -> dict:
+    """The monitor moves the general share (within `general_share`) from the probes every 40 steps,
+    with the default targets (98% general retention, 95% length)."""
+    recipe["stages"][0]["adaptive"] = {**DEFAULT_ADAPTIVE, "general_share": list(general_share)}
     recipe["monitor"].update({"eval_every": 40, "domain_probes": 40})
     return recipe
 
 
 def _medsft_default(ctx: LabContext, name: str, seed: int) -> dict:
     """What `medsft init` writes: augmented medical data, mixed from the first step, the mix adaptive."""
-    recipe = _augmented(_recipe(ctx, name, seed, _mix(DEFAULT_DOMAIN_SHARE)))
-    recipe["stages"][0]["adaptive"] = dict(DEFAULT_ADAPTIVE)
-    recipe["monitor"].update({"eval_every": 40, "domain_probes": 40})
-    return recipe
+    return _adaptive(_augmented(_recipe(ctx, name, seed, _mix(DEFAULT_DOMAIN_SHARE))),
+                     tuple(DEFAULT_ADAPTIVE["general_share"]))
 
 
 def _lower_half_frozen(ctx: LabContext, recipe: dict) -> dict:
