@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 
+from medsft.errors import UserError
 from medsft.lab.base import BaseConfig, build_base
 from medsft.lab.world import build_world
 
@@ -138,6 +139,33 @@ def test_the_remedy_variants_set_their_remedy_and_scaled_runs_tune_scale(tmp_pat
     assert default["data"]["sources"][0]["augment"]["per_record"] == 8
     assert default["stages"][0]["weights"] == {"medical": 0.6, "general": 0.4}
     assert default["stages"][0]["adaptive"]["general_share"] == [0.3, 0.7]
+    # Any ratio: 3 passes over the medical source whatever the ratio (more general data adds steps).
+    from medsft.lab.variants import find_variant, recipe_variant
+
+    half = find_variant("augmented-mix-5-5")[0](context, "augmented-mix-5-5", 0)
+    assert half["stages"][0]["weights"] == {"medical": 0.5, "general": 0.5}
+    assert half["stages"][0]["anchor"] == "medical" and half["stages"][0]["epochs"] == 3
+    assert half["data"]["sources"][0]["augment"]["per_record"] == 8
+    trees["mix-3-7"] = find_variant("mix-3-7")[0](context, "mix-3-7", 0)
+    assert trees["mix-3-7"]["stages"][0]["anchor"] == "medical" and "augment" not in trees["mix-3-7"]["data"]["sources"][0]
+    assert find_variant("mix-0-5") is None and find_variant("mix-a-3") is None
+    # A recipe file as a variant keeps its sources' own settings and its monitor cadence; the lab's probes stay.
+    own = tmp_path / "own.yaml"
+    own.write_text("data: {sources: [{name: medical, path: m.jsonl, augment: {augmenters: [rephrase]}},\n"
+                   "                 {name: general, path: g.jsonl, self_distill: true}]}\n"
+                   "stages: [{name: s, epochs: 1, weights: {medical: 0.5, general: 0.5},\n"
+                   "          adaptive: {general_share: [0.4, 0.6]}}]\n"
+                   "monitor: {eval_every: 7, general_probes: [builtin], select: {enabled: true}}\n")
+    trees["own"] = recipe_variant(own)(context, "own", 0)
+    assert trees["own"]["data"]["sources"][0]["augment"] == {"augmenters": ["rephrase"]}
+    assert trees["own"]["data"]["sources"][1]["self_distill"] is True
+    assert str(trees["own"]["data"]["sources"][0]["path"]) == str(files["medical"])
+    assert trees["own"]["monitor"]["eval_every"] == 7
+    assert trees["own"]["monitor"]["general_probes"] == [str(files["general_probes"])]
+    assert trees["own"]["monitor"]["select"]["enabled"] is False
+    own.write_text("data: {sources: [{name: medical, path: m.jsonl}, {name: pubmed, path: p.jsonl}]}\n")
+    with pytest.raises(UserError, match="only on the sources"):
+        recipe_variant(own)(context, "own", 0)
     for name, tree in trees.items():
         parse_recipe(tree, name)  # every variant is a valid recipe
 

@@ -125,7 +125,7 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
             makers[Path(name).stem] = recipe_variant(Path(name))
             descriptions[Path(name).stem] = f"the recipe {name}"
         else:
-            raise UserError(f"--variants: unknown variant {name!r} (known: {', '.join(VARIANTS)}, augmented:A+B (an ablation), or a recipe .yaml)")
+            raise UserError(f"--variants: unknown variant {name!r} (known: {', '.join(VARIANTS)}, augmented:A+B (an ablation), mix-D-G or augmented-mix-D-G (any ratio), or a recipe .yaml)")
     if seeds < 1:
         raise UserError("--seeds: must be at least 1")
     if base not in BASES:

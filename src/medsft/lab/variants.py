@@ -67,7 +67,8 @@ def _domain(epochs: float = DOMAIN_EPOCHS) -> list[dict]:
 
 
 def _mix(domain_share: float, epochs: float = DOMAIN_EPOCHS) -> list[dict]:
-    return [{"name": "mixed", "epochs": epochs,
+    # Epochs count passes over the medical source whatever the ratio: more general data adds steps.
+    return [{"name": "mixed", "epochs": epochs, "anchor": "medical",
              "weights": {"medical": domain_share, "general": round(1 - domain_share, 6)}}]
 
 
@@ -77,11 +78,33 @@ def _augmented(recipe: dict, augmenters: list[str] | None = None) -> dict:
     return recipe
 
 
+def _ratio(name: str) -> tuple[bool, float] | None:
+    """`mix-D-G` or `augmented-mix-D-G` (D, G whole numbers): whether augmented, and the medical share."""
+    plain = name.removeprefix("augmented-")
+    parts = plain.split("-")
+    if len(parts) != 3 or parts[0] != "mix" or not all(p.isdigit() for p in parts[1:]):
+        return None
+    domain, general = int(parts[1]), int(parts[2])
+    if domain == 0 or domain + general == 0:
+        return None
+    return plain != name, round(domain / (domain + general), 6)
+
+
 def find_variant(name: str) -> tuple[Callable[[LabContext, str, int], dict | None], str] | None:
     """A named variant and its description; `augmented:A+B` and `augmented-mix-7-3:A+B` are the
-    augmented variants with only augmenters A and B (for ablations)."""
+    augmented variants with only augmenters A and B (for ablations); `mix-D-G` and
+    `augmented-mix-D-G` mix medical:general D:G for 3 epochs over the medical source (ratio sweeps)."""
     if name in VARIANTS:
         return VARIANTS[name], DESCRIPTIONS[name]
+    ratio = _ratio(name)
+    if ratio is not None:
+        augmented, share = ratio
+        plain = name.removeprefix("augmented-")
+        if augmented:
+            return ((lambda ctx, n, seed: _augmented(_recipe(ctx, n, seed, _mix(share)))),
+                    f"LoRA, augmented medical:general {plain[4:].replace('-', ':')}, 3 epochs over the medical source")
+        return ((lambda ctx, n, seed: _recipe(ctx, n, seed, _mix(share))),
+                f"LoRA, medical:general {plain[4:].replace('-', ':')}, 3 epochs over the medical source")
     plain, _, chosen = name.partition(":")
     if plain not in ("augmented", "augmented-mix-7-3") or not chosen:
         return None
@@ -212,9 +235,18 @@ def recipe_variant(path: Path) -> Callable[[LabContext, str, int], dict]:
         for key in ("ratio_by", "train_on", "max_length"):
             if key in (tree.get("data") or {}):
                 recipe["data"][key] = tree["data"][key]
-        names = {s.get("name") for s in (tree.get("data") or {}).get("sources", [])}
-        if names - {"medical", "general"}:
+        sources = (tree.get("data") or {}).get("sources", [])
+        names = {s.get("name") for s in sources if isinstance(s, dict)}
+        if names - {"medical", "general"} or len(names) != len(sources):
             raise UserError(f"{path}: lab recipes draw only on the sources `medical` and `general`")
+        # A source's own settings (augment, self_distill, ...) apply to the lab's file of that name.
+        lab_sources = {s["name"]: s for s in recipe["data"]["sources"]}
+        for source in sources:
+            lab_sources[source["name"]].update({k: v for k, v in source.items() if k not in ("name", "path", "role")})
+        # The monitor's cadence and targets (adaptive stages act at its evaluations); its probes stay the lab's.
+        # The lab scores the final weights, so selection stays off.
+        own_monitor = {k: v for k, v in (tree.get("monitor") or {}).items() if k not in ("general_probes", "select")}
+        recipe["monitor"].update(own_monitor)
         return recipe
 
     return variant
