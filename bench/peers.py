@@ -5,20 +5,27 @@ Runs `medsft train` (padded, padding-free, padding-free with the chunked loss), 
 installs, each on the workload's Qwen2-shaped model with LoRA r8/alpha 16/dropout 0 on all linear
 layers, batch 8, no accumulation, fp32, AdamW at a constant 2e-4, the same optimizer steps, and
 the records in the order medsft trains on them. Prints real and supervised tokens/s, the first and
-final step's loss, and ratios against medsft padded measured in the same run.
+final step's loss, and ratios against medsft padded measured in the same run. LLaMA-Factory's
+neat_packing packs the same records into fewer, larger batches: it is compared by tokens (the same
+records, whatever the step count), not by steps.
 
 Timing: from the wall time logged at step 1 to the one logged at the last step (each framework's
 on_log, as medsft stamps metrics.jsonl), so model loading, tokenization and the first step's
 one-off costs are left out; tokens are those of steps 2..N.
 
 Peers install into their own venvs under ~/.cache/medsft/bench-peers (never medsft's), on first
-use or with --setup (which also retries one that failed, then exits): torch 2.13.0 first (the CPU
-wheel this machine has), then the peer, with torch held at that version.
+use or with --setup (which also retries one that failed, then exits): torch first, then the peer,
+with torch held at that version. TRL gets torch 2.13.0 (the CPU wheel this machine has);
+LLaMA-Factory 0.9.5 imports torchaudio at start and PyPI has torchaudio only up to 2.11, so its venv
+gets torch, torchaudio and torchvision 2.11 / 2.11 / 0.26 from PyPI (CUDA builds, about 5 GB, which
+run on CPU).
 
 Correctness (exit 1 when it fails): every run's batches hold medsft's samples, counted the same
 way (bench/peers/batches.py: real tokens, supervised tokens, and for the peers a digest of each
-batch's ids and labels); and each run's first-step loss is within LOSS_TOLERANCE of medsft
-padded's.
+batch's ids and labels; for packed LLaMA-Factory runs, the digests of all samples trained, as a
+multiset, against those of medsft's steps); and each run's first-step loss is within
+LOSS_TOLERANCE of medsft padded's (packed runs: their first batch holds other samples, so not
+compared).
 
     .venv/bin/python bench/peers.py [--steps 40] [--repeats 1] [--only trl] [--setup] [--out DIR]
 """
@@ -76,23 +83,21 @@ MEDSFT_PADDING_FREE = "medsft padding-free"
 
 @dataclass(frozen=True)
 class PeerEnv:
-    installs: list  # (pip install arguments, Python that must then run), in order; torch held at TORCH
+    installs: list  # (pip install arguments, Python that must then run), in order; torch held at `torch`
     runner: str | None  # the script under bench/peers/ that trains with it
+    torch: tuple = (TORCH,)  # installed first and held
 
 
 PEERS = {
     "trl": PeerEnv([(["trl==1.16.*", "transformers==5.24.*", "peft==0.21.*", "datasets"],
                      "import trl, peft, datasets")], "trl_sft.py"),
-    # LLaMA-Factory 0.9.5 imports torchaudio at start (data/mm_plugin.py), so it needs a torchaudio and a
-    # torchvision that load against this torch: installed and imported first, so that a mismatch fails
-    # before the gigabyte of LLaMA-Factory's own requirements.
-    "llamafactory": PeerEnv([(["torchaudio", "torchvision"], "import torchaudio, torchvision"),
-                             (["llamafactory==0.9.5"], "from llamafactory.train.tuner import run_exp")], None),
+    # LLaMA-Factory 0.9.5 imports torchaudio at start (data/mm_plugin.py): PyPI has none for torch 2.13,
+    # so its venv holds the 2.11 trio (CUDA builds from PyPI; they run on CPU), checked before the
+    # gigabyte of LLaMA-Factory's own requirements.
+    "llamafactory": PeerEnv([(["llamafactory==0.9.5"], "from llamafactory.train.tuner import run_exp")],
+                            "llamafactory_sft.py",
+                            torch=("torch==2.11.0", "torchaudio==2.11.0", "torchvision==0.26.0")),
 }
-# No LLaMA-Factory runner yet: it does not install beside torch 2.13 here (above). For whoever writes one:
-# its chatml template supervises the newline after each <|im_end|>, which medsft leaves unsupervised, and
-# its templates have no unsupervised separator, so its samples differ from medsft's by a token per turn
-# and the exact check above would have to allow for that.
 
 
 # ---- peer environments ----
@@ -121,8 +126,9 @@ def build_venv(folder: Path, env: PeerEnv) -> str:
     """'' when the venv installed and passes its checks, else a line that says why not."""
     python = str(folder / "bin" / "python")
     constraints = folder / "constraints.txt"
-    constraints.write_text(TORCH + "\n", encoding="utf-8")
-    steps = [[sys.executable, "-m", "venv", str(folder)], [python, "-m", "pip", "install", TORCH]]
+    constraints.write_text("\n".join(env.torch) + "\n", encoding="utf-8")
+    steps = [[sys.executable, "-m", "venv", str(folder)], [python, "-m", "pip", "install", *env.torch],
+             [python, "-c", "import " + ", ".join(t.split("==")[0] for t in env.torch)]]
     for names, check_code in env.installs:
         steps += [[python, "-m", "pip", "install", "-c", str(constraints), *names], [python, "-c", check_code]]
     log = folder / "setup.log"
@@ -146,7 +152,7 @@ def last_error(log: Path) -> str:
 def installed(log: Path) -> str:
     """What pip installed last before the failure (the versions it chose say much of why)."""
     done = [line for line in log.read_text(encoding="utf-8").splitlines() if line.startswith("Successfully installed")]
-    return f" (after {done[-1].lower()} beside {TORCH})" if done else ""
+    return f" (after {done[-1].lower()})" if done else ""
 
 
 # ---- the shared inputs ----
@@ -157,6 +163,7 @@ class Workload:
     records: Path
     ordered: Path  # the records the steps use, in medsft's order, as {messages: [...]} for the peers
     expected: list  # describe() of each step's batch, from medsft's encoded rows
+    sample_digests: list  # describe() digest of each sample of those steps, in order
 
 
 def prepare_workload(work: Path, steps: int, batch: int) -> Workload:
@@ -172,7 +179,8 @@ def prepare_workload(work: Path, steps: int, batch: int) -> Workload:
             out.write(json.dumps({"messages": messages(json.loads(lines[row["record_index"]]))}) + "\n")
     expected = [describe([(r["input_ids"], r["labels"]) for r in rows[k * batch:(k + 1) * batch]])
                 for k in range(steps)]
-    return Workload(model, records, ordered, expected)
+    samples = [describe([(r["input_ids"], r["labels"])])["digest"] for r in rows[: steps * batch]]
+    return Workload(model, records, ordered, expected, samples)
 
 
 def messages(record: dict) -> list[dict]:
@@ -243,10 +251,11 @@ class RunFailed(Exception):
 # ---- measuring and checking ----
 
 def measure(result: dict, expected: list) -> dict:
-    """Tokens/s over steps 2..N (between the times logged at step 1 and step N) and the losses."""
+    """Tokens/s over steps 2..N (between the times logged at step 1 and step N) and the losses.
+    A packed run's steps hold other batches than medsft's: their own counts are timed (checked in total)."""
     steps = result["steps"]
     seconds = steps[-1]["time"] - steps[0]["time"]
-    timed = expected[1:len(steps)]
+    timed = (result["batches"] if result.get("packed") else expected)[1:len(steps)]
     real = sum(b["real_tokens"] for b in timed)
     supervised = sum(b["supervised_tokens"] for b in timed)
     return {"real_tokens_per_s": real / seconds, "supervised_tokens_per_s": supervised / seconds,
@@ -254,8 +263,11 @@ def measure(result: dict, expected: list) -> dict:
             "first_loss": steps[0]["loss"], "final_loss": steps[-1]["loss"]}
 
 
-def check(name: str, result: dict, expected: list, steps: int, baseline_loss: float | None) -> list[str]:
+def check(name: str, result: dict, expected: list, steps: int, baseline_loss: float | None,
+          sample_digests: list | None = None) -> list[str]:
     """What disagrees with medsft padded's samples and first loss; [] when nothing does."""
+    if result.get("packed"):
+        return check_packed(name, result, expected, sample_digests or [])
     problems = []
     if [s["step"] for s in result["steps"]] != list(range(1, steps + 1)):
         problems.append(f"{name}: logged steps {[s['step'] for s in result['steps']]}, not 1..{steps}")
@@ -272,6 +284,25 @@ def check(name: str, result: dict, expected: list, steps: int, baseline_loss: fl
     if baseline_loss is not None and first is not None and abs(first - baseline_loss) > LOSS_TOLERANCE:
         problems.append(f"{name}: first-step loss {first:.6f} vs medsft padded {baseline_loss:.6f} "
                         f"(tolerance {LOSS_TOLERANCE})")
+    return problems
+
+
+def check_packed(name: str, result: dict, expected: list, sample_digests: list) -> list[str]:
+    """A packed run trains medsft's samples, each once, in other batches: the multiset of sample
+    digests and the token totals must be medsft's."""
+    problems = []
+    if [s["step"] for s in result["steps"]] != list(range(1, len(result["batches"]) + 1)):
+        problems.append(f"{name}: logged steps {[s['step'] for s in result['steps']]}, "
+                        f"not 1..{len(result['batches'])} (one per packed batch)")
+    trained = sorted(d for b in result["batches"] for d in b["sample_digests"])
+    if trained != sorted(sample_digests):
+        missing = len(set(sample_digests) - set(trained))
+        problems.append(f"{name}: the packed batches hold {len(trained)} samples, medsft's steps "
+                        f"{len(sample_digests)} ({missing} of medsft's not among them, or different tokens)")
+    for key in ("real_tokens", "supervised_tokens"):
+        got, want = sum(b[key] for b in result["batches"]), sum(b[key] for b in expected)
+        if got != want:
+            problems.append(f"{name}: {key} {got} in all packed batches, medsft's steps {want}")
     return problems
 
 
@@ -391,9 +422,10 @@ def summarize(variants, results, failures, load: Workload, steps: int) -> tuple[
             continue
         runs = results[variant.name]
         for result in runs:
-            problems += check(variant.name, result, load.expected, steps, baseline_loss)
+            problems += check(variant.name, result, load.expected, steps, baseline_loss, load.sample_digests)
         measured = [measure(r, load.expected) for r in runs]
-        row = {"run": variant.name, "versions": runs[0].get("versions", {}), "repeats": len(runs)}
+        row = {"run": variant.name, "versions": runs[0].get("versions", {}), "repeats": len(runs),
+               "packed": bool(runs[0].get("packed"))}
         for key in measured[0]:
             row[key] = statistics.median(m[key] for m in measured)
         rows.append(row)
@@ -408,6 +440,9 @@ def report(rows: list[dict], problems: list[str], load: Workload, args) -> None:
     text += [f"- {row['run']}: " + ", ".join(f"{k} {v}" for k, v in row["versions"].items())
              for row in rows if row.get("versions")]
     text += [f"- {row['run']}: {row['status']}" for row in rows if "status" in row]
+    text += [f"- {row['run']}: packed into {row['timed_steps'] + 1:g} steps of up to {args.batch} rows of 1,024 "
+             f"tokens (the same {args.steps * args.batch} records as the other runs' {args.steps} steps; compared "
+             "by tokens/s, its first-step loss is another batch's)" for row in rows if row.get("packed")]
     text += ["", f"check (same samples per step; first-step loss within {LOSS_TOLERANCE} of medsft padded): "
              + ("passed" if not problems else "FAILED")] + [f"- {p}" for p in problems]
     output = "\n".join(text)
