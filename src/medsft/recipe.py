@@ -565,7 +565,7 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
 DEFAULT_AUGMENT = {"augmenters": ["rephrase", "restate", "synonyms", "statements", "multiturn", "shuffle"],
                    "per_record": 8}
 DEFAULT_DOMAIN_SHARE = 0.6
-DEFAULT_ADAPTIVE = {"general_share": [0.3, 0.7], "step": 0.1, "min_general_retention": 0.98,
+DEFAULT_ADAPTIVE = {"general_share": [0.4, 0.5], "step": 0.1, "min_general_retention": 0.98,
                     "min_length_ratio": 0.95, "min_domain_gain": 0.005}
 
 INIT_TEMPLATE = """\
@@ -590,6 +590,7 @@ stages:
   # falls under 98% of the base's or answers shorten, down when domain skill stops rising.
   - name: mixed
     epochs: 3
+    anchor: {anchor}      # epochs count passes over this source (at the starting mix: the stage's length)
     weights: {weights}
     adaptive: {adaptive}
 train:
@@ -627,6 +628,6 @@ def init_recipe(model: str, template: str, template_why: str, domain: list[str],
     adaptive = ", ".join(f"{k}: {json.dumps(v)}" for k, v in DEFAULT_ADAPTIVE.items())
     text = INIT_TEMPLATE.format(model=json.dumps(model), template=template, template_why=template_why,
                                 sources="\n".join(sources), weights=json.dumps(weights).replace('"', ""),
-                                adaptive="{" + adaptive + "}", output_dir=json.dumps(output_dir))
+                                adaptive="{" + adaptive + "}", output_dir=json.dumps(output_dir), anchor=names[0])
     parse_recipe(yaml.safe_load(text), "medsft init")  # what it writes is a valid recipe
     return text
