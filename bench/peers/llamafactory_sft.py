@@ -16,9 +16,7 @@ larger batches): the comparison is by tokens, not by steps.
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
 from pathlib import Path
 
 import llamafactory
@@ -30,7 +28,7 @@ from llamafactory.data import collator as lf_collator
 from llamafactory.data import template as lf_template
 from llamafactory.data.formatter import EmptyFormatter, StringFormatter
 from llamafactory.train.tuner import run_exp
-from transformers import TrainerCallback
+from runner import StepLog, command_line
 
 TEMPLATE = "medsft_chatml"
 
@@ -55,17 +53,6 @@ def register() -> None:
         replace_eos=True,
         template_class=SeparatedTemplate,
     )
-
-
-class StepLog(TrainerCallback):
-    """Loss and wall time at each logged step, the way medsft's metrics.jsonl stamps them (on_log)."""
-
-    def __init__(self):
-        self.steps = []
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.steps.append({"step": state.global_step, "time": time.time(), "loss": float(logs["loss"])})
 
 
 def count_batches(batches: list) -> None:
@@ -135,14 +122,7 @@ def arguments(args, dataset_dir: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True, help="jsonl of {messages: [...]}, in training order")
-    parser.add_argument("--steps", type=int, required=True)
-    parser.add_argument("--batch", type=int, required=True)
-    parser.add_argument("--padding-free", action="store_true")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
+    args = command_line()
     dataset_dir = Path(args.out).parent / "llamafactory-data"
     dataset_dir.mkdir(parents=True, exist_ok=True)
     # The records the padded run's steps use (steps x batch), all of them for packing.

@@ -10,9 +10,7 @@ can check it trained on medsft's exact samples.
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
 from pathlib import Path
 
 import peft
@@ -22,7 +20,8 @@ import trl
 from batches import batch_samples, describe
 from datasets import load_dataset
 from peft import LoraConfig
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
+from runner import StepLog, command_line
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import SFTConfig, SFTTrainer
 
 # ChatML as medsft's `chatml` template renders it (no default system prompt): the answer and its
@@ -39,17 +38,6 @@ CHATML_TRAINING = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
-
-
-class StepLog(TrainerCallback):
-    """Loss and wall time at each logged step, the way medsft's metrics.jsonl stamps them (on_log)."""
-
-    def __init__(self):
-        self.steps = []
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.steps.append({"step": state.global_step, "time": time.time(), "loss": float(logs["loss"])})
 
 
 class CountingCollator:
@@ -98,14 +86,7 @@ def config(args) -> SFTConfig:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True, help="jsonl of {messages: [...]}, in training order")
-    parser.add_argument("--steps", type=int, required=True)
-    parser.add_argument("--batch", type=int, required=True)
-    parser.add_argument("--padding-free", action="store_true")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
+    args = command_line()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     tokenizer.chat_template = CHATML_TRAINING
     set_seed(42)  # as medsft does right before loading, so the LoRA A matrices may start alike

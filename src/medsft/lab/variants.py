@@ -85,7 +85,7 @@ def _ratio(name: str) -> tuple[bool, float] | None:
     if len(parts) != 3 or parts[0] != "mix" or not all(p.isdigit() for p in parts[1:]):
         return None
     domain, general = int(parts[1]), int(parts[2])
-    if domain == 0 or domain + general == 0:
+    if domain == 0:
         return None
     return plain != name, round(domain / (domain + general), 6)
 
@@ -99,12 +99,13 @@ def find_variant(name: str) -> tuple[Callable[[LabContext, str, int], dict | Non
     ratio = _ratio(name)
     if ratio is not None:
         augmented, share = ratio
-        plain = name.removeprefix("augmented-")
-        if augmented:
-            return ((lambda ctx, n, seed: _augmented(_recipe(ctx, n, seed, _mix(share)))),
-                    f"LoRA, augmented medical:general {plain[4:].replace('-', ':')}, 3 epochs over the medical source")
-        return ((lambda ctx, n, seed: _recipe(ctx, n, seed, _mix(share))),
-                f"LoRA, medical:general {plain[4:].replace('-', ':')}, 3 epochs over the medical source")
+
+        def mixed(ctx: LabContext, n: str, seed: int) -> dict:
+            recipe = _recipe(ctx, n, seed, _mix(share))
+            return _augmented(recipe) if augmented else recipe
+
+        ratio_text = name.removeprefix("augmented-").removeprefix("mix-").replace("-", ":")
+        return mixed, f"LoRA, {'augmented ' if augmented else ''}medical:general {ratio_text}, 3 epochs over the medical source"
     plain, _, chosen = name.partition(":")
     if plain not in ("augmented", "augmented-mix-7-3") or not chosen:
         return None
