@@ -221,3 +221,24 @@ def test_transfer_facts_appear_only_in_passages():
         assert not disease["qa"]
         passage = next(p.answer for p in passages if disease["disease"] in p.question)
         assert probe.key in passage  # the fact is there to be learned, in other words
+
+
+def test_open_general_prompts_are_held_out_and_answered_in_the_base_models_own_words(tiny_model_dir, tmp_path):
+    from medsft.eval.builtin import general_probes
+    from medsft.lab.open_general import FAMILY, open_general, open_prompts
+
+    prompts = open_prompts()
+    assert len(set(prompts)) == len(prompts) >= 150 and prompts == open_prompts()
+    assert not set(prompts) & {p.question for p in general_probes("en")}  # the probes stay unseen
+
+    items = open_general(tiny_model_dir, "chatml", tmp_path, max_new_tokens=6, batch_size=64, log=lambda *_: None)
+    [cache] = tmp_path.glob("open-general-*.jsonl")
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert [r["question"] for r in rows] == prompts
+    finished = [(r["question"], r["answer"]) for r in rows if r["stopped"] and r["answer"]]
+    assert [(i.question, i.answer) for i in items] == finished and all(i.family == FAMILY for i in items)
+    stamp = cache.stat().st_mtime_ns
+    assert open_general(tiny_model_dir, "chatml", tmp_path, max_new_tokens=6, batch_size=64, log=lambda *_: None) == items
+    assert cache.stat().st_mtime_ns == stamp  # read from the cache, not generated again
+    open_general(tiny_model_dir, "chatml", tmp_path, max_new_tokens=7, batch_size=64, log=lambda *_: None)
+    assert len(list(tmp_path.glob("open-general-*.jsonl"))) == 2  # other settings, another cache file

@@ -27,6 +27,7 @@ class LabBase:
     lora_rank: int  # every LoRA variant's rank (alpha = 2 x rank), except those named for another
     general_probes: str  # "world": the world's general probes (exact answers); or a built-in set
     monitor: tuple = ()  # (field, value) pairs for the recipes' monitor section
+    open_general: bool = False  # general records gain open-ended prompts in the base's own words (lab/open_general.py)
 
 
 # Rank 32 at lr 5e-3 learns 89% of the facts as trained in 10 epochs where rank 8 (at 5e-3 or 1e-2)
@@ -36,7 +37,7 @@ SYNTHETIC = LabBase("synthetic", "chatml", lora_lr=5e-3, full_lr=3e-4, lora_rank
 # ability is measured on the built-in English probes (it never learned the world's answer format).
 # The monitor asks it 20 general probes with short answers: a 30-layer model decodes slowly on CPU.
 SMOLLM2 = LabBase("smollm2", "tokenizer", lora_lr=1e-3, full_lr=5e-5, lora_rank=8, general_probes="builtin-en",
-                  monitor=(("max_general_probes", 20), ("max_new_tokens", 48), ("batch_size", 20)))
+                  monitor=(("max_general_probes", 20), ("max_new_tokens", 48), ("batch_size", 20)), open_general=True)
 BASES = {b.name: b for b in (SYNTHETIC, SMOLLM2)}
 
 

@@ -22,6 +22,7 @@ from medsft.eval.generate import Chat
 from medsft.eval.probes import Probe, ProbeSet
 from medsft.eval.sets import general_set
 from medsft.lab.base import BaseConfig, build_base, default_lab_cache
+from medsft.lab.open_general import open_general
 from medsft.lab.real import BASES, SYNTHETIC, LabBase, smollm2_base
 from medsft.lab.variants import VARIANTS, LabContext, find_variant, recipe_variant
 from medsft.lab.world import Item, World, build_world
@@ -139,6 +140,8 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
     if base == "smollm2":
         world = build_world(0, language, **{**SMOLLM2_WORLD, **(world_size or {})})
         base_path = smollm2_base(cache, log=log)
+        if lab_base.open_general:
+            world.general_train += open_general(base_path, lab_base.template, cache, log=log)
     else:
         world = build_world(0, language, **(world_size or {}))
         base_path = build_base(world, base_config or BaseConfig(), cache, log=log)
