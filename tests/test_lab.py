@@ -224,21 +224,52 @@ def test_transfer_facts_appear_only_in_passages():
 
 
 def test_open_general_prompts_are_held_out_and_answered_in_the_base_models_own_words(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medsft.data.templates import get_template
     from medsft.eval.builtin import general_probes
+    from medsft.eval.generate import Chat
     from medsft.lab.open_general import FAMILY, open_general, open_prompts
 
     prompts = open_prompts()
-    assert len(set(prompts)) == len(prompts) >= 150 and prompts == open_prompts()
+    assert len(set(prompts)) == len(prompts) >= 150
     assert not set(prompts) & {p.question for p in general_probes("en")}  # the probes stay unseen
 
-    items = open_general(tiny_model_dir, "chatml", tmp_path, max_new_tokens=6, batch_size=64, log=lambda *_: None)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    chat = Chat(tokenizer, get_template("chatml", tokenizer))
+
+    def answer(budget: int) -> list:
+        return open_general(model, chat, tiny_model_dir, tmp_path, max_new_tokens=budget, batch_size=64,
+                            log=lambda *_: None)
+
+    items = answer(6)
     [cache] = tmp_path.glob("open-general-*.jsonl")
     rows = [json.loads(line) for line in cache.read_text().splitlines()]
     assert [r["question"] for r in rows] == prompts
     finished = [(r["question"], r["answer"]) for r in rows if r["stopped"] and r["answer"]]
     assert [(i.question, i.answer) for i in items] == finished and all(i.family == FAMILY for i in items)
     stamp = cache.stat().st_mtime_ns
-    assert open_general(tiny_model_dir, "chatml", tmp_path, max_new_tokens=6, batch_size=64, log=lambda *_: None) == items
-    assert cache.stat().st_mtime_ns == stamp  # read from the cache, not generated again
-    open_general(tiny_model_dir, "chatml", tmp_path, max_new_tokens=7, batch_size=64, log=lambda *_: None)
-    assert len(list(tmp_path.glob("open-general-*.jsonl"))) == 2  # other settings, another cache file
+    assert answer(6) == items and cache.stat().st_mtime_ns == stamp  # read from the cache, not generated again
+    answer(7)
+    assert len(list(tmp_path.glob("open-general-*.jsonl"))) == 2  # another budget, another cache file
+
+
+def test_a_lab_base_with_open_general_trains_on_its_own_answers(tmp_path, monkeypatch):
+    """The runner adds the base's finished open-ended answers to the general file every variant reads."""
+    import dataclasses
+
+    import medsft.lab.runner as runner
+    from medsft.lab.open_general import open_prompts
+
+    monkeypatch.setitem(runner.BASES, "synthetic", dataclasses.replace(runner.SYNTHETIC, open_general=True))
+    results = runner.run_lab(["base"], seeds=1, out=tmp_path / "lab", cache_dir=tmp_path / "cache",
+                             base_config=TINY_BASE, world_size=TINY_WORLD, log=lambda *_: None)
+    [cache] = (tmp_path / "cache").glob("open-general-*.jsonl")
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert [r["question"] for r in rows] == open_prompts()  # answered by the lab's base
+    closed = [i.to_alpaca() for i in build_world(0, "en", **TINY_WORLD).general_train]
+    general = [json.loads(line) for line in (tmp_path / "lab" / "world" / "general.jsonl").read_text().splitlines()]
+    own = [{"instruction": r["question"], "input": "", "output": r["answer"]}
+           for r in rows if r["stopped"] and r["answer"]]
+    assert general == closed + own and results["world"]["general_train"] == len(closed) + len(own)

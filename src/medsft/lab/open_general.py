@@ -35,27 +35,22 @@ def open_prompts() -> list[str]:
     return prompts
 
 
-def open_general(model_path: Path, template: str, cache_dir: Path, max_new_tokens: int = 256, batch_size: int = 32,
+def open_general(model, chat, model_path: Path, cache_dir: Path, max_new_tokens: int = 256, batch_size: int = 32,
                  log=print) -> list[Item]:
     """The prompts with the base model's own answers (those it finishes within max_new_tokens),
-    generated on first use and cached in cache_dir by model, template and prompts."""
+    generated on first use and cached in cache_dir by the model's config, the rendered prompts and the budget."""
+    from medsft.eval.generate import Sampling, generate_prompts
+
     prompts = open_prompts()
+    rendered = [chat.prompt(p) for p in prompts]
     config = Path(model_path) / "config.json"
-    digest = hashlib.sha256("\x00".join([config.read_text(encoding="utf-8") if config.is_file() else str(model_path),
-                                         template, str(max_new_tokens), *prompts]).encode("utf-8")).hexdigest()[:16]
+    identity = [config.read_text(encoding="utf-8") if config.is_file() else str(model_path), str(max_new_tokens)]
+    digest = hashlib.sha256("\x00".join(identity + rendered).encode("utf-8")).hexdigest()[:16]
     path = Path(cache_dir) / f"open-general-{digest}.jsonl"
     if not path.is_file():
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from medsft.data.templates import get_template
-        from medsft.eval.generate import Chat, Sampling, generate_prompts
-
         log(f"the base model answers {len(prompts)} open-ended general prompts (first use; cached in {path})")
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path).eval()
-        chat = Chat(tokenizer, get_template(template, tokenizer))
-        answers = generate_prompts(model, chat, [chat.prompt(p) for p in prompts], Sampling(max_new_tokens),
-                                   batch_size, label="open-ended general answers")
+        answers = generate_prompts(model, chat, rendered, Sampling(max_new_tokens), batch_size,
+                                   label="open-ended general answers")
         rows = [{"question": p, "answer": a.text.strip(), "stopped": a.stopped} for p, a in zip(prompts, answers)]
         work = path.with_suffix(".partial")
         work.parent.mkdir(parents=True, exist_ok=True)

@@ -140,17 +140,18 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
     if base == "smollm2":
         world = build_world(0, language, **{**SMOLLM2_WORLD, **(world_size or {})})
         base_path = smollm2_base(cache, log=log)
-        if lab_base.open_general:
-            world.general_train += open_general(base_path, lab_base.template, cache, log=log)
     else:
         world = build_world(0, language, **(world_size or {}))
         base_path = build_base(world, base_config or BaseConfig(), cache, log=log)
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    base_model = AutoModelForCausalLM.from_pretrained(base_path).eval()
+    chat = Chat(tokenizer, get_template(lab_base.template, tokenizer))
+    if lab_base.open_general:
+        world.general_train += open_general(base_model, chat, base_path, cache, log=log)
     context = LabContext(base_path, world.write(out / "world"), out, lab_base)
     sets = probe_sets(world, lab_base)
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
 
     log("scoring the base model")
-    base_model = AutoModelForCausalLM.from_pretrained(base_path)
     base_scores = _score(base_model, tokenizer, sets, lab_base.template)
     del base_model
 
