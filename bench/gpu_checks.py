@@ -4,7 +4,8 @@ on CUDA, in fp32 and in bf16, with the attention implementations installed there
 For each attention implementation (SDPA through medsft's per-sample kernel; FlashAttention-2 when
 the flash_attn package is installed) and dtype: changing one packed sample moves no other sample's
 logits; per-sample losses equal the padded batch's; the chunked loss's gradients equal the plain
-loss's. Tolerances: fp32 1e-4 (GPU kernels differ in summation order), bf16 5e-2 on losses (bf16
+loss's. In bf16 also: torch's variable-length kernel (one call per layer) gives the per-sample loop's
+LoRA gradients, and LoRA under autocast (inputs left in bf16) gives the gradients of PEFT's fp32 casts. Tolerances: fp32 1e-4 (GPU kernels differ in summation order), bf16 5e-2 on losses (bf16
 keeps about 3 significant digits); a sample that saw another would move its logits far more than
 the 1e-3 allowed. Exits 1 on any failure.
 
@@ -80,16 +81,37 @@ def check(implementation: str, dtype) -> list[tuple[str, float, float]]:
                 parameter.normal_(0, 0.05)
     lora.train()
 
-    def grads(chunk: int) -> dict:
+    def grads(chunk: int, autocast: bool = False) -> dict:
         lora.zero_grad()
-        losses, mask, _ = token_losses(lora, packed, chunk_tokens=chunk)
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=autocast):
+            losses, mask, _ = token_losses(lora, packed, chunk_tokens=chunk)
         (losses.sum() / mask.sum()).backward()
         return {n: p.grad.float().clone() for n, p in lora.named_parameters() if p.requires_grad}
 
+    def worst(a: dict, b: dict) -> float:
+        return max(float((a[n] - b[n]).abs().max() / (a[n].abs().max() + 1e-12)) for n in a)
+
     plain, chunked = grads(0), grads(64)
-    worst = max(float((plain[n] - chunked[n]).abs().max() / (plain[n].abs().max() + 1e-12)) for n in plain)
-    results.append(("chunked vs plain LoRA gradients, max relative |diff|", worst,
+    results.append(("chunked vs plain LoRA gradients, max relative |diff|", worst(plain, chunked),
                     1e-4 if dtype == torch.float32 else 5e-2))
+    if dtype == torch.bfloat16:  # how medsft trains LoRA on a bf16 GPU: fp32 adapters under bf16 autocast
+        from unittest import mock
+
+        import medsft.models as models
+
+        calls = []
+        real = models._varlen_attention
+        with mock.patch.object(models, "_varlen_attention", lambda *a: calls.append(1) or real(*a)):
+            under_autocast = grads(64, autocast=True)
+        expected = model.config.num_hidden_layers if models._varlen_kernel() and DEVICE == "cuda" else 0
+        results.append((f"variable-length kernel calls in one forward: {len(calls)}, expected {expected}, off by",
+                        abs(len(calls) - expected), 0))
+        with mock.patch.object(models, "_varlen_kernel", lambda: None):
+            per_sample_loop = grads(64, autocast=True)
+        results.append(("LoRA gradients, variable-length kernel vs per-sample loop, max relative |diff|",
+                        worst(per_sample_loop, under_autocast), 5e-2))
+        results.append(("LoRA gradients, autocast (no fp32 input copies) vs PEFT's casts, max relative |diff|",
+                        worst(chunked, under_autocast), 5e-2))
     return results
 
 
@@ -100,7 +122,8 @@ def main() -> int:
     implementations = ["sdpa"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") else [])
     print(f"{torch.cuda.get_device_name() if DEVICE == 'cuda' else 'CPU'}, torch {torch.__version__}; flash_attn "
           f"{'installed' if len(implementations) > 1 else 'not installed'}; liger_kernel "
-          f"{'installed' if importlib.util.find_spec('liger_kernel') else 'not installed'}")
+          f"{'installed' if importlib.util.find_spec('liger_kernel') else 'not installed'}; torch's variable-length "
+          f"attention {'present' if __import__('medsft.models').models._varlen_kernel() else 'absent'}")
     ok = True
     print("| attention | dtype | check | value | tolerance | |\n|---|---|---|---|---|---|")
     for implementation in implementations:

@@ -14,8 +14,18 @@ The peak: on CUDA, the card's dense bf16 peak from a table (or --peak-tflops); o
 datasheet number, so the peak is a large fp32 matrix multiply measured in the same run, and the
 MFU is against what this CPU can reach at all.
 
+The model trains as `medsft train` trains it: weights and mixed precision from `choose_dtype` (on
+a bf16 GPU: LoRA over a bf16 base with fp32 adapters under bf16 autocast; full fine-tuning with fp32
+weights under bf16 autocast), medsft's padding-free kernel, the chunked loss.
+
     .venv/bin/python bench/mfu.py [--shape qwen2-small|qwen2-1.5b] [--steps 10] [--batch 8] [--method lora|full]
-                                  [--paths padded,padding-free] [--chunk 1024]
+                                  [--paths padded,padding-free:32,padding-free:32:loop+cast] [--chunk 1024]
+
+A path is `padded` or `padding-free`, then optionally `:SAMPLES` per step, then optionally flags joined
+by `+` that bring back what medsft did before, as baselines in the same run: `loop` (one attention
+call per sample instead of torch's variable-length kernel) and `cast` (LoRA without autocast: PEFT
+copies each adapted layer's input to fp32). Beside the timing, each row's first-step loss must equal
+the first row's with the same samples per step (same weights, same batch; 2e-2 relative in bf16).
 """
 
 from __future__ import annotations
@@ -125,20 +135,30 @@ def main() -> int:
     where = f"bf16 on {torch.cuda.get_device_name()}" if cuda else "fp32 on CPU"
     print(f"\n{args.shape}, {args.method}, {where}, {args.steps} steps, "
           f"peak {peak / 1e12:.1f} TFLOP/s ({source})\n")
-    print("| batches | samples per step | tokens/s (real) | FLOPs per token | achieved TFLOP/s | MFU | vs the first row |")
-    print("|---|---|---|---|---|---|---|")
-    first = None
+    print("| batches | samples per step | as before | tokens/s (real) | FLOPs per token | achieved TFLOP/s | MFU "
+          "| vs the first row | first-step loss |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    first, losses = None, {}
     for spec in args.paths.split(","):
-        path, _, batch = spec.partition(":")
-        tokens_per_second, per_token = train_steps(args, path, int(batch or args.batch), cuda)
+        path, _, rest = spec.partition(":")
+        batch, _, flags = rest.partition(":")
+        batch = int(batch or args.batch)
+        flags = set(filter(None, flags.split("+")))
+        if flags - {"loop", "cast"}:
+            raise SystemExit(f"{spec}: unknown flag(s) {sorted(flags - {'loop', 'cast'})} (loop, cast)")
+        tokens_per_second, per_token, loss = train_steps(args, path, batch, cuda, flags)
         first = first or tokens_per_second
+        reference = losses.setdefault(batch, loss)
+        same = abs(loss - reference) <= 2e-2 * abs(reference) + 1e-6
+        ok &= same
         achieved = tokens_per_second * per_token
-        print(f"| {path} | {batch or args.batch} | {tokens_per_second:,.0f} | {per_token / 1e9:.3f} G | "
-              f"{achieved / 1e12:.2f} | {achieved / peak:.1%} | {tokens_per_second / first:.2f}x |", flush=True)
+        print(f"| {path} | {batch} | {'+'.join(sorted(flags)) or '-'} | {tokens_per_second:,.0f} | "
+              f"{per_token / 1e9:.3f} G | {achieved / 1e12:.2f} | {achieved / peak:.1%} | "
+              f"{tokens_per_second / first:.2f}x | {loss:.4f}{'' if same else ' FAILED'} |", flush=True)
     return 0 if ok else 1
 
 
-def profile_step(model, optimizer, batch: dict, device: str, chunk: int) -> None:
+def profile_step(model, optimizer, batch: dict, device: str, chunk: int, autocast) -> None:
     """The operations one more step spends its time in, longest first."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -147,7 +167,8 @@ def profile_step(model, optimizer, batch: dict, device: str, chunk: int) -> None
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as trace:
-        losses, mask, _ = token_losses(model, batch, chunk_tokens=chunk)
+        with autocast():
+            losses, mask, _ = token_losses(model, batch, chunk_tokens=chunk)
         (losses.sum() / mask.sum()).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -157,15 +178,23 @@ def profile_step(model, optimizer, batch: dict, device: str, chunk: int) -> None
     print(trace.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=60))
 
 
-def train_steps(args, path: str, batch_size: int, cuda: bool) -> tuple[float, float]:
-    """(real tokens per second, model FLOPs per token) of LoRA or full steps with `path` batches."""
+def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tuple[float, float, float]:
+    """(real tokens per second, model FLOPs per token, first step's loss) of LoRA or full steps with
+    `path` batches; `flags` bring back earlier behaviour (see the module)."""
+    import contextlib
+    from unittest import mock
+
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from medsft.models import add_lora, use_packed_attention
+    import medsft.models as models
+    from medsft.models import add_lora, choose_dtype, use_packed_attention
     from medsft.train.collate import Collator, PackedCollator
     from medsft.train.loss import token_losses
 
-    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    device = "cuda" if cuda else "cpu"
+    dtype, mixed = choose_dtype("auto", args.method)
+    if "cast" in flags and args.method == "lora":
+        mixed = None
     torch.manual_seed(0)
     with torch.device(device):
         model = Qwen2ForCausalLM(Qwen2Config(**SHAPES[args.shape])).to(dtype)
@@ -173,35 +202,47 @@ def train_steps(args, path: str, batch_size: int, cuda: bool) -> tuple[float, fl
         use_packed_attention(model, log=print)
     model = add_lora(model, rank=8, alpha=16, dropout=0.0) if args.method == "lora" else model
     model.train()
+
+    def autocast():
+        if mixed != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(device, dtype=torch.bfloat16)
+
+    kernel = mock.patch.object(models, "_varlen_kernel", lambda: None) if "loop" in flags else contextlib.nullcontext()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     rows = sample_rows(model.config.vocab_size, batch_size * (args.steps + 1))
     collate = PackedCollator() if path == "padding-free" else Collator(pad_id=0, multiple_of=8)
-    tokens, context, started = 0, 0.0, None
-    for step in range(args.steps + 1):
-        if step == 1:  # the first step warms up (allocations, kernels) and is not timed
-            if cuda:
-                torch.cuda.synchronize()
-            started, tokens, context = time.perf_counter(), 0, 0.0
-        group = rows[step * batch_size:(step + 1) * batch_size]
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(group).items()}
-        losses, mask, _ = token_losses(model, batch, chunk_tokens=args.chunk)
-        (losses.sum() / mask.sum()).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        lengths = [len(r["input_ids"]) for r in group]
-        tokens += sum(lengths)
-        context += sum(n * n / 2 for n in lengths)  # a token attends to half its sample on average
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
-    if args.profile:
-        profile_step(model, optimizer, collate([rows[0]] + rows[1:batch_size]), device, args.chunk)
+    tokens, context, started, first_loss = 0, 0.0, None, None
+    with kernel:
+        for step in range(args.steps + 1):
+            if step == 1:  # the first step warms up (allocations, kernels) and is not timed
+                if cuda:
+                    torch.cuda.synchronize()
+                started, tokens, context = time.perf_counter(), 0, 0.0
+            group = rows[step * batch_size:(step + 1) * batch_size]
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(group).items()}
+            with autocast():
+                losses, mask, _ = token_losses(model, batch, chunk_tokens=args.chunk)
+            loss = losses.sum() / mask.sum()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step == 0:
+                first_loss = float(loss.detach())
+            lengths = [len(r["input_ids"]) for r in group]
+            tokens += sum(lengths)
+            context += sum(n * n / 2 for n in lengths)  # a token attends to half its sample on average
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        if args.profile:
+            profile_step(model, optimizer, collate(rows[:batch_size]), device, args.chunk, autocast)
     base = model.get_base_model() if args.method == "lora" else model
     per_token = flops_per_token(base, args.method, context / tokens)
     del model, optimizer
     if cuda:
         torch.cuda.empty_cache()
-    return tokens / seconds, per_token
+    return tokens / seconds, per_token, first_loss
 
 
 if __name__ == "__main__":

@@ -103,6 +103,103 @@ def test_the_packed_kernel_attends_within_each_sample(monkeypatch):
     assert calls == [(n, True, True) for _ in range(model.config.num_hidden_layers) for n in lengths]
 
 
+def _varlen_on_cpu(style: str, calls: list):
+    """torch's variable-length kernel as each release's signature has it, done per sample on the CPU:
+    what the padding-free kernel hands it (layout, bounds, causality, GQA) is checked here; the
+    kernel itself runs on CUDA only (bench/gpu_checks.py checks it there)."""
+    import torch.nn.functional as F
+
+    def attend(q, k, v, cu_q, cu_k, max_q, max_k, scale=None, enable_gqa=False):
+        assert q.dim() == 3 and q.shape[0] == cu_q[-1] and cu_q.dtype == torch.int32 and cu_q is cu_k
+        lengths = (cu_q[1:] - cu_q[:-1]).tolist()
+        assert max_q == max_k == max(lengths)
+        calls.append((q.shape[1], k.shape[1]))
+        pieces = [F.scaled_dot_product_attention(q[a:b].transpose(0, 1), k[a:b].transpose(0, 1),
+                                                 v[a:b].transpose(0, 1), is_causal=True, scale=scale,
+                                                 enable_gqa=enable_gqa).transpose(0, 1)
+                  for a, b in zip(cu_q[:-1].tolist(), cu_q[1:].tolist())]
+        return torch.cat(pieces)
+
+    if style == "window":  # torch 2.13: causality as a window, GQA as a flag
+        def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1),
+                        enable_gqa=False):
+            assert window_size == (-1, 0)
+            return attend(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale, enable_gqa)
+    else:  # an earlier release: is_causal, and no GQA (the key and value heads come repeated)
+        def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, is_causal=False, scale=None):
+            assert is_causal and key.shape[1] == query.shape[1]
+            return attend(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale)
+    return varlen_attn
+
+
+@pytest.mark.parametrize("style", ["window", "is_causal"])
+def test_the_packed_kernel_hands_a_whole_row_to_torchs_variable_length_attention(monkeypatch, style):
+    """Where torch has variable-length FlashAttention (CUDA, bf16), one call per layer does every
+    sample: the same logits as the per-sample loop, and no other sample seen."""
+    import medsft.models as models
+
+    model = _tiny("qwen2")
+    use_packed_attention(model, log=lambda *_: None)
+    rows = _rows()
+    batch = PackedCollator()(rows)
+    reference = _forward(model, batch)
+    calls = []
+    monkeypatch.setattr(models, "_varlen_kernel", lambda: _varlen_on_cpu(style, calls))
+    monkeypatch.setattr(models, "_varlen_fits", lambda module, query, kwargs: True)
+    logits = _forward(model, batch)
+    heads = model.config.num_attention_heads
+    kv_heads = model.config.num_key_value_heads if style == "window" else heads
+    assert calls == [(heads, kv_heads)] * model.config.num_hidden_layers
+    assert torch.allclose(logits, reference, atol=1e-5)
+    changed = copy.deepcopy(rows)
+    changed[2]["input_ids"] = [(t + 1) % 96 for t in changed[2]["input_ids"]]
+    owner = batch["sample_index"][0]
+    after = _forward(model, PackedCollator()(changed))
+    assert float((logits[owner != 2] - after[owner != 2]).abs().max()) == 0.0
+
+
+def test_lora_under_autocast_skips_the_fp32_copy_of_each_input_and_keeps_it_without():
+    """A bf16 base under an fp32 adapter: PEFT casts each adapted layer's input to fp32, which plain
+    bf16 needs; under autocast (how medsft trains LoRA on a GPU) the input stays bf16, the adapter's
+    matmuls run in bf16 and its fp32 weights still get their gradients."""
+    model = _tiny().to(torch.bfloat16)
+    lora = add_lora(model, rank=4, alpha=8, dropout=0.0)
+    with torch.no_grad():
+        for name, parameter in lora.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.1)
+    adapter = next(m for n, m in lora.named_modules() if n.endswith("q_proj.lora_A.default"))
+    assert adapter.weight.dtype == torch.float32
+    seen = []
+    adapter.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    batch = Collator(pad_id=0)(_rows())
+    lora.train()
+    losses, mask, _ = token_losses(lora, batch)
+    plain = float(losses.detach().sum() / mask.sum())
+    assert seen == [torch.float32]  # outside autocast PEFT's cast stays (the matmul needs one dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses, mask, _ = token_losses(lora, batch)
+        loss = losses.sum() / mask.sum()
+    loss.backward()
+    assert seen == [torch.float32, torch.bfloat16]
+    assert float(loss) == pytest.approx(plain, rel=2e-2)
+    assert adapter.weight.grad is not None and adapter.weight.grad.dtype == torch.float32
+    assert float(adapter.weight.grad.abs().max()) > 0
+
+
+def test_lora_on_a_bf16_gpu_trains_under_autocast(monkeypatch):
+    from medsft.models import choose_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert choose_dtype("auto", "lora") == (torch.bfloat16, "bf16")
+    assert choose_dtype("bfloat16", "lora") == (torch.bfloat16, "bf16")
+    assert choose_dtype("auto", "full") == (torch.float32, "bf16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_dtype("auto", "lora") == (torch.float32, None)
+    assert choose_dtype("bfloat16", "lora") == (torch.bfloat16, None)
+
+
 def test_a_model_with_its_own_attention_code_is_padded_with_a_line_saying_so():
     model = _tiny()
     lines = []

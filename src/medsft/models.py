@@ -7,6 +7,7 @@ is loaded, so that commands which never load one (`medsft data inspect` without 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -66,13 +67,43 @@ def choose_dtype(requested: str, method: str):
 
     if requested == "auto":
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            # LoRA: frozen base in bf16, adapter in fp32 (peft upcasts). Full FT: fp32 master weights + bf16 autocast.
-            return (torch.bfloat16, None) if method == "lora" else (torch.float32, "bf16")
+            # LoRA: frozen base in bf16, adapter in fp32 (peft upcasts), its matmuls in bf16 under autocast.
+            # Full FT: fp32 master weights + bf16 autocast.
+            return (torch.bfloat16 if method == "lora" else torch.float32), "bf16"
         return torch.float32, None
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[requested]
     if dtype is torch.float16:
         return (torch.float32, "fp16") if method == "full" else (torch.float16, "fp16")
+    if dtype is torch.bfloat16 and method == "lora" and torch.cuda.is_available():
+        return dtype, "bf16"  # as `auto` on such a GPU
     return dtype, None
+
+
+class _CastOutsideAutocast:
+    """PEFT's `cast_input_dtype_enabled` for medsft's LoRA layers: true (PEFT casts each adapted
+    layer's input to the adapter's dtype, which a bf16 base under an fp32 adapter needs) unless
+    autocast is on. Under autocast the adapter's matmuls run in bf16 anyway, so the cast only
+    copied every adapted layer's input to fp32 (and its output back): 19% of a LoRA step's GPU time
+    on an H200 (bench/RESULTS.md). PEFT reads the flag as a truth value at each forward."""
+
+    def __bool__(self) -> bool:
+        import torch
+
+        return not (torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu"))
+
+    def __repr__(self) -> str:
+        return "cast unless autocast"
+
+
+CAST_OUTSIDE_AUTOCAST = _CastOutsideAutocast()
+
+
+def skip_casts_under_autocast(model):
+    """`model` (a PEFT model) with its adapter layers casting their inputs only outside autocast."""
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = CAST_OUTSIDE_AUTOCAST
+    return model
 
 
 def load_model(name_or_path: str, dtype=None, trust_remote_code: bool = False, allow_pickle_weights: bool = False,
@@ -138,20 +169,75 @@ def _packed_sdpa(module, query, key, value, attention_mask, **kwargs):
     window) is plain SDPA with the mask transformers built, which for a packed row is
     block-diagonal and so equally correct, only slower.
 
-    On CUDA the flash and memory-efficient kernels are asked for: cuDNN's builds a plan for every
-    new sequence length, and a padding-free batch brings new lengths at every step."""
+    On CUDA in bf16/fp16, where torch has it, one call of its variable-length FlashAttention does all
+    the samples at once (a loop over samples launches a kernel per sample and layer, which left the
+    GPU waiting on Python). Otherwise each sample gets its own SDPA call, with the flash and
+    memory-efficient kernels asked for: cuDNN's builds a plan for every new sequence length, and a
+    padding-free batch brings new lengths at every step."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     bounds = kwargs.get("segment_bounds")  # a Python list, so no layer waits on the GPU to read it
     if bounds is None or query.shape[0] != 1 or kwargs.get("sliding_window") or key.shape[2] != query.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    varlen = _varlen_kernel()
+    if varlen is not None and _varlen_fits(module, query, kwargs):
+        return _varlen_attention(varlen, query, key, value, kwargs), None
     rest = {k: v for k, v in kwargs.items() if k not in ("is_causal", "position_ids")}
     with _fast_sdpa_kernels(query.is_cuda):
         pieces = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None,
                                          is_causal=True, **rest)[0]
                   for a, b in zip(bounds, bounds[1:]) if b > a]
     return torch.cat(pieces, dim=1), None
+
+
+def _varlen_kernel():
+    """torch's variable-length FlashAttention (`torch.nn.attention.varlen.varlen_attn`, CUDA, fp16 and
+    bf16): all the samples of a packed row in one kernel, forward and backward. None where this torch
+    has none; the per-sample loop above is then used."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+@functools.lru_cache(maxsize=4)
+def _keywords(function) -> frozenset:
+    import inspect
+
+    return frozenset(inspect.signature(function).parameters)
+
+
+def _varlen_fits(module, query, kwargs) -> bool:
+    import torch
+
+    dropout = kwargs.get("dropout", 0.0) if module.training else 0.0
+    return (query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and not dropout
+            and kwargs.get("cu_seq_lens_q") is not None and kwargs.get("max_length_q") is not None
+            and not kwargs.get("s_aux") and kwargs.get("softcap") is None)
+
+
+def _varlen_attention(varlen, query, key, value, kwargs):
+    """Causal attention within each sample of a packed row, in one call. query/key/value are
+    (1, heads, tokens, dim) as transformers passes them; the kernel takes (tokens, heads, dim) and the
+    samples' cumulative bounds. Its keyword for causality and GQA differs between torch releases."""
+    options = _keywords(varlen)
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
+    extra = {"scale": kwargs.get("scaling")}
+    if "is_causal" in options:
+        extra["is_causal"] = True
+    else:
+        extra["window_size"] = (-1, 0)
+    if k.shape[1] != q.shape[1]:
+        if "enable_gqa" in options:
+            extra["enable_gqa"] = True
+        else:
+            groups = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    bounds, longest = kwargs["cu_seq_lens_q"], int(kwargs["max_length_q"])
+    out = varlen(q, k, v, bounds, bounds, longest, longest, **extra)
+    return out[None]  # (1, tokens, heads, dim), as transformers' attention functions return it
 
 
 def _fast_sdpa_kernels(cuda: bool):
@@ -258,7 +344,7 @@ def add_lora(model, rank: int = 8, alpha: float = 16, dropout: float = 0.05, tar
     if gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
     try:
-        return get_peft_model(model, config)
+        return skip_casts_under_autocast(get_peft_model(model, config))
     except ValueError as error:
         raise UserError(f"finetune.lora.target_modules: {str(error).splitlines()[0]}") from None
 
@@ -285,7 +371,7 @@ def load_adapter(model, adapter_dir: str | Path, field: str = "--adapter", train
     from peft import PeftModel
 
     check_adapter_dir(adapter_dir, field)
-    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+    return skip_casts_under_autocast(PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable))
 
 
 REAL_MODEL_EXTRA = "pip install 'medsft[real-model]'"
