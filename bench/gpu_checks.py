@@ -123,7 +123,7 @@ def main() -> int:
     print(f"{torch.cuda.get_device_name() if DEVICE == 'cuda' else 'CPU'}, torch {torch.__version__}; flash_attn "
           f"{'installed' if len(implementations) > 1 else 'not installed'}; liger_kernel "
           f"{'installed' if importlib.util.find_spec('liger_kernel') else 'not installed'}; torch's variable-length "
-          f"attention {'present' if __import__('medsft.models').models._varlen_kernel() else 'absent'}")
+          f"attention {'present' if __import__('medsft.models').models._find_varlen() else 'absent'}")
     ok = True
     print("| attention | dtype | check | value | tolerance | |\n|---|---|---|---|---|---|")
     for implementation in implementations:

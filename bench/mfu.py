@@ -24,7 +24,8 @@ weights under bf16 autocast), medsft's padding-free kernel, the chunked loss.
 A path is `padded` or `padding-free`, then optionally `:SAMPLES` per step, then optionally flags joined
 by `+` that bring back what medsft did before, as baselines in the same run: `loop` (one attention
 call per sample instead of torch's variable-length kernel) and `cast` (LoRA without autocast: PEFT
-copies each adapted layer's input to fp32). Beside the timing, each row's first-step loss must equal
+copies each adapted layer's input to fp32); or that try more: `compile` (torch.compile on each
+layer's MLP and norms) and `compile-layers` (on whole decoder layers). Beside the timing, each row's first-step loss must equal
 the first row's with the same samples per step (same weights, same batch; 2e-2 relative in bf16).
 """
 
@@ -49,6 +50,24 @@ LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, num_hidden_layers=32, num_a
 LLAMA2_7B_PARAMETERS = 6_738_415_616
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets.
 GPU_PEAKS = {"H100 SXM": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.4, "A100": 312.0, "L40S": 362.0}
+
+
+FLAGS = {"loop", "cast", "compile", "compile-layers"}
+
+
+def compile_regions(model, whole_layers: bool) -> int:
+    """torch.compile (dynamic shapes) on each decoder layer's MLP and norms, or on whole decoder
+    layers: fuses the elementwise work (RMSNorm, SiLU x up, LoRA's scale and add). Returns how many
+    modules were compiled."""
+    count = 0
+    for name, module in model.named_modules():
+        kind = type(module).__name__
+        wanted = kind.endswith("DecoderLayer") if whole_layers else (
+            kind.endswith("RMSNorm") or (kind.endswith("MLP") and ".layers." in f".{name}."))
+        if wanted:
+            module.compile(dynamic=True)
+            count += 1
+    return count
 
 
 def matmul_parameters(model) -> int:
@@ -144,8 +163,8 @@ def main() -> int:
         batch, _, flags = rest.partition(":")
         batch = int(batch or args.batch)
         flags = set(filter(None, flags.split("+")))
-        if flags - {"loop", "cast"}:
-            raise SystemExit(f"{spec}: unknown flag(s) {sorted(flags - {'loop', 'cast'})} (loop, cast)")
+        if flags - FLAGS:
+            raise SystemExit(f"{spec}: unknown flag(s) {sorted(flags - FLAGS)} ({', '.join(sorted(FLAGS))})")
         tokens_per_second, per_token, loss = train_steps(args, path, batch, cuda, flags)
         first = first or tokens_per_second
         reference = losses.setdefault(batch, loss)
@@ -158,7 +177,7 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def profile_step(model, optimizer, batch: dict, device: str, chunk: int, autocast) -> None:
+def profile_step(model, optimizer, batch: dict, device: str, chunk: int) -> None:
     """The operations one more step spends its time in, longest first."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -167,8 +186,7 @@ def profile_step(model, optimizer, batch: dict, device: str, chunk: int, autocas
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as trace:
-        with autocast():
-            losses, mask, _ = token_losses(model, batch, chunk_tokens=chunk)
+        losses, mask, _ = token_losses(model, batch, chunk_tokens=chunk)
         (losses.sum() / mask.sum()).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -202,27 +220,29 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
         use_packed_attention(model, log=print)
     model = add_lora(model, rank=8, alpha=16, dropout=0.0) if args.method == "lora" else model
     model.train()
+    if flags & {"compile", "compile-layers"}:
+        print(f"compiled {compile_regions(model, 'compile-layers' in flags)} modules", flush=True)
+    warmup = 2 if flags & {"compile", "compile-layers"} else 1  # compiling happens in the untimed steps
 
-    def autocast():
-        if mixed != "bf16":
-            return contextlib.nullcontext()
-        return torch.autocast(device, dtype=torch.bfloat16)
+    if mixed == "bf16":  # as the Trainer (accelerate) does: autocast around the forward, fp32 outputs
+        from accelerate.utils import convert_outputs_to_fp32
+
+        model.forward = convert_outputs_to_fp32(torch.autocast(device, dtype=torch.bfloat16)(model.forward))
 
     kernel = mock.patch.object(models, "_varlen_kernel", lambda: None) if "loop" in flags else contextlib.nullcontext()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    rows = sample_rows(model.config.vocab_size, batch_size * (args.steps + 1))
+    rows = sample_rows(model.config.vocab_size, batch_size * (args.steps + warmup))
     collate = PackedCollator() if path == "padding-free" else Collator(pad_id=0, multiple_of=8)
     tokens, context, started, first_loss = 0, 0.0, None, None
     with kernel:
-        for step in range(args.steps + 1):
-            if step == 1:  # the first step warms up (allocations, kernels) and is not timed
+        for step in range(args.steps + warmup):
+            if step == warmup:  # the first steps warm up (allocations, kernels, compiling) and are not timed
                 if cuda:
                     torch.cuda.synchronize()
                 started, tokens, context = time.perf_counter(), 0, 0.0
             group = rows[step * batch_size:(step + 1) * batch_size]
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(group).items()}
-            with autocast():
-                losses, mask, _ = token_losses(model, batch, chunk_tokens=args.chunk)
+            losses, mask, _ = token_losses(model, batch, chunk_tokens=args.chunk)
             loss = losses.sum() / mask.sum()
             loss.backward()
             optimizer.step()
@@ -236,7 +256,7 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         if args.profile:
-            profile_step(model, optimizer, collate(rows[:batch_size]), device, args.chunk, autocast)
+            profile_step(model, optimizer, collate(rows[:batch_size]), device, args.chunk)
     base = model.get_base_model() if args.method == "lora" else model
     per_token = flops_per_token(base, args.method, context / tokens)
     del model, optimizer

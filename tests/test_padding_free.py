@@ -4,6 +4,7 @@ full-logits path, with no sample seeing another."""
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import random
 
@@ -144,7 +145,8 @@ def test_the_packed_kernel_hands_a_whole_row_to_torchs_variable_length_attention
     batch = PackedCollator()(rows)
     reference = _forward(model, batch)
     calls = []
-    monkeypatch.setattr(models, "_varlen_kernel", lambda: _varlen_on_cpu(style, calls))
+    fake = _varlen_on_cpu(style, calls)
+    monkeypatch.setattr(models, "_varlen_kernel", lambda: (fake, frozenset(inspect.signature(fake).parameters)))
     monkeypatch.setattr(models, "_varlen_fits", lambda module, query, kwargs: True)
     logits = _forward(model, batch)
     heads = model.config.num_attention_heads
@@ -299,3 +301,34 @@ def test_a_padding_free_run_trains_like_a_padded_one(tmp_path, tiny_model_dir):
     for before, after in zip(padded_manifest["stages"], grouped_manifest["stages"]):
         assert after["realized_share_samples"] == before["realized_share_samples"]
         assert after["padding_efficiency"] >= before["padding_efficiency"]
+
+
+def test_lora_trains_as_on_a_bf16_gpu_bf16_base_fp32_adapter_under_the_trainers_autocast(tmp_path, tiny_model_dir,
+                                                                                          monkeypatch):
+    """On a bf16 GPU, LoRA trains a bf16 base with fp32 adapters under the Trainer's bf16 autocast,
+    which wraps only the model's forward and hands back fp32 outputs: the chunked loss's head, the
+    validation losses and the monitor's generation (outside autocast) all run. Here on the CPU's
+    autocast: the first losses are the fp32 run's within bf16's precision."""
+    import medsft.pipeline.run as run_module
+    import medsft.pipeline.stages as stages_module
+    from medsft.pipeline.run import train
+    from medsft.recipe import load_recipe
+
+    def first_losses(name):
+        folder = tmp_path / name
+        folder.mkdir()
+        recipe = load_recipe(_recipe_file(folder, tiny_model_dir), ["train.loss_chunk_tokens=16"])
+        train(recipe, log=lambda *_: None)
+        events = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+        first = next(e for e in events if e["event"] == "train")
+        return {k: v for k, v in first.items() if k.startswith("train_loss/")}, events
+
+    plain, _ = first_losses("fp32")
+    as_on_gpu = lambda requested, method: (torch.bfloat16, "bf16")  # noqa: E731
+    monkeypatch.setattr(run_module, "choose_dtype", as_on_gpu)
+    monkeypatch.setattr(stages_module, "choose_dtype", as_on_gpu)
+    mixed, events = first_losses("bf16")
+    assert mixed.keys() == plain.keys() and mixed
+    for name in plain:
+        assert mixed[name] == pytest.approx(plain[name], rel=3e-2)
+    assert any("eval_loss" in e for e in events)

@@ -7,7 +7,6 @@ is loaded, so that commands which never load one (`medsft data inspect` without 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import json
@@ -191,22 +190,25 @@ def _packed_sdpa(module, query, key, value, attention_mask, **kwargs):
     return torch.cat(pieces, dim=1), None
 
 
-def _varlen_kernel():
+_VARLEN = None  # (torch's variable-length attention, its keyword names): set by use_packed_attention
+
+
+def _find_varlen():
     """torch's variable-length FlashAttention (`torch.nn.attention.varlen.varlen_attn`, CUDA, fp16 and
-    bf16): all the samples of a packed row in one kernel, forward and backward. None where this torch
-    has none; the per-sample loop above is then used."""
+    bf16) and its keywords, which differ between releases; None where this torch has none (the
+    per-sample loop above is then used). Looked up once, before any forward: torch.compile cannot
+    trace `inspect`, and a lookup inside the layer would split its compiled graph."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
         return None
-    return varlen_attn
-
-
-@functools.lru_cache(maxsize=4)
-def _keywords(function) -> frozenset:
     import inspect
 
-    return frozenset(inspect.signature(function).parameters)
+    return varlen_attn, frozenset(inspect.signature(varlen_attn).parameters)
+
+
+def _varlen_kernel():
+    return _VARLEN
 
 
 def _varlen_fits(module, query, kwargs) -> bool:
@@ -222,7 +224,7 @@ def _varlen_attention(varlen, query, key, value, kwargs):
     """Causal attention within each sample of a packed row, in one call. query/key/value are
     (1, heads, tokens, dim) as transformers passes them; the kernel takes (tokens, heads, dim) and the
     samples' cumulative bounds. Its keyword for causality and GQA differs between torch releases."""
-    options = _keywords(varlen)
+    varlen, options = varlen
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
     extra = {"scale": kwargs.get("scaling")}
     if "is_causal" in options:
@@ -267,6 +269,8 @@ def use_packed_attention(model, log=print) -> bool:
         log(f"train.padding_free: {type(base).__name__} has its own attention code, which cannot keep packed "
             "samples apart; batches are padded")
         return False
+    global _VARLEN
+    _VARLEN = _find_varlen()
     AttentionInterface.register(PACKED_ATTENTION, _packed_sdpa)
     AttentionMaskInterface.register(PACKED_ATTENTION, sdpa_mask)
     if base.config._attn_implementation == "sdpa":

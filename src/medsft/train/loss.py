@@ -84,7 +84,10 @@ def chunked_token_losses(model, inputs: dict, targets: torch.Tensor, mask: torch
                          chunk_tokens: int) -> torch.Tensor:
     head = output_head(model)
     hidden = _hidden_states(model, inputs)[:, :-1, :]
-    chosen, wanted = hidden[mask], targets[mask]
+    # Under mixed precision the Trainer's autocast wraps the model's forward only and hands back
+    # fp32 outputs; the head, applied here, takes the hidden states in its own weights' dtype.
+    dtype = getattr(getattr(head, "weight", None), "dtype", hidden.dtype)
+    chosen, wanted = hidden[mask].to(dtype), targets[mask]
 
     def chunk_loss(states: torch.Tensor, chunk_targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(head(states).float(), chunk_targets, reduction="none")  # the head's hooks run
