@@ -263,6 +263,8 @@ def test_engines_without_cuda_are_refused_before_the_model_loads(tmp_path, tiny_
     assert says in err and "Loading weights" not in err
     assert main(["train", str(recipe), "--set", "train.deepspeed=zero2", "--set", "train.fsdp=full_shard"]) == 2
     assert "choose one" in capsys.readouterr().err
+    assert main(["train", str(recipe), "--set", "train.fsdp=full_shard", "--set", "train.compile=true"]) == 2
+    assert "train.compile with train.deepspeed / train.fsdp is not supported" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("setting", ["train.deepspeed=zero2", "train.fsdp=full_shard"])

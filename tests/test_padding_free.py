@@ -332,3 +332,33 @@ def test_lora_trains_as_on_a_bf16_gpu_bf16_base_fp32_adapter_under_the_trainers_
     for name in plain:
         assert mixed[name] == pytest.approx(plain[name], rel=3e-2)
     assert any("eval_loss" in e for e in events)
+
+
+@pytest.mark.slow
+def test_a_compiled_run_trains_like_an_eager_one(tmp_path, tiny_model_dir):
+    """train.compile: every decoder layer compiled, and the first logged losses are the eager run's."""
+    from medsft.pipeline.run import train
+    from medsft.recipe import load_recipe
+
+    def first_losses(name, *overrides):
+        folder = tmp_path / name
+        folder.mkdir()
+        lines = []
+        recipe = load_recipe(_recipe_file(folder, tiny_model_dir), ["monitor.probes=false", "stages.0.max_steps=2",
+                                                                    "stages.1.max_steps=2", *overrides])
+        train(recipe, log=lambda line, *_: lines.append(str(line)))
+        events = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+        first = next(e for e in events if e["event"] == "train")
+        return {k: v for k, v in first.items() if k.startswith("train_loss/")}, lines
+
+    from torch._dynamo.utils import counters
+
+    eager, eager_lines = first_losses("eager")
+    counters.clear()
+    compiled, lines = first_losses("compiled", "train.compile=true")
+    assert counters["stats"]["unique_graphs"] >= 1  # torch.compile did build graphs
+    assert compiled.keys() == eager.keys() and compiled
+    for name in eager:
+        assert compiled[name] == pytest.approx(eager[name], rel=1e-4)
+    assert any("train.compile: 2 decoder layers compiled" in line for line in lines)
+    assert not any("train.compile" in line for line in eager_lines)

@@ -278,15 +278,31 @@ def use_packed_attention(model, log=print) -> bool:
     return True
 
 
-def decoder_layers(model) -> tuple[str, int]:
-    """(attribute name, count) of the model's stack of decoder layers ("layers" in Llama/Qwen, "h" in GPT-2)."""
+def compile_layers(model) -> int:
+    """torch.compile (dynamic shapes) on each decoder layer of `model`, in place; returns how many.
+    One layer's code serves them all, so it compiles once; the matrix multiplies stay cuBLAS's and
+    the elementwise work between them is fused."""
+    _, layers = _layer_list(model, "train.compile")
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
+
+
+def _layer_list(model, field: str):
+    """(attribute name, the ModuleList) of the model's stack of decoder layers."""
     import torch
 
     count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and (count is None or len(module) == count) and len(module) > 0:
-            return name.rsplit(".", 1)[-1], len(module)
-    raise UserError("finetune.layers: cannot find this model's decoder layers")
+            return name.rsplit(".", 1)[-1], module
+    raise UserError(f"{field}: cannot find this model's decoder layers")
+
+
+def decoder_layers(model) -> tuple[str, int]:
+    """(attribute name, count) of the model's stack of decoder layers ("layers" in Llama/Qwen, "h" in GPT-2)."""
+    name, layers = _layer_list(model, "finetune.layers")
+    return name, len(layers)
 
 
 def layer_indices(spec, count: int) -> list[int]:

@@ -17,8 +17,8 @@ from medsft.data.prepare import write_jsonl, write_rejects
 from medsft.errors import UserError
 from medsft.eval.generate import Chat
 from medsft.eval.sets import probe_sets
-from medsft.models import (add_lora, check_adapter_dir, choose_dtype, decoder_layers, freeze_layers_outside,
-                           layer_indices, load_adapter, load_model, use_packed_attention)
+from medsft.models import (add_lora, check_adapter_dir, choose_dtype, compile_layers, decoder_layers,
+                           freeze_layers_outside, layer_indices, load_adapter, load_model, use_packed_attention)
 from medsft.monitor.monitor import Monitor
 from medsft.pipeline.finish import best_so_far, finish_monitor
 from medsft.pipeline.prepare import prepare, report_data
@@ -202,6 +202,9 @@ class Run:
                 _, count = decoder_layers(self.model)
                 trainable = freeze_layers_outside(self.model, layer_indices(layers, count))
                 self.log(f"finetune.layers {layers}: {trainable:,} parameters trainable")
+        if recipe.train.compile:
+            self.log(f"train.compile: {compile_layers(self.model)} decoder layers compiled "
+                     "(the first steps compile them)")
 
     def check_disk_space(self) -> None:
         distributed.on_main(check_disk_space, self.recipe, self.model, self.prepared.plans, self.run_dir)
