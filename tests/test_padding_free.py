@@ -197,6 +197,8 @@ def test_lora_on_a_bf16_gpu_trains_under_autocast(monkeypatch):
     assert choose_dtype("auto", "lora") == (torch.bfloat16, "bf16")
     assert choose_dtype("bfloat16", "lora") == (torch.bfloat16, "bf16")
     assert choose_dtype("auto", "full") == (torch.float32, "bf16")
+    assert choose_dtype("auto", "lora", engine=True) == (torch.bfloat16, None)  # as checked under DeepSpeed/FSDP
+    assert choose_dtype("auto", "full", engine=True) == (torch.float32, "bf16")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert choose_dtype("auto", "lora") == (torch.float32, None)
     assert choose_dtype("bfloat16", "lora") == (torch.bfloat16, None)
@@ -324,7 +326,7 @@ def test_lora_trains_as_on_a_bf16_gpu_bf16_base_fp32_adapter_under_the_trainers_
         return {k: v for k, v in first.items() if k.startswith("train_loss/")}, events
 
     plain, _ = first_losses("fp32")
-    as_on_gpu = lambda requested, method: (torch.bfloat16, "bf16")  # noqa: E731
+    as_on_gpu = lambda requested, method, engine=False: (torch.bfloat16, "bf16")  # noqa: E731
     monkeypatch.setattr(run_module, "choose_dtype", as_on_gpu)
     monkeypatch.setattr(stages_module, "choose_dtype", as_on_gpu)
     mixed, events = first_losses("bf16")

@@ -60,9 +60,14 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, allow_pic
     return tokenizer
 
 
-def choose_dtype(requested: str, method: str):
-    """(weights dtype, mixed precision 'bf16'|'fp16'|None)."""
+def choose_dtype(requested: str, method: str, engine: bool = False):
+    """(weights dtype, mixed precision 'bf16'|'fp16'|None). engine: DeepSpeed or FSDP trains the
+    model, whose LoRA runs were checked on a GPU without autocast (bench/gpu_engines.py), so they
+    keep it off."""
     import torch
+
+    if engine and method == "lora" and requested in ("auto", "bfloat16"):
+        return choose_dtype(requested, method)[0], None
 
     if requested == "auto":
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():

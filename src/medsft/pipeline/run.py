@@ -124,7 +124,7 @@ class Run:
             if importlib.util.find_spec("deepspeed") is None or not torch_cuda():
                 raise UserError("train.deepspeed needs a CUDA GPU and DeepSpeed (pip install 'medsft[deepspeed]'); "
                                 "train.fsdp or plain data parallel (--nproc) need neither")
-            _, mixed = choose_dtype(self.recipe.model.dtype, self.recipe.finetune.method)
+            _, mixed = choose_dtype(self.recipe.model.dtype, self.recipe.finetune.method, engine=True)
             deepspeed_config(train.deepspeed, train, mixed, distributed.world_size())  # the file's errors, now
         if train.fsdp is not None and not torch_cuda():
             raise UserError("train.fsdp needs CUDA GPUs (on CPU the Trainer would quietly train plain data parallel "

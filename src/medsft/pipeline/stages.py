@@ -39,7 +39,7 @@ def training_arguments(recipe, stage, steps: int, run_dir: Path, model=None) -> 
     """The HF arguments of one stage, from the recipe's train section and the stage's overrides.
     model: the model to train (FSDP wraps its decoder layers)."""
     cfg = recipe.train
-    _, mixed = choose_dtype(recipe.model.dtype, recipe.finetune.method)
+    _, mixed = choose_dtype(recipe.model.dtype, recipe.finetune.method, bool(cfg.deepspeed or cfg.fsdp))
     saves = save_every(recipe)
     engine: dict = {}
     if cfg.deepspeed is not None:
