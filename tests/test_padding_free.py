@@ -104,9 +104,9 @@ def test_the_packed_kernel_attends_within_each_sample(monkeypatch):
     assert calls == [(n, True, True) for _ in range(model.config.num_hidden_layers) for n in lengths]
 
 
-def _varlen_on_cpu(style: str, calls: list):
-    """torch's variable-length kernel as each release's signature has it, done per sample on the CPU:
-    what the padding-free kernel hands it (layout, bounds, causality, GQA) is checked here; the
+def _varlen_on_cpu(release: str, calls: list):
+    """torch's variable-length kernel with each release's signature, done per sample on the CPU:
+    what the padding-free kernel hands it (layout, bounds, causality, scale, GQA) is checked here; the
     kernel itself runs on CUDA only (bench/gpu_checks.py checks it there)."""
     import torch.nn.functional as F
 
@@ -121,36 +121,45 @@ def _varlen_on_cpu(style: str, calls: list):
                   for a, b in zip(cu_q[:-1].tolist(), cu_q[1:].tolist())]
         return torch.cat(pieces)
 
-    if style == "window":  # torch 2.13: causality as a window, GQA as a flag
-        def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1),
-                        enable_gqa=False):
+    if release == "2.13":  # causality as a window, GQA as a flag
+        def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
+                        window_size=(-1, -1), enable_gqa=False, seqused_k=None, block_table=None, num_splits=None):
             assert window_size == (-1, 0)
             return attend(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale, enable_gqa)
-    else:  # an earlier release: is_causal, and no GQA (the key and value heads come repeated)
-        def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, is_causal=False, scale=None):
-            assert is_causal and key.shape[1] == query.shape[1]
+    elif release == "2.11":  # a window, and no GQA: the key and value heads come repeated
+        def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
+                        window_size=(-1, -1)):
+            assert window_size == (-1, 0) and key.shape[1] == query.shape[1]
             return attend(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale)
+    else:  # the first release: is_causal, no scale (the default only), no GQA
+        def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, return_aux=None):
+            assert is_causal and key.shape[1] == query.shape[1]
+            return attend(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k)
     return varlen_attn
 
 
-@pytest.mark.parametrize("style", ["window", "is_causal"])
-def test_the_packed_kernel_hands_a_whole_row_to_torchs_variable_length_attention(monkeypatch, style):
-    """Where torch has variable-length FlashAttention (CUDA, bf16), one call per layer does every
-    sample: the same logits as the per-sample loop, and no other sample seen."""
+def _with_varlen_stand_in(monkeypatch, release: str, calls: list) -> None:
     import medsft.models as models
 
+    fake = _varlen_on_cpu(release, calls)
+    monkeypatch.setattr(models, "_varlen_kernel", lambda: (fake, frozenset(inspect.signature(fake).parameters)))
+    monkeypatch.setattr(models, "_flash_dtype", lambda query: query.dtype)  # as if on CUDA
+
+
+@pytest.mark.parametrize("release", ["2.13", "2.11", "first"])
+def test_the_packed_kernel_hands_a_whole_row_to_torchs_variable_length_attention(monkeypatch, release):
+    """Where torch has variable-length FlashAttention (CUDA, bf16), one call per layer does every
+    sample: the same logits as the per-sample loop, and no other sample seen."""
     model = _tiny("qwen2")
     use_packed_attention(model, log=lambda *_: None)
     rows = _rows()
     batch = PackedCollator()(rows)
     reference = _forward(model, batch)
     calls = []
-    fake = _varlen_on_cpu(style, calls)
-    monkeypatch.setattr(models, "_varlen_kernel", lambda: (fake, frozenset(inspect.signature(fake).parameters)))
-    monkeypatch.setattr(models, "_varlen_fits", lambda module, query, kwargs: True)
+    _with_varlen_stand_in(monkeypatch, release, calls)
     logits = _forward(model, batch)
     heads = model.config.num_attention_heads
-    kv_heads = model.config.num_key_value_heads if style == "window" else heads
+    kv_heads = model.config.num_key_value_heads if release == "2.13" else heads
     assert calls == [(heads, kv_heads)] * model.config.num_hidden_layers
     assert torch.allclose(logits, reference, atol=1e-5)
     changed = copy.deepcopy(rows)
@@ -158,6 +167,21 @@ def test_the_packed_kernel_hands_a_whole_row_to_torchs_variable_length_attention
     owner = batch["sample_index"][0]
     after = _forward(model, PackedCollator()(changed))
     assert float((logits[owner != 2] - after[owner != 2]).abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("release", ["2.11", "first"])
+def test_a_scale_the_kernel_cannot_take_falls_back_to_the_per_sample_loop(monkeypatch, release):
+    """A model with its own attention scale: passed where the kernel takes one, else the loop runs."""
+    model = _tiny("qwen2")
+    for layer in model.model.layers:
+        layer.self_attn.scaling = 0.5
+    use_packed_attention(model, log=lambda *_: None)
+    batch = PackedCollator()(_rows())
+    reference = _forward(model, batch)
+    calls = []
+    _with_varlen_stand_in(monkeypatch, release, calls)
+    assert torch.allclose(_forward(model, batch), reference, atol=1e-5)
+    assert len(calls) == (model.config.num_hidden_layers if release == "2.11" else 0)
 
 
 def test_lora_under_autocast_skips_the_fp32_copy_of_each_input_and_keeps_it_without():
@@ -333,7 +357,9 @@ def test_lora_trains_as_on_a_bf16_gpu_bf16_base_fp32_adapter_under_the_trainers_
     assert mixed.keys() == plain.keys() and mixed
     for name in plain:
         assert mixed[name] == pytest.approx(plain[name], rel=3e-2)
-    assert any("eval_loss" in e for e in events)
+    evaluations = [e for e in events if e["event"] == "eval"]
+    assert evaluations and all("eval_loss" in e for e in evaluations)
+    assert any("general/accuracy" in e and "general/kl_to_base" in e for e in evaluations)  # generated, scored
 
 
 @pytest.mark.slow

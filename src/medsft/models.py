@@ -185,7 +185,7 @@ def _packed_sdpa(module, query, key, value, attention_mask, **kwargs):
     if bounds is None or query.shape[0] != 1 or kwargs.get("sliding_window") or key.shape[2] != query.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     varlen = _varlen_kernel()
-    if varlen is not None and _varlen_fits(module, query, kwargs):
+    if varlen is not None and _varlen_fits(module, query, key, value, kwargs, varlen[1]):
         return _varlen_attention(varlen, query, key, value, kwargs), None
     rest = {k: v for k, v in kwargs.items() if k not in ("is_causal", "position_ids")}
     with _fast_sdpa_kernels(query.is_cuda):
@@ -200,12 +200,17 @@ _VARLEN = None  # (torch's variable-length attention, its keyword names): set by
 
 def _find_varlen():
     """torch's variable-length FlashAttention (`torch.nn.attention.varlen.varlen_attn`, CUDA, fp16 and
-    bf16) and its keywords, which differ between releases; None where this torch has none (the
-    per-sample loop above is then used). Looked up once, before any forward: torch.compile cannot
-    trace `inspect`, and a lookup inside the layer would split its compiled graph."""
+    bf16) and its keywords, which differ between releases; None where this torch has none or the GPU
+    is older than Ampere, which FlashAttention does not run on (the per-sample loop above is then
+    used). Looked up once, before any forward: torch.compile cannot trace `inspect`, and a lookup
+    inside the layer would split its compiled graph."""
+    import torch
+
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
+        return None
+    if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] < 8:
         return None
     import inspect
 
@@ -216,22 +221,48 @@ def _varlen_kernel():
     return _VARLEN
 
 
-def _varlen_fits(module, query, kwargs) -> bool:
+def _flash_dtype(query):
+    """The dtype the variable-length kernel would run in for `query`: its own when it is on CUDA in
+    bf16/fp16, autocast's when autocast is on there (as SDPA would; full fine-tuning's fp32 weights
+    give fp32 queries), else None (the kernel does not apply)."""
     import torch
 
+    if not query.is_cuda:
+        return None
+    if query.dtype in (torch.bfloat16, torch.float16):
+        return query.dtype
+    if torch.is_autocast_enabled("cuda"):
+        return torch.get_autocast_dtype("cuda")
+    return None
+
+
+def _varlen_fits(module, query, key, value, kwargs, options) -> bool:
+    """Whether the variable-length kernel computes what SDPA would for this call: no dropout, the
+    bounds given, no extra softmax terms, equal head sizes up to 256, and a scale this torch's kernel
+    can take (its first release had no `scale` keyword: the default 1/sqrt(head size) only)."""
     dropout = kwargs.get("dropout", 0.0) if module.training else 0.0
-    return (query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and not dropout
+    size = query.shape[-1]
+    scale = kwargs.get("scaling")
+    default_scale = scale is None or abs(scale - size ** -0.5) < 1e-6
+    return (_flash_dtype(query) is not None and not dropout
             and kwargs.get("cu_seq_lens_q") is not None and kwargs.get("max_length_q") is not None
-            and not kwargs.get("s_aux") and kwargs.get("softcap") is None)
+            and not kwargs.get("s_aux") and kwargs.get("softcap") is None
+            and key.shape[-1] == value.shape[-1] == size <= 256
+            and query.shape[1] % key.shape[1] == 0
+            and ("scale" in options or default_scale))
 
 
 def _varlen_attention(varlen, query, key, value, kwargs):
     """Causal attention within each sample of a packed row, in one call. query/key/value are
     (1, heads, tokens, dim) as transformers passes them; the kernel takes (tokens, heads, dim) and the
-    samples' cumulative bounds. Its keyword for causality and GQA differs between torch releases."""
+    samples' cumulative bounds. Its keywords for scale, causality and GQA differ between torch
+    releases."""
     varlen, options = varlen
-    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
-    extra = {"scale": kwargs.get("scaling")}
+    dtype = _flash_dtype(query)
+    q, k, v = (t[0].transpose(0, 1).to(dtype) for t in (query, key, value))
+    extra = {}
+    if "scale" in options:
+        extra["scale"] = kwargs.get("scaling")
     if "is_causal" in options:
         extra["is_causal"] = True
     else:

@@ -319,8 +319,8 @@ class TrainConfig(_Section):
     padding_free: bool = Field(
         True, description="Join a batch's samples into one row with no padding, each sample attending only to "
         "itself (positions restart per sample; FlashAttention-2's variable-length path when "
-        "model.attn_implementation asks for it; else, on CUDA in bf16/fp16, torch's variable-length "
-        "FlashAttention, one call per layer; elsewhere one SDPA call per sample). A model with its own attention "
+        "model.attn_implementation asks for it; else, on an Ampere or newer GPU in bf16/fp16 or under autocast, "
+        "torch's variable-length FlashAttention, one call per layer; elsewhere one SDPA call per sample). A model with its own attention "
         "code (trust_remote_code) is padded instead, with a line saying so.")
     loss_chunk_tokens: int = Field(
         1024, ge=0, description="Compute the loss this many supervised tokens at a time, the output head applied per "
