@@ -104,11 +104,11 @@ def check(implementation: str, dtype) -> list[tuple[str, float, float]]:
         with mock.patch.object(models, "_varlen_attention", lambda *a: calls.append(1) or real(*a)):
             under_autocast = grads(64, autocast=True)
         # FlashAttention-2 (model.attn_implementation) keeps its own variable-length path
-        kernel_used = models._varlen_kernel() and DEVICE == "cuda" and implementation == "sdpa"
+        kernel_used = models._VARLEN and DEVICE == "cuda" and implementation == "sdpa"
         expected = model.config.num_hidden_layers if kernel_used else 0
         results.append((f"variable-length kernel calls in one forward: {len(calls)}, expected {expected}, off by",
                         abs(len(calls) - expected), 0))
-        with mock.patch.object(models, "_varlen_kernel", lambda: None):
+        with mock.patch.object(models, "_VARLEN", None):
             per_sample_loop = grads(64, autocast=True)
         results.append(("LoRA gradients, variable-length kernel vs per-sample loop, max relative |diff|",
                         worst(per_sample_loop, under_autocast), 5e-2))

@@ -24,8 +24,8 @@ weights under bf16 autocast), medsft's padding-free kernel, the chunked loss.
 A path is `padded` or `padding-free`, then optionally `:SAMPLES` per step, then optionally flags joined
 by `+` that bring back what medsft did before, as baselines in the same run: `loop` (one attention
 call per sample instead of torch's variable-length kernel) and `cast` (LoRA without autocast: PEFT
-copies each adapted layer's input to fp32); or that try more: `compile-layers` (torch.compile on
-each decoder layer, `train.compile`) and `compile` (on each layer's MLP and norms only). Beside the timing, each row's first-step loss must equal
+copies each adapted layer's input to fp32); or `compile-layers` (torch.compile on each decoder layer,
+as `train.compile` does). Beside the timing, each row's first-step loss must equal
 the first row's with the same samples per step (same weights, same batch; 2e-2 relative in bf16).
 """
 
@@ -52,23 +52,7 @@ LLAMA2_7B_PARAMETERS = 6_738_415_616
 GPU_PEAKS = {"H100 SXM": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.4, "A100": 312.0, "L40S": 362.0}
 
 
-FLAGS = {"loop", "cast", "compile", "compile-layers"}
-
-
-def compile_regions(model, whole_layers: bool) -> int:
-    """torch.compile (dynamic shapes) on whole decoder layers (`train.compile`), or only on each
-    layer's MLP and norms (a narrower try, kept for comparison). Returns how many modules."""
-    from medsft.models import compile_layers
-
-    if whole_layers:
-        return compile_layers(model)
-    count = 0
-    for name, module in model.named_modules():
-        kind = type(module).__name__
-        if kind.endswith("RMSNorm") or (kind.endswith("MLP") and ".layers." in f".{name}."):
-            module.compile(dynamic=True)
-            count += 1
-    return count
+FLAGS = {"loop", "cast", "compile-layers"}
 
 
 def matmul_parameters(model) -> int:
@@ -206,7 +190,7 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     import medsft.models as models
-    from medsft.models import add_lora, choose_dtype, use_packed_attention
+    from medsft.models import add_lora, choose_dtype, compile_layers, use_packed_attention
     from medsft.train.collate import Collator, PackedCollator
     from medsft.train.loss import token_losses
 
@@ -221,16 +205,16 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
         use_packed_attention(model, log=print)
     model = add_lora(model, rank=8, alpha=16, dropout=0.0) if args.method == "lora" else model
     model.train()
-    if flags & {"compile", "compile-layers"}:
-        print(f"compiled {compile_regions(model, 'compile-layers' in flags)} modules", flush=True)
-    warmup = 2 if flags & {"compile", "compile-layers"} else 1  # compiling happens in the untimed steps
+    if "compile-layers" in flags:
+        print(f"compiled {compile_layers(model)} decoder layers", flush=True)
+    warmup = 2 if "compile-layers" in flags else 1  # compiling happens in the untimed steps
 
     if mixed == "bf16":  # as the Trainer (accelerate) does: autocast around the forward, fp32 outputs
         from accelerate.utils import convert_outputs_to_fp32
 
         model.forward = convert_outputs_to_fp32(torch.autocast(device, dtype=torch.bfloat16)(model.forward))
 
-    kernel = mock.patch.object(models, "_varlen_kernel", lambda: None) if "loop" in flags else contextlib.nullcontext()
+    kernel = mock.patch.object(models, "_VARLEN", None) if "loop" in flags else contextlib.nullcontext()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     rows = sample_rows(model.config.vocab_size, batch_size * (args.steps + warmup))
     collate = PackedCollator() if path == "padding-free" else Collator(pad_id=0, multiple_of=8)

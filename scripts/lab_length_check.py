@@ -1,6 +1,7 @@
 """Where a lab run's general answers lose length against the base's: the base and the run's adapter answer the
 lab's general probes (96 new tokens, greedy, as the lab scores them), and for each this prints the median
-answer length, the share cut at the budget, the share that loops (some 4-gram of words three times or more),
+answer length, the share cut at the budget, the share that loops (some word 4-gram three times or more, words as the
+probes' metrics count them),
 and the median length over the probes where neither model loops:
 
     python scripts/lab_length_check.py runs/lab/runs/medsft-default/seed-0 [--base smollm2]"""
@@ -13,22 +14,20 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-import yaml
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from medsft.data.templates import get_template
 from medsft.eval import names
 from medsft.eval.evaluate import evaluate
 from medsft.eval.generate import Chat
+from medsft.eval.textmetrics import ngrams, tokens
 from medsft.lab.real import BASES
-from medsft.lab.runner import SMOLLM2_WORLD, probe_sets
-from medsft.lab.world import build_world
+from medsft.lab.runner import trained_run
 
 
 def loops(text: str, n: int = 4, times: int = 3) -> bool:
-    words = text.lower().split()
-    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    grams = Counter(ngrams(tokens(text), n))
     return bool(grams) and max(grams.values()) >= times
 
 
@@ -41,12 +40,8 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--base", default="smollm2", choices=sorted(BASES))
     args = parser.parse_args()
-    lab_base = BASES[args.base]
-    recipe = yaml.safe_load((args.run_dir / "recipe.yaml").read_text(encoding="utf-8"))
-    base_path = Path(recipe["model"]["name_or_path"])
-    world = build_world(0, "en", **(SMOLLM2_WORLD if args.base == "smollm2" else {}))
-    sets = [s for s in probe_sets(world, lab_base) if s.name == names.GENERAL]
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    lab_base, base_path, sets, tokenizer = trained_run(args.run_dir, args.base)
+    sets = [s for s in sets if s.name == names.GENERAL]
     chat = Chat(tokenizer, get_template(lab_base.template, tokenizer))
     model = AutoModelForCausalLM.from_pretrained(base_path).eval()
     base = answers(model, chat, sets)

@@ -11,14 +11,12 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
-from medsft.lab.runner import SMOLLM2_WORLD, _score, probe_sets
 from medsft.lab.real import BASES
-from medsft.lab.world import build_world
+from medsft.lab.runner import _score, trained_run
 
 
 def main() -> None:
@@ -27,12 +25,7 @@ def main() -> None:
     parser.add_argument("scales", help="comma-separated, e.g. 0.5,0.75,1")
     parser.add_argument("--base", default="smollm2", choices=sorted(BASES))
     args = parser.parse_args()
-    lab_base = BASES[args.base]
-    recipe = yaml.safe_load((args.run_dir / "recipe.yaml").read_text(encoding="utf-8"))
-    base_path = Path(recipe["model"]["name_or_path"])
-    world = build_world(0, "en", **(SMOLLM2_WORLD if args.base == "smollm2" else {}))
-    sets = probe_sets(world, lab_base)
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    lab_base, base_path, sets, tokenizer = trained_run(args.run_dir, args.base)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), args.run_dir / "adapter").eval()
     layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
     for scale in (float(s) for s in args.scales.split(",")):

@@ -142,7 +142,7 @@ def _with_varlen_stand_in(monkeypatch, release: str, calls: list) -> None:
     import medsft.models as models
 
     fake = _varlen_on_cpu(release, calls)
-    monkeypatch.setattr(models, "_varlen_kernel", lambda: (fake, frozenset(inspect.signature(fake).parameters)))
+    monkeypatch.setattr(models, "_VARLEN", (fake, frozenset(inspect.signature(fake).parameters)))
     monkeypatch.setattr(models, "_flash_dtype", lambda query: query.dtype)  # as if on CUDA
 
 

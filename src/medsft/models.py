@@ -184,9 +184,9 @@ def _packed_sdpa(module, query, key, value, attention_mask, **kwargs):
     bounds = kwargs.get("segment_bounds")  # a Python list, so no layer waits on the GPU to read it
     if bounds is None or query.shape[0] != 1 or kwargs.get("sliding_window") or key.shape[2] != query.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    varlen = _varlen_kernel()
-    if varlen is not None and _varlen_fits(module, query, key, value, kwargs, varlen[1]):
-        return _varlen_attention(varlen, query, key, value, kwargs), None
+    dtype = _varlen_dtype(module, query, key, value, kwargs, _VARLEN[1]) if _VARLEN is not None else None
+    if dtype is not None:
+        return _varlen_attention(_VARLEN, dtype, query, key, value, kwargs), None
     rest = {k: v for k, v in kwargs.items() if k not in ("is_causal", "position_ids")}
     with _fast_sdpa_kernels(query.is_cuda):
         pieces = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None,
@@ -217,10 +217,6 @@ def _find_varlen():
     return varlen_attn, frozenset(inspect.signature(varlen_attn).parameters)
 
 
-def _varlen_kernel():
-    return _VARLEN
-
-
 def _flash_dtype(query):
     """The dtype the variable-length kernel would run in for `query`: its own when it is on CUDA in
     bf16/fp16, autocast's when autocast is on there (as SDPA would; full fine-tuning's fp32 weights
@@ -236,29 +232,29 @@ def _flash_dtype(query):
     return None
 
 
-def _varlen_fits(module, query, key, value, kwargs, options) -> bool:
-    """Whether the variable-length kernel computes what SDPA would for this call: no dropout, the
-    bounds given, no extra softmax terms, equal head sizes up to 256, and a scale this torch's kernel
-    can take (its first release had no `scale` keyword: the default 1/sqrt(head size) only)."""
+def _varlen_dtype(module, query, key, value, kwargs, options):
+    """The dtype the variable-length kernel runs this call in, or None where it would not compute
+    what SDPA would: dropout, no bounds, extra softmax terms, unequal head sizes or over 256, or a
+    scale this torch's kernel cannot take (its first release had no `scale` keyword: the default
+    1/sqrt(head size) only)."""
     dropout = kwargs.get("dropout", 0.0) if module.training else 0.0
     size = query.shape[-1]
     scale = kwargs.get("scaling")
     default_scale = scale is None or abs(scale - size ** -0.5) < 1e-6
-    return (_flash_dtype(query) is not None and not dropout
-            and kwargs.get("cu_seq_lens_q") is not None and kwargs.get("max_length_q") is not None
+    fits = (not dropout and kwargs.get("cu_seq_lens_q") is not None and kwargs.get("max_length_q") is not None
             and not kwargs.get("s_aux") and kwargs.get("softcap") is None
             and key.shape[-1] == value.shape[-1] == size <= 256
             and query.shape[1] % key.shape[1] == 0
             and ("scale" in options or default_scale))
+    return _flash_dtype(query) if fits else None
 
 
-def _varlen_attention(varlen, query, key, value, kwargs):
+def _varlen_attention(varlen, dtype, query, key, value, kwargs):
     """Causal attention within each sample of a packed row, in one call. query/key/value are
     (1, heads, tokens, dim) as transformers passes them; the kernel takes (tokens, heads, dim) and the
     samples' cumulative bounds. Its keywords for scale, causality and GQA differ between torch
     releases."""
     varlen, options = varlen
-    dtype = _flash_dtype(query)
     q, k, v = (t[0].transpose(0, 1).to(dtype) for t in (query, key, value))
     extra = {}
     if "scale" in options:

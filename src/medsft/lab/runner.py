@@ -88,6 +88,18 @@ def _score(model, tokenizer, sets: list[ProbeSet], template: str = "chatml") -> 
     }
 
 
+def trained_run(run_dir: Path, base: str = "smollm2") -> tuple:
+    """(lab base, base model folder, probe sets, tokenizer) of a trained lab run, for scoring its
+    adapter again (scripts/lab_scale_scan.py, scripts/lab_length_check.py)."""
+    import yaml
+
+    lab_base = BASES[base]
+    recipe = yaml.safe_load((Path(run_dir) / "recipe.yaml").read_text(encoding="utf-8"))
+    base_path = Path(recipe["model"]["name_or_path"])
+    world = build_world(0, "en", **(SMOLLM2_WORLD if base == "smollm2" else {}))
+    return lab_base, base_path, probe_sets(world, lab_base), AutoTokenizer.from_pretrained(base_path)
+
+
 def _last_eval(run_dir: Path) -> dict:
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in events if e["event"] == "eval"]
