@@ -279,6 +279,17 @@ class StageConfig(_Section):
         return {k: w / total for k, w in v.items()}
 
 
+class OnPolicyConfig(_Section):
+    weight: float = Field(1.0, gt=0, description="Weight of the on-policy term in the loss (its mean per token).")
+    every: int = Field(40, ge=1, description="The tuned model answers a fresh draw of general prompts every N "
+                       "optimizer steps (and before the first).")
+    prompts: int = Field(64, ge=1, description="General prompts answered at each draw.")
+    per_batch: int = Field(4, ge=1, description="Answers from the current draw added to each micro-batch "
+                           "(taken in turn).")
+    max_new_tokens: int = Field(96, ge=4, description="Longest answer the tuned model gives at a draw.")
+    batch_size: int = Field(32, ge=1, description="Prompts generated at once.")
+
+
 class TrainConfig(_Section):
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     batch_size: int = Field(4, ge=1, description="Sequences per device per step.")
@@ -309,6 +320,14 @@ class TrainConfig(_Section):
         "base (twice the weights' memory). 0: off.")
     kl_on: Literal["general", "all"] = Field(
         "general", description="Which batches' records the KL term covers: those of `general` sources, or `all`.")
+    on_policy: OnPolicyConfig | None = Field(
+        None, description="On-policy distillation from the base: every `every` steps the tuned model answers "
+        "general prompts itself (greedy), and each micro-batch adds `weight` times KL(tuned || base) over the "
+        "tokens of some of those answers. Teacher-forced replay and kl_to_base look only at text the model is "
+        "given; this term looks where the tuned model goes when it answers (a turn ended early, a domain "
+        "style on a general question) and pulls it back to what the base would say there. The base is the "
+        "model with its adapter switched off (LoRA) or a frozen copy (full fine-tuning). Not with "
+        "train.deepspeed or train.fsdp. Omitted: off.")
     optim: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "rmsprop", "lion_32bit", "adamw_8bit",
                    "paged_adamw_32bit", "paged_adamw_8bit", "lion_8bit"] = Field(
         "adamw_torch", description="Optimizer, by the Trainer's names. The 8-bit and paged ones need a CUDA GPU "
@@ -354,6 +373,9 @@ class TrainConfig(_Section):
             raise ValueError("train.deepspeed and train.fsdp: choose one")
         if self.compile and (self.deepspeed is not None or self.fsdp is not None):
             raise ValueError("train.compile with train.deepspeed / train.fsdp is not supported: drop one")
+        if self.on_policy is not None and (self.deepspeed is not None or self.fsdp is not None):
+            raise ValueError("train.on_policy with train.deepspeed / train.fsdp is not supported (the tuned "
+                             "model generates between steps): drop one")
         return self
 
 
@@ -434,6 +456,10 @@ class Recipe(_Section):
                 if self.monitor.eval_every is None or not self.monitor.probes or not self.monitor.general_probes:
                     raise ValueError(f"stages.{i}.adaptive: needs monitor.eval_every, monitor.probes and "
                                      "general probes (what the controller reads)")
+        if self.train.on_policy is not None and not any(
+                s.role == "general" and s.split != "validation" for s in self.data.sources):
+            raise ValueError("train.on_policy: needs a training source with role: general (its prompts are "
+                             "what the tuned model answers)")
         stage_names = [s.name for s in self.stages or []]
         if len(set(stage_names)) != len(stage_names):
             raise ValueError("stages: stage names must be unique")

@@ -20,6 +20,15 @@ class Generated:
     text: str  # the answer, without the end-of-turn token
     tokens: int  # answer length in tokens, without the end token
     stopped: bool  # ended with an end-of-turn token (False: cut at max_new_tokens)
+    ids: tuple[int, ...] = ()  # the tokens generated, up to and with the stop token
+
+
+def prompt_before_answer(template, conversation: Conversation, system_prompt: str | None = None) -> str:
+    """What a chat model sees before the conversation's last answer: its question and the turns before."""
+    messages = conversation.messages
+    last = max(i for i, m in enumerate(messages) if m.role == "assistant")
+    return prompt_for(template, messages[last - 1].content, conversation.system or system_prompt,
+                      list(messages[:last - 1]))
 
 
 def prompt_for(template, question: str, system_prompt: str | None = None, history: list[Message] | None = None) -> str:
@@ -134,8 +143,9 @@ def _answer(tokenizer, new: list[int], stop_ids: list[int]) -> Generated:
     """The answer up to its first stop token (kept out of the text and the length)."""
     for position, token in enumerate(new):
         if token in stop_ids:
-            return Generated(tokenizer.decode(new[:position], skip_special_tokens=False), position, True)
-    return Generated(tokenizer.decode(new, skip_special_tokens=False), len(new), False)
+            return Generated(tokenizer.decode(new[:position], skip_special_tokens=False), position, True,
+                             tuple(new[:position + 1]))
+    return Generated(tokenizer.decode(new, skip_special_tokens=False), len(new), False, tuple(new))
 
 
 class Progress:

@@ -37,7 +37,7 @@ class Distiller:
         return digest.hexdigest()[:24]
 
     def __call__(self, source, conversations: list[Conversation]) -> tuple[list[str | None], dict]:
-        from medsft.eval.generate import Chat, Sampling, generate_prompts, prompt_for
+        from medsft.eval.generate import Chat, Sampling, generate_prompts, prompt_before_answer
 
         settings = source.self_distill
         folder = Path(self.recipe.data.cache_dir or default_cache_dir()) / "distilled"
@@ -56,10 +56,7 @@ class Distiller:
         for conversation, key in zip(conversations, keys):
             if key in done or key in prompts:
                 continue
-            messages = conversation.messages
-            last = max(i for i, m in enumerate(messages) if m.role == "assistant")
-            history, question = list(messages[:last - 1]), messages[last - 1].content
-            prompts[key] = prompt_for(self.template, question, conversation.system or system, history)
+            prompts[key] = prompt_before_answer(self.template, conversation, system)
         cached = len(conversations) - len(prompts)
         if prompts:
             self.log(f"self-distill {source.name}: the base model answers {len(prompts)} prompts "

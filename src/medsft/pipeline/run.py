@@ -15,12 +15,13 @@ from medsft import distributed
 from medsft.data.mixture import AdaptiveOrder, group_by_length
 from medsft.data.prepare import write_jsonl, write_rejects
 from medsft.errors import UserError
-from medsft.eval.generate import Chat
+from medsft.eval.generate import Chat, prompt_before_answer
 from medsft.eval.sets import probe_sets
 from medsft.models import (add_lora, check_adapter_dir, choose_dtype, compile_layers, decoder_layers,
                            freeze_layers_outside, layer_indices, load_adapter, load_model, use_packed_attention)
 from medsft.monitor.monitor import Monitor
 from medsft.pipeline.finish import best_so_far, finish_monitor
+from medsft.pipeline.onpolicy import OnPolicyAnswers
 from medsft.pipeline.prepare import prepare, report_data
 from medsft.pipeline.rundir import ResumePoint, claim_run_dir, truncate
 from medsft.pipeline.stages import check_disk_space, save_stage_end, stage_trainer
@@ -69,6 +70,7 @@ def train(recipe, log=print, resume: str | None = None, overwrite: bool = False)
         run.load_model()
         run.check_disk_space()
         run.start_monitor()
+        run.start_on_policy()
         for index in range(len(recipe.resolved_stages)):
             if not run.train_stage(index):
                 break
@@ -92,7 +94,8 @@ class Run:
         self.step = 0  # run-wide steps of the stages done so far
         self.trainer = None
         self.model = None
-        self.reference = None  # a frozen base copy for the KL term of full fine-tuning
+        self.reference = None  # a frozen base copy for the KL terms of full fine-tuning
+        self.on_policy = None  # train.on_policy: the tuned model's own answers (pipeline/onpolicy.py)
         self.padding_free = False  # train.padding_free, once the model is known to keep packed samples apart
         self.loss_chunk_tokens = 0  # train.loss_chunk_tokens, once the model is known to allow it
         self.sharded = False  # ZeRO-3 or FSDP: every process takes part in each forward, probes included
@@ -196,7 +199,7 @@ class Run:
             self.model = add_lora(self.model, **lora.model_dump(exclude={"init_from"}),
                                   gradient_checkpointing=checkpointing, layers=layers)
         else:
-            if recipe.train.kl_to_base > 0:  # the base for the KL term: a frozen copy, made before any step
+            if recipe.train.kl_to_base > 0 or recipe.train.on_policy:  # the base for the KL terms: a frozen copy
                 self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
             if layers is not None:
                 _, count = decoder_layers(self.model)
@@ -221,6 +224,22 @@ class Run:
             self.log("probing the base model (answers cached in monitor/base.json)")
             self.monitor.compute_base(self.model)
         distributed.barrier()
+
+    def start_on_policy(self) -> None:
+        """train.on_policy: the general training prompts its draws sample, and its state at the resume point."""
+        settings = self.recipe.train.on_policy
+        if settings is None:
+            return
+        roles = {s.name: s.role for s in self.recipe.data.sources}
+        system = self.recipe.model.system_prompt
+        prompts = [prompt_before_answer(self.template, self.prepared.conversations[i], system)
+                   for name, rows in self.prepared.train_pools.items() if roles[name] == "general" for i in rows]
+        if not prompts:
+            raise UserError("train.on_policy: the general sources hold no training records")
+        self.on_policy = OnPolicyAnswers(settings, Chat(self.tokenizer, self.template, system), prompts,
+                                         self.recipe.train.seed, self.log)
+        if self.point is not None and self.point.state.get("on_policy"):
+            self.on_policy.load_state(self.point.state["on_policy"])
 
     def train_stage(self, index: int) -> bool:
         """Train one stage (or skip it, when it finished before a resume). False: the run stops here."""
@@ -276,7 +295,7 @@ class Run:
                        [c.provenance for c in self.prepared.conversations], self.started, self.log,
                        lambda: best_so_far(self.recipe, self.monitor, self.run_dir),
                        general_ids=[i for i, n in enumerate(self.prepared.source_names) if roles[n] == "general"],
-                       reference=self.reference, roles=roles, padding_free=self.padding_free,
+                       reference=self.reference, on_policy=self.on_policy, roles=roles, padding_free=self.padding_free,
                        loss_chunk_tokens=self.loss_chunk_tokens, probe_everywhere=self.sharded)
         train_set = self.encoded.select(plan.order)
         if stage.adaptive is not None:

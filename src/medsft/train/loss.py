@@ -136,3 +136,22 @@ def kl_to_base_sum(model, inputs: dict, tuned_logits: torch.Tensor, positions: t
         base_logp = F.log_softmax(base[:, :-1, :].float()[positions[rows]], dim=-1)
     tuned_logp = F.log_softmax(tuned_logits[rows][positions[rows]], dim=-1)
     return (base_logp.exp() * (base_logp - tuned_logp)).sum()
+
+
+def on_policy_kl_sum(model, batch: dict, reference=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum over the answer tokens of KL(tuned || base), how many tokens) on answers the tuned model
+    gave itself (`batch`: input_ids, attention_mask, answer_mask; pipeline/onpolicy.py). The reverse KL
+    is the one that puts weight where the tuned model goes: it falls only by moving the tuned model's
+    probability to tokens the base also finds likely. The base is `reference` (full fine-tuning) or
+    `model` with its adapter switched off (LoRA)."""
+    forward = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+    positions = batch["answer_mask"][:, 1:] & batch["attention_mask"][:, :-1].bool()  # they predict an answer token
+    tuned_logp = F.log_softmax(model(**forward).logits[:, :-1][positions].float(), dim=-1)
+    with torch.no_grad():
+        if reference is not None:
+            base = reference(**forward).logits
+        else:
+            with model.disable_adapter():
+                base = model(**forward).logits
+        base_logp = F.log_softmax(base[:, :-1][positions].float(), dim=-1)
+    return (tuned_logp.exp() * (tuned_logp - base_logp)).sum(), positions.sum()

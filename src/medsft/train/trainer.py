@@ -19,7 +19,7 @@ from medsft.errors import TrainingStopped
 from medsft.tensors import eval_mode
 from medsft.train import hf_internals
 from medsft.train.callbacks import NonFiniteGradientGuard, SealCheckpoints
-from medsft.train.loss import kl_to_base_sum, per_position, per_sample, token_losses
+from medsft.train.loss import kl_to_base_sum, on_policy_kl_sum, per_position, per_sample, token_losses
 
 
 @dataclass
@@ -36,7 +36,8 @@ class StageRun:
     console: Callable[[str], None] = print
     protected_checkpoints: Callable[[], set[Path]] = set  # () -> checkpoints pruning must keep (the best so far)
     general_ids: list[int] = field(default_factory=list)  # source ids of general sources (train.kl_on: general)
-    reference: object = None  # full fine-tuning with train.kl_to_base: a frozen copy of the base model
+    reference: object = None  # full fine-tuning with train.kl_to_base / on_policy: a frozen copy of the base model
+    on_policy: object = None  # train.on_policy: pipeline.onpolicy.OnPolicyAnswers, the tuned model's own answers
     adaptive: object = None  # the stage's `adaptive` section, when the monitor may move its mix
     mixer: object = None  # medsft.data.mixture.AdaptiveOrder behind the stage's training set (adaptive)
     mix_weights: dict = field(default_factory=dict)  # the weights in force now (adaptive)
@@ -72,6 +73,8 @@ class MedsftTrainer(Trainer):
         self._stage_loss, self._stage_tokens = 0.0, 0.0  # logged so far in this stage, for its summary
         self._kl_sum = torch.zeros((), dtype=torch.float64, device=self.args.device)  # train.kl_to_base
         self._kl_tokens = torch.zeros((), dtype=torch.float64, device=self.args.device)
+        self._on_policy_sum = torch.zeros((), dtype=torch.float64, device=self.args.device)  # train.on_policy
+        self._on_policy_tokens = torch.zeros((), dtype=torch.float64, device=self.args.device)
 
     @property
     def step(self) -> int:
@@ -103,7 +106,9 @@ class MedsftTrainer(Trainer):
         total = losses.sum()  # ignored positions contribute exact zeros, so this is finite iff the loss is
         if kl is not None:
             total = total + weight * kl  # the KL is normalized by the same supervised-token count
-        if model.training and not distributed.active() and not torch.isfinite(total):
+        on_policy = self._on_policy_kl(model) if model.training and self.run.on_policy is not None else None
+        finite = torch.isfinite(total) if on_policy is None else torch.isfinite(total + on_policy.detach())
+        if model.training and not distributed.active() and not finite:
             self.nonfinite(f"non-finite loss ({float(total.detach())})", inputs)
             hf_internals.say_loss_is_scaled(self, True)
             # A zero loss that touches no weight: this micro-batch adds nothing to the step.
@@ -119,7 +124,22 @@ class MedsftTrainer(Trainer):
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # num_items_in_batch counts every device's tokens, and DDP averages gradients over devices.
             loss = loss * self.accelerator.num_processes
+        if on_policy is not None:  # a mean per answer token, so the step's share of it when the Trainer does not divide
+            loss = loss + self.settings.on_policy.weight * on_policy / (
+                self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1)
         return (loss, None) if return_outputs else loss
+
+    def _on_policy_kl(self, model) -> torch.Tensor | None:
+        """train.on_policy: the mean KL(tuned || base) over this micro-batch's share of the tuned model's
+        own answers (drawn again every `every` steps), or None when the draw gave none."""
+        plain = self.accelerator.unwrap_model(model)  # generation and the extra forward bypass DDP's wrapper
+        batch = self.run.on_policy.batch(plain, self.step, self.args.device)
+        if batch is None:
+            return None
+        kl, tokens = on_policy_kl_sum(plain, batch, self.run.reference)
+        self._on_policy_sum += kl.detach().double()
+        self._on_policy_tokens += tokens.double()
+        return kl / tokens.clamp(min=1)
 
     def nonfinite(self, what: str, inputs: dict | None = None) -> None:
         """Stop with one line naming the step, the stage and the batch's records, or skip (bounded)."""
@@ -171,6 +191,10 @@ class MedsftTrainer(Trainer):
                 logs["train_kl_to_base"] = float(self._kl_sum / self._kl_tokens)
                 self._kl_sum.zero_()
                 self._kl_tokens.zero_()
+            if float(self._on_policy_tokens) > 0:  # train.on_policy: the mean KL(tuned || base) on its own answers
+                logs["train_on_policy_kl"] = float(self._on_policy_sum / self._on_policy_tokens)
+                self._on_policy_sum.zero_()
+                self._on_policy_tokens.zero_()
         elif "train_samples_per_second" in logs:  # the summary at the end of train(): the stage's mean loss
             pending_loss, pending_tokens = float(self._loss_sums.sum()), float(self._token_counts.sum())
             if self._stage_tokens + pending_tokens > 0:
@@ -200,6 +224,7 @@ class MedsftTrainer(Trainer):
                 "nonfinite_skips": self.nonfinite_skips,
             },
             "monitor": self.monitor.state() if self.monitor is not None else None,
+            "on_policy": self.run.on_policy.state() if self.run.on_policy is not None else None,
         }
 
     def load_resume_state(self, state: dict) -> None:
