@@ -23,6 +23,7 @@ from run_checks import adapter_weights, max_difference, small_recipe, with_adapt
 
 # One rank of a 2-process job, started the way torchrun starts it (the environment says who it is).
 #   record - each rank appends the record ids of its micro-batches to RECORDS.rank<N>
+#   on-policy - each rank appends the draw and the answers each micro-batch takes (train.on_policy)
 #   step N - both ranks stop dead after run-wide step N's optimizer step (the test kills them)
 DRIVER = r"""
 import json, sys, time
@@ -40,6 +41,15 @@ if mode == "record":
                 out.write(json.dumps([self.run.stage, inputs["record_ids"].tolist(), inputs["source_ids"].tolist()]) + "\n")
         return compute(self, model, inputs, *args, **kwargs)
     MedsftTrainer.compute_loss = recording
+elif mode == "on-policy":
+    from medsft.pipeline.onpolicy import OnPolicyAnswers
+    batch = OnPolicyAnswers.batch
+    def recording(self, model, step, device):
+        inputs = batch(self, model, step, device)
+        with open(f"{marker}.rank{rank}", "a") as out:
+            out.write(json.dumps({"draw": self.draw, "answers": inputs["input_ids"].tolist()}) + "\n")
+        return inputs
+    OnPolicyAnswers.batch = recording
 else:
     class Pause(TrainerCallback):
         def __init__(self, trainer):
@@ -109,6 +119,26 @@ def test_two_processes_end_where_one_process_with_the_same_global_batch_ends(rec
     assert len((two / "monitor" / "samples.jsonl").read_text().splitlines()) == \
         len((one / "monitor" / "samples.jsonl").read_text().splitlines())
     assert (two / "report.html").is_file() and (two / "checkpoints" / "mixed" / "complete.json").is_file()
+
+
+@pytest.mark.slow
+def test_two_processes_train_with_on_policy_answers_each_its_own(tmp_path, tiny_model_dir):
+    """train.on_policy under data parallel: every process draws the same answers (greedy, same weights) and
+    takes its own of them; the extra forward goes around DDP's wrapper and the run ends normally."""
+    recipe = small_recipe(tmp_path, tiny_model_dir, "run", steps=(3, 4), dropout=0.0, batch_size=2,
+                          on_policy={"every": 3, "prompts": 4, "per_batch": 1, "max_new_tokens": 6, "batch_size": 4})
+    marker = tmp_path / "records"
+    children = _ranks(recipe, "on-policy", 0, marker, tmp_path / "cache")
+    for child in children:
+        child.wait(timeout=600)
+        assert child.returncode == 0, child.stderr.read().decode()[-3000:]
+    taken = [[json.loads(line) for line in Path(f"{marker}.rank{r}").read_text().splitlines()] for r in range(2)]
+    assert len(taken[0]) == len(taken[1]) == 7  # one micro-batch a step
+    for first, second in zip(*taken):
+        assert first["draw"] == second["draw"] and first["answers"] != second["answers"]
+    assert [t["draw"] for t in taken[0]] == [0, 0, 0, 1, 1, 1, 2]
+    logged = [r["train_on_policy_kl"] for r in _metrics(tmp_path / "run") if "train_on_policy_kl" in r]
+    assert len(logged) == 7 and logged[0] == pytest.approx(0.0, abs=1e-6) and max(logged) > 0
 
 
 @pytest.mark.slow

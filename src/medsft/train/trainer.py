@@ -191,8 +191,11 @@ class MedsftTrainer(Trainer):
                 logs["train_kl_to_base"] = float(self._kl_sum / self._kl_tokens)
                 self._kl_sum.zero_()
                 self._kl_tokens.zero_()
-            if float(self._on_policy_tokens) > 0:  # train.on_policy: the mean KL(tuned || base) on its own answers
-                logs["train_on_policy_kl"] = float(self._on_policy_sum / self._on_policy_tokens)
+            on_policy = torch.stack([self._on_policy_sum, self._on_policy_tokens])
+            if self.accelerator.num_processes > 1:
+                on_policy = self.accelerator.reduce(on_policy, "sum")
+            if float(on_policy[1]) > 0:  # train.on_policy: the mean KL(tuned || base) on its own answers
+                logs["train_on_policy_kl"] = float(on_policy[0] / on_policy[1])
                 self._on_policy_sum.zero_()
                 self._on_policy_tokens.zero_()
         elif "train_samples_per_second" in logs:  # the summary at the end of train(): the stage's mean loss
