@@ -128,8 +128,9 @@ def test_the_remedy_variants_set_their_remedy_and_scaled_runs_tune_scale(tmp_pat
     files = {"medical": tmp_path / "m.jsonl", "general": tmp_path / "g.jsonl", "general_probes": tmp_path / "p.jsonl"}
     context = LabContext(base, files, tmp_path / "lab", SYNTHETIC)
     trees = {name: VARIANTS[name](context, name, 0)
-             for name in ["kl-replay", "self-distill", "frozen-lower", "scaled", "adaptive", "medsft-default"]}
+             for name in ["kl-replay", "on-policy", "self-distill", "frozen-lower", "scaled", "adaptive", "medsft-default"]}
     assert trees["kl-replay"]["train"]["kl_to_base"] > 0 and trees["kl-replay"]["train"]["kl_on"] == "general"
+    assert trees["on-policy"]["train"]["on_policy"]["every"] == 40
     assert trees["self-distill"]["data"]["sources"][1]["self_distill"]["mode"] == "replace"
     assert trees["frozen-lower"]["finetune"]["layers"] == "2-"
     assert trees["adaptive"]["stages"][0]["adaptive"]["general_share"] == [0.2, 0.6]

@@ -121,6 +121,7 @@ def find_variant(name: str) -> tuple[Callable[[LabContext, str, int], dict | Non
 
 
 KL_WEIGHT = 1.0  # train.kl_to_base of the kl-replay variant
+ON_POLICY = {"weight": 1.0, "every": 40, "prompts": 64, "per_batch": 4, "max_new_tokens": 96}  # the on-policy variant
 
 
 def _with(recipe: dict, **sections) -> dict:
@@ -181,6 +182,7 @@ VARIANTS: dict[str, Callable[[LabContext, str, int], dict | None]] = {
     "augmented-mix-7-3": lambda ctx, name, seed: _augmented(_recipe(ctx, name, seed, _mix(0.7))),
     "kl-replay": lambda ctx, name, seed: _with(_recipe(ctx, name, seed, _mix(0.7)),
                                                train={"kl_to_base": KL_WEIGHT, "kl_on": "general"}),
+    "on-policy": lambda ctx, name, seed: _with(_recipe(ctx, name, seed, _mix(0.7)), train={"on_policy": ON_POLICY}),
     "self-distill": lambda ctx, name, seed: _self_distilled(_recipe(ctx, name, seed, _mix(0.7))),
     "scaled": lambda ctx, name, seed: _scaled(_recipe(ctx, name, seed, _mix(0.7))),
     "frozen-lower": lambda ctx, name, seed: _lower_half_frozen(ctx, _recipe(ctx, name, seed, _mix(0.7))),
@@ -201,6 +203,8 @@ DESCRIPTIONS = {
                  "up to 8 per record), 3 epochs",
     "augmented-mix-7-3": "LoRA, augmented medical:general 7:3, 3 epochs",
     "kl-replay": f"LoRA, 7:3, 3 epochs, plus {KL_WEIGHT:g} x KL(base || tuned) on the general records (anchored replay)",
+    "on-policy": f"LoRA, 7:3, 3 epochs, plus {ON_POLICY['weight']:g} x KL(tuned || base) on the tuned model's own "
+                 f"answers to general prompts ({ON_POLICY['prompts']} drawn every {ON_POLICY['every']} steps)",
     "self-distill": "LoRA, 7:3, 3 epochs, the general records answered by the base model itself (self-distilled)",
     "scaled": "LoRA, 7:3, 3 epochs, then tune-scale: the adapter scale (0.25-1) with the most medical skill "
               "that keeps 95% of the base's general accuracy",
