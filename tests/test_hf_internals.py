@@ -9,6 +9,8 @@ import inspect
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
 
+from medsft.train.hf_internals import micro_batches_this_step
+
 
 def test_trainer_reads_model_accepts_loss_kwargs_to_count_tokens_over_accumulation():
     assert "self.model_accepts_loss_kwargs" in inspect.getsource(Trainer._get_num_items_in_batch), \
@@ -20,6 +22,33 @@ def test_trainer_honours_loss_is_scaled_for_ga():
     assert hasattr(Trainer, "loss_is_scaled_for_ga"), "Trainer.loss_is_scaled_for_ga is gone"
     assert "self.loss_is_scaled_for_ga" in inspect.getsource(Trainer.training_step), \
         "training_step no longer reads loss_is_scaled_for_ga: the loss may be divided by the accumulation steps twice"
+
+
+def test_trainer_counts_the_micro_batches_of_each_step(tmp_path):
+    """train.on_policy divides its per-micro-batch mean by the step's micro-batches, as the Trainer does:
+    6 micro-batches at accumulation 4 make a step of 4 and a last, short step of 2."""
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, labels=None):
+            return {"loss": ((self.weight * x - labels) ** 2).mean()}
+
+    seen = []
+
+    class Counting(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            seen.append(micro_batches_this_step(self))
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    data = [{"x": torch.tensor([float(i)]), "labels": torch.tensor([1.0])} for i in range(6)]
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=1, gradient_accumulation_steps=4,
+                             num_train_epochs=1, report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no")
+    Counting(model=Tiny(), args=args, train_dataset=data).train()
+    assert seen == [4, 4, 4, 4, 2, 2], "Trainer no longer tells how many micro-batches the step being accumulated has"
 
 
 def test_callback_handler_on_evaluate_takes_metrics_and_clears_should_evaluate(tmp_path):

@@ -59,10 +59,15 @@ def test_on_policy_kl_is_the_reverse_kl_over_answer_tokens_only():
     expected = sum(float((tuned[r, p].exp() * (tuned[r, p] - frozen[r, p])).sum()) for r, p in rows)
     assert float(kl) == pytest.approx(expected, rel=1e-4)
     assert int(tokens) == len(rows)
+    # The head applied at the answer positions only gives the same sum.
+    for reference_model in (None, reference):
+        full = on_policy_kl_sum(lora, batch, reference_model)[0].detach()
+        through_head = on_policy_kl_sum(lora, batch, reference_model, through_head=True)[0].detach()
+        assert float(through_head) == pytest.approx(float(full), rel=1e-5)
 
 
-def _on_policy_recipe(folder, model_dir, weight: float = 1.0, **settings):
-    return small_recipe(folder, model_dir, "run", dropout=0.0,
+def _on_policy_recipe(folder, model_dir, weight: float = 1.0, logging_steps: int = 1, **settings):
+    return small_recipe(folder, model_dir, "run", dropout=0.0, logging_steps=logging_steps,
                         on_policy={"weight": weight, "every": 4, "prompts": 6, "per_batch": 2, "max_new_tokens": 8,
                                    "batch_size": 4, **settings})
 
@@ -105,17 +110,26 @@ def test_on_policy_keeps_the_tuned_models_own_answers_closer_to_the_base(tmp_pat
     assert last[10.0] < 0.5 * last[1e-6]
 
 
+@pytest.fixture(scope="module")
+def logged_every_2(tmp_path_factory, tiny_model_dir):
+    """The run logging every 2 steps and saving every 3: a checkpoint falls inside a logging window."""
+    folder = tmp_path_factory.mktemp("on-policy-log-2")
+    assert main(["train", str(_on_policy_recipe(folder, tiny_model_dir, logging_steps=2))]) == 0
+    return folder / "run"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("at", [5, 11], ids=["killed-after-a-draw-before-its-checkpoint", "killed-in-later-stage"])
-def test_a_killed_on_policy_run_resumes_to_the_uninterrupted_end(on_policy_run, tmp_path, tiny_model_dir, at):
+def test_a_killed_on_policy_run_resumes_to_the_uninterrupted_end(logged_every_2, tmp_path, tiny_model_dir, at):
     """Killed after step 5 it resumes from checkpoint 3 and draws again at step 4 from the same weights;
-    after step 11 it resumes from run-wide step 9 with draw 2's answers restored from the checkpoint."""
-    recipe = _on_policy_recipe(tmp_path, tiny_model_dir)
+    after step 11 it resumes from run-wide step 9 with draw 2's answers restored from the checkpoint. The
+    KL summed since the last log (step 2 or 8) comes back from the checkpoint too."""
+    recipe = _on_policy_recipe(tmp_path, tiny_model_dir, logging_steps=2)
     _killed_run(tmp_path, recipe, "step", at)
     assert main(["train", str(recipe), "--resume"]) == 0
-    _same_as_uninterrupted(tmp_path / "run", on_policy_run[0])
+    _same_as_uninterrupted(tmp_path / "run", logged_every_2)
     kl = [e.get("train_on_policy_kl") for e in _events(tmp_path / "run")]
-    assert kl == pytest.approx([e.get("train_on_policy_kl") for e in _events(on_policy_run[0])], abs=1e-6)
+    assert kl == pytest.approx([e.get("train_on_policy_kl") for e in _events(logged_every_2)], abs=1e-6)
 
 
 def test_on_policy_trains_full_fine_tuning_against_a_frozen_copy(tmp_path, tiny_model_dir):
@@ -143,3 +157,8 @@ def test_on_policy_is_refused_without_general_training_data_or_with_a_sharding_e
     (tmp_path / "fsdp.yaml").write_text(yaml.safe_dump(tree))
     assert main(["train", str(tmp_path / "fsdp.yaml")]) == 2
     assert "train.on_policy with train.deepspeed / train.fsdp" in capsys.readouterr().err
+    del tree["train"]["fsdp"]
+    tree["train"]["neftune_alpha"] = 5.0
+    (tmp_path / "neftune.yaml").write_text(yaml.safe_dump(tree))
+    assert main(["train", str(tmp_path / "neftune.yaml")]) == 2
+    assert "train.on_policy with train.neftune_alpha" in capsys.readouterr().err

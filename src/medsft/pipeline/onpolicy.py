@@ -39,7 +39,7 @@ class OnPolicyAnswers:
         self.taken = 0  # micro-batches served from this draw
 
     def batch(self, model, step: int, device) -> dict | None:
-        """The on-policy inputs of the next micro-batch at optimizer step `step` (0-based, this stage):
+        """The on-policy inputs of the next micro-batch at optimizer step `step` (0-based, run-wide):
         input_ids, attention_mask and answer_mask (the answer's tokens), right-padded. None: no answers."""
         draw = step // self.settings.every
         if draw != self.draw:
@@ -61,10 +61,11 @@ class OnPolicyAnswers:
         settings = self.settings
         chosen = random.Random(f"{self.seed}:on-policy:{draw}").sample(self.prompts,
                                                                        min(settings.prompts, len(self.prompts)))
+        # Every process draws the same answers (greedy, the same weights) and takes its own of them.
         answers = generate_prompts(model, self.chat, chosen, Sampling(settings.max_new_tokens), settings.batch_size,
                                    label=f"on-policy draw {draw}" if distributed.is_main() else None)
         encoded = self.chat.tokenize(chosen)
-        kept = [(list(ids), answer) for ids, answer in zip(encoded, answers) if answer.ids]
+        kept = [(list(ids), answer) for ids, answer in zip(encoded, answers)]
         self.sequences = [ids + list(answer.ids) for ids, answer in kept]
         self.prompt_lengths = [len(ids) for ids, _ in kept]
         self.draw, self.taken = draw, 0

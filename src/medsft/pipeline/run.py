@@ -98,6 +98,7 @@ class Run:
         self.on_policy = None  # train.on_policy: the tuned model's own answers (pipeline/onpolicy.py)
         self.padding_free = False  # train.padding_free, once the model is known to keep packed samples apart
         self.loss_chunk_tokens = 0  # train.loss_chunk_tokens, once the model is known to allow it
+        self.answers_through_head = False  # train.on_policy: the head applied at answer positions only
         self.sharded = False  # ZeRO-3 or FSDP: every process takes part in each forward, probes included
 
     def check_optional_packages(self) -> None:
@@ -232,12 +233,19 @@ class Run:
             return
         roles = {s.name: s.role for s in self.recipe.data.sources}
         system = self.recipe.model.system_prompt
+        chat = Chat(self.tokenizer, self.template, system)
         prompts = [prompt_before_answer(self.template, self.prepared.conversations[i], system)
                    for name, rows in self.prepared.train_pools.items() if roles[name] == "general" for i in rows]
-        if not prompts:
-            raise UserError("train.on_policy: the general sources hold no training records")
-        self.on_policy = OnPolicyAnswers(settings, Chat(self.tokenizer, self.template, system), prompts,
-                                         self.recipe.train.seed, self.log)
+        # A prompt with its answer stays within what training sees (data.max_length).
+        room = self.recipe.data.max_length - settings.max_new_tokens
+        fitting = [p for p, ids in zip(prompts, chat.tokenize(prompts)) if len(ids) <= room] if prompts else []
+        if len(fitting) < len(prompts):
+            self.log(f"train.on_policy: {len(prompts) - len(fitting)} of {len(prompts)} general prompts are longer "
+                     f"than data.max_length - max_new_tokens ({room} tokens) and are never drawn")
+        if not fitting:
+            raise UserError("train.on_policy: no general training prompt leaves room for an answer within "
+                            f"data.max_length ({self.recipe.data.max_length} tokens)")
+        self.on_policy = OnPolicyAnswers(settings, chat, fitting, self.recipe.train.seed, self.log)
         if self.point is not None and self.point.state.get("on_policy"):
             self.on_policy.load_state(self.point.state["on_policy"])
 
@@ -278,6 +286,7 @@ class Run:
         """Padding-free batches and the chunked loss, where the loaded model allows them."""
         train = self.recipe.train
         self.padding_free = train.padding_free and use_packed_attention(self.model, self.log)
+        self.answers_through_head = train.on_policy is not None and head_gives_logits(self.model)
         if train.loss_chunk_tokens and (train.deepspeed or train.fsdp):
             # The chunked loss re-runs the head under activation checkpointing, where ZeRO-3 and FSDP have
             # already released the gathered weights: the plain loss keeps it correct.
@@ -295,7 +304,8 @@ class Run:
                        [c.provenance for c in self.prepared.conversations], self.started, self.log,
                        lambda: best_so_far(self.recipe, self.monitor, self.run_dir),
                        general_ids=[i for i, n in enumerate(self.prepared.source_names) if roles[n] == "general"],
-                       reference=self.reference, on_policy=self.on_policy, roles=roles, padding_free=self.padding_free,
+                       reference=self.reference, on_policy=self.on_policy,
+                       answers_through_head=self.answers_through_head, roles=roles, padding_free=self.padding_free,
                        loss_chunk_tokens=self.loss_chunk_tokens, probe_everywhere=self.sharded)
         train_set = self.encoded.select(plan.order)
         if stage.adaptive is not None:

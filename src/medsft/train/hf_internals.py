@@ -11,6 +11,8 @@ medsft subclasses `transformers.Trainer` and overrides public methods only (`com
   loss; set per micro-batch by `compute_loss`.
 - `callback_handler.on_evaluate`: an overridden `evaluate` must tell the callbacks itself (the
   Trainer's own evaluation loop does this inside `evaluate`).
+- `current_gradient_accumulation_steps`: how many micro-batches the step being accumulated has (fewer
+  than `gradient_accumulation_steps` on a stage's last, short window); what the Trainer divides by.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ def say_loss_is_scaled(trainer, scaled: bool) -> None:
     """Whether `compute_loss` already divided by the accumulated token count (else the Trainer
     divides by the accumulation steps)."""
     trainer.loss_is_scaled_for_ga = scaled
+
+
+def micro_batches_this_step(trainer) -> int:
+    """Micro-batches the optimizer step being accumulated has (the last one of an epoch may have fewer)."""
+    return getattr(trainer, "current_gradient_accumulation_steps", trainer.args.gradient_accumulation_steps)
 
 
 def notify_evaluate(trainer, metrics: dict) -> None:

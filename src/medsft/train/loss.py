@@ -138,20 +138,32 @@ def kl_to_base_sum(model, inputs: dict, tuned_logits: torch.Tensor, positions: t
     return (base_logp.exp() * (base_logp - tuned_logp)).sum()
 
 
-def on_policy_kl_sum(model, batch: dict, reference=None) -> tuple[torch.Tensor, torch.Tensor]:
+def on_policy_kl_sum(model, batch: dict, reference=None, through_head: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum over the answer tokens of KL(tuned || base), how many tokens) on answers the tuned model
     gave itself (`batch`: input_ids, attention_mask, answer_mask; pipeline/onpolicy.py). The reverse KL
     is the one that puts weight where the tuned model goes: it falls only by moving the tuned model's
     probability to tokens the base also finds likely. The base is `reference` (full fine-tuning) or
-    `model` with its adapter switched off (LoRA)."""
-    forward = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+    `model` with its adapter switched off (LoRA).
+
+    through_head: the output head is applied at the answer positions only (the model's logits must be
+    its head on its last hidden states: `head_gives_logits`), so no prompt position's vocabulary-wide
+    logits exist; else the full logits."""
+    forward = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     positions = batch["answer_mask"][:, 1:] & batch["attention_mask"][:, :-1].bool()  # they predict an answer token
-    tuned_logp = F.log_softmax(model(**forward).logits[:, :-1][positions].float(), dim=-1)
+
+    def answer_logits(net) -> torch.Tensor:
+        if not through_head:
+            return net(**model_inputs(forward)).logits[:, :-1][positions].float()
+        head = output_head(net)
+        hidden = _hidden_states(net, forward)[:, :-1][positions]
+        return head(hidden.to(getattr(getattr(head, "weight", None), "dtype", hidden.dtype))).float()
+
+    tuned_logp = F.log_softmax(answer_logits(model), dim=-1)
     with torch.no_grad():
         if reference is not None:
-            base = reference(**forward).logits
+            base = answer_logits(reference)
         else:
             with model.disable_adapter():
-                base = model(**forward).logits
-        base_logp = F.log_softmax(base[:, :-1][positions].float(), dim=-1)
+                base = answer_logits(model)
+        base_logp = F.log_softmax(base, dim=-1)
     return (tuned_logp.exp() * (tuned_logp - base_logp)).sum(), positions.sum()

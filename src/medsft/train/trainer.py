@@ -38,6 +38,7 @@ class StageRun:
     general_ids: list[int] = field(default_factory=list)  # source ids of general sources (train.kl_on: general)
     reference: object = None  # full fine-tuning with train.kl_to_base / on_policy: a frozen copy of the base model
     on_policy: object = None  # train.on_policy: pipeline.onpolicy.OnPolicyAnswers, the tuned model's own answers
+    answers_through_head: bool = False  # on_policy: the output head applied at answer positions only (see loss.py)
     adaptive: object = None  # the stage's `adaptive` section, when the monitor may move its mix
     mixer: object = None  # medsft.data.mixture.AdaptiveOrder behind the stage's training set (adaptive)
     mix_weights: dict = field(default_factory=dict)  # the weights in force now (adaptive)
@@ -91,25 +92,29 @@ class MedsftTrainer(Trainer):
         return self.state.global_step * self.args.gradient_accumulation_steps * self.micro_step_records
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # train.on_policy: a new draw is generated before this micro-batch's forward holds its activations.
+        answers = self._on_policy_answers(model) if model.training and self.run.on_policy is not None else None
         weight = self.settings.kl_to_base if model.training else 0.0
         if weight > 0:
             losses, mask, source_ids, logits = token_losses(model, inputs, keep_logits=True)
             general = torch.isin(source_ids, torch.tensor(self.run.general_ids, device=source_ids.device))
             covered = mask if self.settings.kl_on == "all" else mask & per_position(general, inputs)
             kl = kl_to_base_sum(model, inputs, logits, covered, self.run.reference)
-            self._kl_sum += kl.detach().double()
-            self._kl_tokens += covered.sum().double()
         else:
             losses, mask, source_ids = token_losses(model, inputs, chunk_tokens=self.run.loss_chunk_tokens)
             kl = None
+        on_policy = None
+        if answers is not None:  # the extra forward goes around DDP's wrapper (its gradients are reduced all the same)
+            on_policy, answer_tokens = on_policy_kl_sum(self.accelerator.unwrap_model(model), answers,
+                                                        self.run.reference, self.run.answers_through_head)
         supervised = mask.sum()
         total = losses.sum()  # ignored positions contribute exact zeros, so this is finite iff the loss is
         if kl is not None:
             total = total + weight * kl  # the KL is normalized by the same supervised-token count
-        on_policy = self._on_policy_kl(model) if model.training and self.run.on_policy is not None else None
-        finite = torch.isfinite(total) if on_policy is None else torch.isfinite(total + on_policy.detach())
-        if model.training and not distributed.active() and not finite:
-            self.nonfinite(f"non-finite loss ({float(total.detach())})", inputs)
+        if model.training and not distributed.active() and not (
+                torch.isfinite(total) and (on_policy is None or torch.isfinite(on_policy))):
+            extra = "" if on_policy is None else f", on-policy KL sum {float(on_policy.detach())}"
+            self.nonfinite(f"non-finite loss ({float(total.detach())}{extra})", inputs)
             hf_internals.say_loss_is_scaled(self, True)
             # A zero loss that touches no weight: this micro-batch adds nothing to the step.
             zero = torch.zeros((), device=losses.device, requires_grad=True)
@@ -118,28 +123,28 @@ class MedsftTrainer(Trainer):
             self._loss_sums.index_add_(0, source_ids, per_sample(losses.detach().double(), inputs))
             self._token_counts.index_add_(0, source_ids, per_sample(mask.double(), inputs))
             self._supervised_total += supervised.detach()
+            if kl is not None:
+                self._kl_sum += kl.detach().double()
+                self._kl_tokens += covered.sum().double()
+            if on_policy is not None:
+                self._on_policy_sum += on_policy.detach().double()
+                self._on_policy_tokens += answer_tokens.double()
         denominator = num_items_in_batch if num_items_in_batch is not None else supervised.clamp(min=1)
         hf_internals.say_loss_is_scaled(self, num_items_in_batch is not None)
         loss = total / denominator
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # num_items_in_batch counts every device's tokens, and DDP averages gradients over devices.
             loss = loss * self.accelerator.num_processes
-        if on_policy is not None:  # a mean per answer token, so the step's share of it when the Trainer does not divide
-            loss = loss + self.settings.on_policy.weight * on_policy / (
-                self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1)
+        if on_policy is not None:
+            # A mean per answer token for the step: each micro-batch's share of it, unless the Trainer divides.
+            share = hf_internals.micro_batches_this_step(self) if num_items_in_batch is not None else 1
+            loss = loss + self.settings.on_policy.weight * on_policy / answer_tokens.clamp(min=1) / share
         return (loss, None) if return_outputs else loss
 
-    def _on_policy_kl(self, model) -> torch.Tensor | None:
-        """train.on_policy: the mean KL(tuned || base) over this micro-batch's share of the tuned model's
-        own answers (drawn again every `every` steps), or None when the draw gave none."""
-        plain = self.accelerator.unwrap_model(model)  # generation and the extra forward bypass DDP's wrapper
-        batch = self.run.on_policy.batch(plain, self.step, self.args.device)
-        if batch is None:
-            return None
-        kl, tokens = on_policy_kl_sum(plain, batch, self.run.reference)
-        self._on_policy_sum += kl.detach().double()
-        self._on_policy_tokens += tokens.double()
-        return kl / tokens.clamp(min=1)
+    def _on_policy_answers(self, model) -> dict | None:
+        """train.on_policy: this micro-batch's share of the tuned model's own answers (drawn again every
+        `every` steps, from the model without DDP's wrapper), or None when the draw gave none."""
+        return self.run.on_policy.batch(self.accelerator.unwrap_model(model), self.step, self.args.device)
 
     def nonfinite(self, what: str, inputs: dict | None = None) -> None:
         """Stop with one line naming the step, the stage and the batch's records, or skip (bounded)."""
@@ -191,11 +196,12 @@ class MedsftTrainer(Trainer):
                 logs["train_kl_to_base"] = float(self._kl_sum / self._kl_tokens)
                 self._kl_sum.zero_()
                 self._kl_tokens.zero_()
-            on_policy = torch.stack([self._on_policy_sum, self._on_policy_tokens])
-            if self.accelerator.num_processes > 1:
-                on_policy = self.accelerator.reduce(on_policy, "sum")
-            if float(on_policy[1]) > 0:  # train.on_policy: the mean KL(tuned || base) on its own answers
-                logs["train_on_policy_kl"] = float(on_policy[0] / on_policy[1])
+            if self.run.on_policy is not None:  # the mean KL(tuned || base) on its own answers since the last log
+                on_policy = torch.stack([self._on_policy_sum, self._on_policy_tokens])
+                if self.accelerator.num_processes > 1:
+                    on_policy = self.accelerator.reduce(on_policy, "sum")
+                if float(on_policy[1]) > 0:
+                    logs["train_on_policy_kl"] = float(on_policy[0] / on_policy[1])
                 self._on_policy_sum.zero_()
                 self._on_policy_tokens.zero_()
         elif "train_samples_per_second" in logs:  # the summary at the end of train(): the stage's mean loss
@@ -225,6 +231,8 @@ class MedsftTrainer(Trainer):
                 "last_train_losses": self.last_train_losses,
                 "recent_losses": self.recent_losses,
                 "nonfinite_skips": self.nonfinite_skips,
+                "kl": [float(self._kl_sum), float(self._kl_tokens)],  # KL terms not yet logged
+                "on_policy_kl": [float(self._on_policy_sum), float(self._on_policy_tokens)],
             },
             "monitor": self.monitor.state() if self.monitor is not None else None,
             "on_policy": self.run.on_policy.state() if self.run.on_policy is not None else None,
@@ -240,6 +248,10 @@ class MedsftTrainer(Trainer):
         self.last_train_losses = dict(own["last_train_losses"])
         self.recent_losses = list(own["recent_losses"])
         self.nonfinite_skips = own["nonfinite_skips"]
+        for (total, tokens), key in (((self._kl_sum, self._kl_tokens), "kl"),
+                                     ((self._on_policy_sum, self._on_policy_tokens), "on_policy_kl")):
+            total.fill_(own.get(key, [0.0, 0.0])[0])
+            tokens.fill_(own.get(key, [0.0, 0.0])[1])
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Token-weighted validation loss per source (and over all of them), then the monitor's probes.
