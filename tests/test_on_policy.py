@@ -66,6 +66,32 @@ def test_on_policy_kl_is_the_reverse_kl_over_answer_tokens_only():
         assert float(through_head) == pytest.approx(float(full), rel=1e-5)
 
 
+def test_the_kl_terms_compare_forwards_without_neftune_noise():
+    """NEFTune's hook noises the input embeddings while they train, each forward its own draw: the KL
+    terms run theirs without it, so a tuned model equal to the base still reads 0 (noise would not)."""
+    from transformers.integrations.neftune import neftune_post_forward_hook
+
+    from medsft.models import add_lora
+    from medsft.train.loss import kl_to_base_sum, on_policy_kl_sum
+
+    lora = add_lora(_tiny_llama(), rank=4, alpha=8, dropout=0.0).train()  # B = 0: tuned == base
+    batch = _answers_batch()
+    embeddings = lora.get_input_embeddings()
+    embeddings.neftune_noise_alpha = 500.0
+    embeddings.register_forward_hook(neftune_post_forward_hook)
+    forward = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    noisy = lora(**forward).logits
+    assert not torch.allclose(noisy, lora(**forward).logits, atol=1e-4)  # the hook does noise each forward
+    assert float(on_policy_kl_sum(lora, batch)[0]) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        embeddings.eval()
+        clean = lora(**forward).logits[:, :-1].float()
+        embeddings.train()
+    positions = batch["answer_mask"][:, 1:]
+    assert float(kl_to_base_sum(lora, batch, clean, positions)) == pytest.approx(0.0, abs=1e-6)
+    assert embeddings.training  # the noise is back for the training forward
+
+
 def _on_policy_recipe(folder, model_dir, weight: float = 1.0, logging_steps: int = 1, **settings):
     return small_recipe(folder, model_dir, "run", dropout=0.0, logging_steps=logging_steps,
                         on_policy={"weight": weight, "every": 4, "prompts": 6, "per_batch": 2, "max_new_tokens": 8,
@@ -157,8 +183,3 @@ def test_on_policy_is_refused_without_general_training_data_or_with_a_sharding_e
     (tmp_path / "fsdp.yaml").write_text(yaml.safe_dump(tree))
     assert main(["train", str(tmp_path / "fsdp.yaml")]) == 2
     assert "train.on_policy with train.deepspeed / train.fsdp" in capsys.readouterr().err
-    del tree["train"]["fsdp"]
-    tree["train"]["neftune_alpha"] = 5.0
-    (tmp_path / "neftune.yaml").write_text(yaml.safe_dump(tree))
-    assert main(["train", str(tmp_path / "neftune.yaml")]) == 2
-    assert "train.on_policy with train.neftune_alpha" in capsys.readouterr().err

@@ -373,9 +373,6 @@ class TrainConfig(_Section):
             raise ValueError("train.deepspeed and train.fsdp: choose one")
         if self.compile and (self.deepspeed is not None or self.fsdp is not None):
             raise ValueError("train.compile with train.deepspeed / train.fsdp is not supported: drop one")
-        if self.on_policy is not None and self.neftune_alpha is not None:
-            raise ValueError("train.on_policy with train.neftune_alpha: the noise would reach both forwards the "
-                             "on-policy KL compares, which then differ where the models agree; drop one")
         if self.on_policy is not None and (self.deepspeed is not None or self.fsdp is not None):
             raise ValueError("train.on_policy with train.deepspeed / train.fsdp is not supported (the tuned "
                              "model generates between steps): drop one")

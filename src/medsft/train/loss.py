@@ -9,6 +9,8 @@ forward or backward; prompt positions never reach the head at all."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
@@ -118,9 +120,26 @@ def head_gives_logits(model) -> bool:
         return again.shape == logits.shape and torch.allclose(again, logits, atol=1e-4, rtol=1e-4)
 
 
+@contextmanager
+def without_embedding_noise(model):
+    """NEFTune (train.neftune_alpha) off for the block: the Trainer's hook adds its noise to the input
+    embeddings only while they are in training mode, and each forward draws its own. The KL terms
+    compare two forwards (and the base is the base without noise), so theirs run without it."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    noisy = embeddings is not None and embeddings.training and getattr(embeddings, "neftune_noise_alpha", None)
+    if noisy:
+        embeddings.train(False)
+    try:
+        yield
+    finally:
+        if noisy:
+            embeddings.train(True)
+
+
 def kl_to_base_sum(model, inputs: dict, tuned_logits: torch.Tensor, positions: torch.Tensor, reference=None):
     """Sum over `positions` (a mask over the predicting positions) of KL(base || tuned) per token.
-    The base is `reference` (full fine-tuning) or `model` with its adapter switched off (LoRA)."""
+    The base is `reference` (full fine-tuning) or `model` with its adapter switched off (LoRA), without
+    NEFTune's noise: the tuned logits may carry it, the anchor does not."""
     rows = positions.any(dim=1)
     if not bool(rows.any()):
         return tuned_logits.new_zeros(())
@@ -131,7 +150,7 @@ def kl_to_base_sum(model, inputs: dict, tuned_logits: torch.Tensor, positions: t
         if reference is not None:
             base = reference(**forward).logits
         else:
-            with model.disable_adapter():
+            with model.disable_adapter(), without_embedding_noise(model):
                 base = model(**forward).logits
         base_logp = F.log_softmax(base[:, :-1, :].float()[positions[rows]], dim=-1)
     tuned_logp = F.log_softmax(tuned_logits[rows][positions[rows]], dim=-1)
@@ -158,12 +177,13 @@ def on_policy_kl_sum(model, batch: dict, reference=None, through_head: bool = Fa
         hidden = _hidden_states(net, forward)[:, :-1][positions]
         return head(hidden.to(getattr(getattr(head, "weight", None), "dtype", hidden.dtype))).float()
 
-    tuned_logp = F.log_softmax(answer_logits(model), dim=-1)
-    with torch.no_grad():
-        if reference is not None:
-            base = answer_logits(reference)
-        else:
-            with model.disable_adapter():
-                base = answer_logits(model)
-        base_logp = F.log_softmax(base, dim=-1)
+    with without_embedding_noise(model):
+        tuned_logp = F.log_softmax(answer_logits(model), dim=-1)
+        with torch.no_grad():
+            if reference is not None:
+                base = answer_logits(reference)
+            else:
+                with model.disable_adapter():
+                    base = answer_logits(model)
+            base_logp = F.log_softmax(base, dim=-1)
     return (tuned_logp.exp() * (tuned_logp - base_logp)).sum(), positions.sum()
