@@ -2,9 +2,11 @@
 lab's general probes (96 new tokens, greedy, as the lab scores them), and for each this prints the median
 answer length, the share cut at the budget, the share that loops (some word 4-gram three times or more, words as the
 probes' metrics count them),
-and the median length over the probes where neither model loops:
+and the median length over the probes where neither model loops. Then where the tuned model ends its answer:
+the tuned answer is fed to both models, and at the position where the tuned model chose to end the turn this
+prints how likely each found ending there (median), and how often ending was the base's own first choice:
 
-    python scripts/lab_length_check.py runs/lab/runs/medsft-default/seed-0 [--base smollm2]"""
+    python scripts/lab_length_check.py runs/lab/runs/medsft-default/seed-0 [--base smollm2] [--adapter DIR]"""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
@@ -39,13 +42,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--base", default="smollm2", choices=sorted(BASES))
+    parser.add_argument("--adapter", type=Path, help="another adapter of the run (a checkpoint's); default RUN_DIR/adapter")
     args = parser.parse_args()
     lab_base, base_path, sets, tokenizer = trained_run(args.run_dir, args.base)
     sets = [s for s in sets if s.name == names.GENERAL]
     chat = Chat(tokenizer, get_template(lab_base.template, tokenizer))
     model = AutoModelForCausalLM.from_pretrained(base_path).eval()
     base = answers(model, chat, sets)
-    tuned = answers(PeftModel.from_pretrained(model, args.run_dir / "adapter").eval(), chat, sets)
+    adapted = PeftModel.from_pretrained(model, args.adapter or args.run_dir / "adapter").eval()
+    tuned = answers(adapted, chat, sets)
     clean = [i for i in range(len(base)) if not loops(base[i].text) and not loops(tuned[i].text)]
     for name, rows in (("base", base), ("tuned", tuned)):
         print(json.dumps({
@@ -55,6 +60,33 @@ def main() -> None:
             "looping": round(sum(loops(a.text) for a in rows) / len(rows), 3),
             "median_tokens_where_neither_loops": statistics.median(rows[i].tokens for i in clean) if clean else None,
             "probes_where_neither_loops": len(clean)}))
+    questions = [p.question for s in sets for p in s.probes]
+    print(json.dumps({"where_the_tuned_model_ends": ending_decisions(adapted, chat, questions, tuned)}))
+
+
+def ending_decisions(model, chat, questions: list[str], rows) -> dict:
+    """At each tuned answer's end-of-turn token: p(end) under the tuned model and under the base (the
+    adapter switched off), and whether ending was the base's most likely next token there."""
+    tuned_p, base_p, base_first = [], [], []
+    for question, answer in zip(questions, rows):
+        if not answer.stopped or not answer.ids:
+            continue
+        prompt = chat.tokenize([chat.prompt(question)])[0]
+        ids = torch.tensor([list(prompt) + list(answer.ids)])
+        where, stop = ids.shape[1] - 2, ids[0, -1]  # the position that predicts the end-of-turn token
+        with torch.no_grad():
+            tuned = torch.softmax(model(input_ids=ids).logits[0, where].float(), -1)
+            with model.disable_adapter():
+                base = torch.softmax(model(input_ids=ids).logits[0, where].float(), -1)
+        tuned_p.append(float(tuned[stop]))
+        base_p.append(float(base[stop]))
+        base_first.append(int(base.argmax()) == int(stop))
+    if not tuned_p:
+        return {"tuned_answers_that_end": 0}
+    return {"tuned_answers_that_end": len(tuned_p),
+            "median_p_end_tuned": round(statistics.median(tuned_p), 3),
+            "median_p_end_base": round(statistics.median(base_p), 3),
+            "base_would_end_there_too": round(sum(base_first) / len(base_first), 3)}
 
 
 if __name__ == "__main__":
