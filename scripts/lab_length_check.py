@@ -4,7 +4,8 @@ answer length, the share cut at the budget, the share that loops (some word 4-gr
 probes' metrics count them),
 and the median length over the probes where neither model loops. Then where the tuned model ends its answer:
 the tuned answer is fed to both models, and at the position where the tuned model chose to end the turn this
-prints how likely each found ending there (median), and how often ending was the base's own first choice:
+prints how likely each found ending there (median), and how often ending was the base's own first choice; and
+along the base's answers, how often the tuned model would have ended the turn before the base did:
 
     python scripts/lab_length_check.py runs/lab/runs/medsft-default/seed-0 [--base smollm2] [--adapter DIR]"""
 
@@ -62,6 +63,7 @@ def main() -> None:
             "probes_where_neither_loops": len(clean)}))
     questions = [p.question for s in sets for p in s.probes]
     print(json.dumps({"where_the_tuned_model_ends": ending_decisions(adapted, chat, questions, tuned)}))
+    print(json.dumps({"along_the_base_answers": early_ends(adapted, chat, questions, base)}))
 
 
 def ending_decisions(model, chat, questions: list[str], rows) -> dict:
@@ -87,6 +89,27 @@ def ending_decisions(model, chat, questions: list[str], rows) -> dict:
             "median_p_end_tuned": round(statistics.median(tuned_p), 3),
             "median_p_end_base": round(statistics.median(base_p), 3),
             "base_would_end_there_too": round(sum(base_first) / len(base_first), 3)}
+
+
+def early_ends(model, chat, questions: list[str], rows) -> dict:
+    """Along the base's own answers: how often the tuned model would end the turn before the base does
+    (ending is its most likely next token at some position where the base goes on), and how many of the
+    base's tokens come before that first early end (median, as a share of the answer)."""
+    stop_ids = set(chat.stop_ids)
+    early, kept = 0, []
+    for question, answer in zip(questions, rows):
+        if not answer.ids:
+            continue
+        prompt = chat.tokenize([chat.prompt(question)])[0]
+        ids = torch.tensor([list(prompt) + list(answer.ids)])
+        with torch.no_grad():
+            tuned = model(input_ids=ids).logits[0, len(prompt) - 1:-1].argmax(-1)
+        ends = [i for i, token in enumerate(tuned.tolist()) if token in stop_ids and i < answer.tokens]
+        if ends:
+            early += 1
+            kept.append(ends[0] / max(answer.tokens, 1))
+    return {"base_answers": len(rows), "tuned_would_end_earlier": early,
+            "median_share_of_the_base_answer_before_that": round(statistics.median(kept), 3) if kept else None}
 
 
 if __name__ == "__main__":
