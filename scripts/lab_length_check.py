@@ -2,7 +2,7 @@
 lab's general probes (96 new tokens, greedy, as the lab scores them), and for each this prints the median
 answer length, the share cut at the budget, the share that loops (some word 4-gram three times or more, words as the
 probes' metrics count them),
-and the median length over the probes where neither model loops. Then where the tuned model ends its answer:
+the median length over the probes where neither model loops, and over those the base ends within the budget. Then where the tuned model ends its answer:
 the tuned answer is fed to both models, and at the position where the tuned model chose to end the turn this
 prints how likely each found ending there (median), and how often ending was the base's own first choice; and
 along the base's answers, how often the tuned model would have ended the turn before the base did:
@@ -53,6 +53,7 @@ def main() -> None:
     adapted = PeftModel.from_pretrained(model, args.adapter or args.run_dir / "adapter").eval()
     tuned = answers(adapted, chat, sets)
     clean = [i for i in range(len(base)) if not loops(base[i].text) and not loops(tuned[i].text)]
+    finished = [i for i in range(len(base)) if base[i].stopped]  # the base ends within the budget
     for name, rows in (("base", base), ("tuned", tuned)):
         print(json.dumps({
             "model": name, "probes": len(rows),
@@ -60,7 +61,9 @@ def main() -> None:
             "cut_at_budget": round(sum(not a.stopped for a in rows) / len(rows), 3),
             "looping": round(sum(loops(a.text) for a in rows) / len(rows), 3),
             "median_tokens_where_neither_loops": statistics.median(rows[i].tokens for i in clean) if clean else None,
-            "probes_where_neither_loops": len(clean)}))
+            "probes_where_neither_loops": len(clean),
+            "median_tokens_where_the_base_ends": statistics.median(rows[i].tokens for i in finished) if finished else None,
+            "probes_where_the_base_ends": len(finished)}))
     questions = [p.question for s in sets for p in s.probes]
     print(json.dumps({"where_the_tuned_model_ends": ending_decisions(adapted, chat, questions, tuned)}))
     print(json.dumps({"along_the_base_answers": early_ends(adapted, chat, questions, base)}))
