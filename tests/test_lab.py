@@ -140,6 +140,7 @@ def test_the_remedy_variants_set_their_remedy_and_scaled_runs_tune_scale(tmp_pat
     assert default["data"]["sources"][0]["augment"]["per_record"] == 8
     assert default["stages"][0]["weights"] == {"medical": 0.6, "general": 0.4}
     assert default["stages"][0]["adaptive"]["general_share"] == [0.4, 0.5]
+    assert default["stages"][0]["epochs"] == 4 and default["stages"][0]["anchor"] == "medical"
     # Any ratio: 3 passes over the medical source whatever the ratio (more general data adds steps).
     from medsft.lab.variants import find_variant, recipe_variant
 

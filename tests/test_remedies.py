@@ -218,6 +218,7 @@ def test_init_writes_a_valid_recipe_on_the_defaults(tmp_path, tiny_model_dir, ca
     assert recipe.resolved_stages[0].weights == {"domain": 0.6, "general": 0.4}  # the lab's medsft-default
     assert recipe.resolved_stages[0].adaptive.general_share == [0.4, 0.5]
     assert recipe.resolved_stages[0].anchor == "domain"  # epochs: passes over the domain data
+    assert recipe.resolved_stages[0].epochs == 4  # the lab's medsft-default
     assert recipe.data.sources[0].augment.augmenters == ["rephrase", "restate", "synonyms", "statements",
                                                          "multiturn", "shuffle"]
     assert "# " in out.read_text()  # commented for the user

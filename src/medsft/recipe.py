@@ -600,6 +600,7 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
 DEFAULT_AUGMENT = {"augmenters": ["rephrase", "restate", "synonyms", "statements", "multiturn", "shuffle"],
                    "per_record": 8}
 DEFAULT_DOMAIN_SHARE = 0.6
+DEFAULT_EPOCHS = 4  # passes over the domain source (the lab: 3 kept 89% of domain-only recall, 4 kept all of it)
 DEFAULT_ADAPTIVE = {"general_share": [0.4, 0.5], "step": 0.1, "min_general_retention": 0.98,
                     "min_length_ratio": 0.95, "min_domain_gain": 0.005}
 
@@ -624,7 +625,7 @@ stages:
   # monitor moves the general share within `general_share` at each evaluation: up when general accuracy
   # falls under 98% of the base's or answers shorten, down when domain skill stops rising.
   - name: mixed
-    epochs: 3
+    epochs: {epochs}
     anchor: {anchor}      # epochs count passes over this source (at the starting mix: the stage's length)
     weights: {weights}
     adaptive: {adaptive}
@@ -663,6 +664,7 @@ def init_recipe(model: str, template: str, template_why: str, domain: list[str],
     adaptive = ", ".join(f"{k}: {json.dumps(v)}" for k, v in DEFAULT_ADAPTIVE.items())
     text = INIT_TEMPLATE.format(model=json.dumps(model), template=template, template_why=template_why,
                                 sources="\n".join(sources), weights=json.dumps(weights).replace('"', ""),
-                                adaptive="{" + adaptive + "}", output_dir=json.dumps(output_dir), anchor=names[0])
+                                adaptive="{" + adaptive + "}", output_dir=json.dumps(output_dir), anchor=names[0],
+                                epochs=DEFAULT_EPOCHS)
     parse_recipe(yaml.safe_load(text), "medsft init")  # what it writes is a valid recipe
     return text

@@ -15,7 +15,7 @@ import yaml
 
 from medsft.errors import UserError
 from medsft.lab.real import SYNTHETIC, LabBase
-from medsft.recipe import DEFAULT_ADAPTIVE, DEFAULT_AUGMENT, DEFAULT_DOMAIN_SHARE
+from medsft.recipe import DEFAULT_ADAPTIVE, DEFAULT_AUGMENT, DEFAULT_DOMAIN_SHARE, DEFAULT_EPOCHS
 
 DOMAIN_EPOCHS = 3
 
@@ -155,7 +155,7 @@ def _adaptive(recipe: dict, general_share: tuple[float, float] = (0.2, 0.6)) -> 
 
 def _medsft_default(ctx: LabContext, name: str, seed: int) -> dict:
     """What `medsft init` writes: augmented medical data, mixed from the first step, the mix adaptive."""
-    return _adaptive(_augmented(_recipe(ctx, name, seed, _mix(DEFAULT_DOMAIN_SHARE))),
+    return _adaptive(_augmented(_recipe(ctx, name, seed, _mix(DEFAULT_DOMAIN_SHARE, DEFAULT_EPOCHS))),
                      tuple(DEFAULT_ADAPTIVE["general_share"]))
 
 
@@ -214,7 +214,7 @@ DESCRIPTIONS = {
     "medsft-default": f"what `medsft init` writes: augmented medical data, medical:general "
                       f"{DEFAULT_DOMAIN_SHARE:g}:{1 - DEFAULT_DOMAIN_SHARE:g} to start, the general share moved "
                       f"({DEFAULT_ADAPTIVE['general_share'][0]:g}-{DEFAULT_ADAPTIVE['general_share'][1]:g}) by the "
-                      "monitor every 40 steps, 3 epochs",
+                      f"monitor every 40 steps, {DEFAULT_EPOCHS} passes over the medical source",
 }
 
 DEMO_VARIANTS = ["base", "domain-only", "mix-7-3", "progressive"]
