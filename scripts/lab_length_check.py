@@ -1,10 +1,9 @@
 """Where a lab run's general answers lose length against the base's: the base and the run's adapter answer the
 lab's general probes (96 new tokens, greedy, as the lab scores them), and for each this prints the median
-answer length, the share cut at the budget, the share that loops (some word 4-gram three times or more, words as the
-probes' metrics count them),
-the median length over the probes where neither model loops, and over those the base ends within the budget. Then where the tuned model ends its answer:
-the tuned answer is fed to both models, and at the position where the tuned model chose to end the turn this
-prints how likely each found ending there (median), and how often ending was the base's own first choice; and
+answer length, the share cut at the budget, the share that loops (some word 4-gram three times or more, words as
+the probes' metrics count them), the median length over the probes where neither model loops, and over those the
+base ends within the budget. Then, with the tuned answers fed to both models: where the tuned model chose to end
+the turn, how likely each found ending there (median) and how often ending was the base's own first choice; and
 along the base's answers, how often the tuned model would have ended the turn before the base did:
 
     python scripts/lab_length_check.py runs/lab/runs/medsft-default/seed-0 [--base smollm2] [--adapter DIR]"""
@@ -69,6 +68,12 @@ def main() -> None:
     print(json.dumps({"along_the_base_answers": early_ends(adapted, chat, questions, base)}))
 
 
+def fed(chat, question: str, answer) -> tuple[torch.Tensor, int]:
+    """(prompt and answer tokens as a batch of one, the prompt's length): an answer fed back to a model."""
+    prompt = chat.tokenize([chat.prompt(question)])[0]
+    return torch.tensor([list(prompt) + list(answer.ids)]), len(prompt)
+
+
 def ending_decisions(model, chat, questions: list[str], rows) -> dict:
     """At each tuned answer's end-of-turn token: p(end) under the tuned model and under the base (the
     adapter switched off), and whether ending was the base's most likely next token there."""
@@ -76,8 +81,7 @@ def ending_decisions(model, chat, questions: list[str], rows) -> dict:
     for question, answer in zip(questions, rows):
         if not answer.stopped or not answer.ids:
             continue
-        prompt = chat.tokenize([chat.prompt(question)])[0]
-        ids = torch.tensor([list(prompt) + list(answer.ids)])
+        ids, _ = fed(chat, question, answer)
         where, stop = ids.shape[1] - 2, ids[0, -1]  # the position that predicts the end-of-turn token
         with torch.no_grad():
             tuned = torch.softmax(model(input_ids=ids).logits[0, where].float(), -1)
@@ -103,10 +107,9 @@ def early_ends(model, chat, questions: list[str], rows) -> dict:
     for question, answer in zip(questions, rows):
         if not answer.ids:
             continue
-        prompt = chat.tokenize([chat.prompt(question)])[0]
-        ids = torch.tensor([list(prompt) + list(answer.ids)])
+        ids, prompt_length = fed(chat, question, answer)
         with torch.no_grad():
-            tuned = model(input_ids=ids).logits[0, len(prompt) - 1:-1].argmax(-1)
+            tuned = model(input_ids=ids).logits[0, prompt_length - 1:-1].argmax(-1)
         ends = [i for i, token in enumerate(tuned.tolist()) if token in stop_ids and i < answer.tokens]
         if ends:
             early += 1

@@ -59,10 +59,18 @@ def test_on_policy_kl_is_the_reverse_kl_over_answer_tokens_only():
     expected = sum(float((tuned[r, p].exp() * (tuned[r, p] - frozen[r, p])).sum()) for r, p in rows)
     assert float(kl) == pytest.approx(expected, rel=1e-4)
     assert int(tokens) == len(rows)
-    # The head applied at the answer positions only gives the same sum.
+    # The head applied at the answer positions only gives the same sum, and the head sees only those.
+    rows_seen = []
+    for net in (lora, reference):
+        net.get_output_embeddings().register_forward_hook(lambda _, args, __: rows_seen.append(args[0].shape[:-1]))
     for reference_model in (None, reference):
+        rows_seen.clear()
         full = on_policy_kl_sum(lora, batch, reference_model)[0].detach()
+        assert rows_seen == [(2, 9), (2, 9)]  # tuned and base: every position of both rows
+        rows_seen.clear()
         through_head = on_policy_kl_sum(lora, batch, reference_model, through_head=True)[0].detach()
+        # the answer-predicting positions only (the model's own forward applies it to none: logits_to_keep)
+        assert [r for r in rows_seen if r.numel()] == [(len(rows),), (len(rows),)]
         assert float(through_head) == pytest.approx(float(full), rel=1e-5)
 
 
@@ -82,7 +90,7 @@ def test_the_kl_terms_compare_forwards_without_neftune_noise():
     forward = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     noisy = lora(**forward).logits
     assert not torch.allclose(noisy, lora(**forward).logits, atol=1e-4)  # the hook does noise each forward
-    assert float(on_policy_kl_sum(lora, batch)[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(on_policy_kl_sum(lora, batch)[0].detach()) == pytest.approx(0.0, abs=1e-6)
     with torch.no_grad():
         embeddings.eval()
         clean = lora(**forward).logits[:, :-1].float()

@@ -25,12 +25,13 @@ from medsft.tensors import pad_batch
 class OnPolicyAnswers:
     """The current draw of the tuned model's answers; `batch` hands out `per_batch` of them in turn."""
 
-    def __init__(self, settings, chat, prompts: list[str], seed: int, log=print):
+    def __init__(self, settings, chat, prompts: list[str], prompt_ids: list[list[int]], seed: int, log=print):
         """settings: the recipe's train.on_policy. prompts: the general training prompts, rendered by
-        the template (each draw samples `settings.prompts` of them)."""
+        the template (each draw samples `settings.prompts` of them, at least one); prompt_ids: their tokens."""
         self.settings = settings
         self.chat = chat
         self.prompts = prompts
+        self.prompt_ids = prompt_ids
         self.seed = seed
         self.log = log
         self.draw = -1  # the draw held now (optimizer step // every); -1: none yet
@@ -40,12 +41,10 @@ class OnPolicyAnswers:
 
     def batch(self, model, step: int, device) -> dict | None:
         """The on-policy inputs of the next micro-batch at optimizer step `step` (0-based, run-wide):
-        input_ids, attention_mask and answer_mask (the answer's tokens), right-padded. None: no answers."""
+        input_ids, attention_mask and answer_mask (the answer's tokens), right-padded."""
         draw = step // self.settings.every
         if draw != self.draw:
             self._answer(model, draw)
-        if not self.sequences:
-            return None
         count, k = len(self.sequences), min(self.settings.per_batch, len(self.sequences))
         start = (self.taken * distributed.world_size() + distributed.rank()) * k  # every process its own answers
         chosen = [(start + i) % count for i in range(k)]
@@ -59,21 +58,19 @@ class OnPolicyAnswers:
 
     def _answer(self, model, draw: int) -> None:
         settings = self.settings
-        chosen = random.Random(f"{self.seed}:on-policy:{draw}").sample(self.prompts,
+        chosen = random.Random(f"{self.seed}:on-policy:{draw}").sample(range(len(self.prompts)),
                                                                        min(settings.prompts, len(self.prompts)))
         # Every process draws the same answers (greedy, the same weights) and takes its own of them.
-        answers = generate_prompts(model, self.chat, chosen, Sampling(settings.max_new_tokens), settings.batch_size,
+        answers = generate_prompts(model, self.chat, [self.prompts[i] for i in chosen],
+                                   Sampling(settings.max_new_tokens), settings.batch_size,
                                    label=f"on-policy draw {draw}" if distributed.is_main() else None)
-        encoded = self.chat.tokenize(chosen)
-        kept = [(list(ids), answer) for ids, answer in zip(encoded, answers)]
-        self.sequences = [ids + list(answer.ids) for ids, answer in kept]
-        self.prompt_lengths = [len(ids) for ids, _ in kept]
+        self.sequences = [list(self.prompt_ids[i]) + list(answer.ids) for i, answer in zip(chosen, answers)]
+        self.prompt_lengths = [len(self.prompt_ids[i]) for i in chosen]
         self.draw, self.taken = draw, 0
-        if kept:
-            tokens = statistics.median(answer.tokens for _, answer in kept)
-            ended = sum(answer.stopped for _, answer in kept) / len(kept)
-            self.log(f"train.on_policy: draw {draw}: the tuned model answered {len(kept)} general prompts "
-                     f"(median {tokens:g} tokens, {ended:.0%} ended within {settings.max_new_tokens})")
+        tokens = statistics.median(answer.tokens for answer in answers)
+        ended = sum(answer.stopped for answer in answers) / len(answers)
+        self.log(f"train.on_policy: draw {draw}: the tuned model answered {len(answers)} general prompts "
+                 f"(median {tokens:g} tokens, {ended:.0%} ended within {settings.max_new_tokens})")
 
     def state(self) -> dict:
         return {"draw": self.draw, "sequences": self.sequences, "prompt_lengths": self.prompt_lengths,

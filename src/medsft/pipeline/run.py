@@ -238,14 +238,15 @@ class Run:
                    for name, rows in self.prepared.train_pools.items() if roles[name] == "general" for i in rows]
         # A prompt with its answer stays within what training sees (data.max_length).
         room = self.recipe.data.max_length - settings.max_new_tokens
-        fitting = [p for p, ids in zip(prompts, chat.tokenize(prompts)) if len(ids) <= room] if prompts else []
+        fitting = [(p, ids) for p, ids in zip(prompts, chat.tokenize(prompts) if prompts else []) if len(ids) <= room]
         if len(fitting) < len(prompts):
             self.log(f"train.on_policy: {len(prompts) - len(fitting)} of {len(prompts)} general prompts are longer "
                      f"than data.max_length - max_new_tokens ({room} tokens) and are never drawn")
         if not fitting:
             raise UserError("train.on_policy: no general training prompt leaves room for an answer within "
                             f"data.max_length ({self.recipe.data.max_length} tokens)")
-        self.on_policy = OnPolicyAnswers(settings, chat, fitting, self.recipe.train.seed, self.log)
+        self.on_policy = OnPolicyAnswers(settings, chat, [p for p, _ in fitting], [ids for _, ids in fitting],
+                                         self.recipe.train.seed, self.log)
         if self.point is not None and self.point.state.get("on_policy"):
             self.on_policy.load_state(self.point.state["on_policy"])
 
@@ -286,13 +287,15 @@ class Run:
         """Padding-free batches and the chunked loss, where the loaded model allows them."""
         train = self.recipe.train
         self.padding_free = train.padding_free and use_packed_attention(self.model, self.log)
-        self.answers_through_head = train.on_policy is not None and head_gives_logits(self.model)
+        chunked = train.loss_chunk_tokens and not (train.deepspeed or train.fsdp) and train.kl_to_base == 0
+        head_only = (train.on_policy is not None or chunked) and head_gives_logits(self.model)  # one check
+        self.answers_through_head = train.on_policy is not None and head_only
         if train.loss_chunk_tokens and (train.deepspeed or train.fsdp):
             # The chunked loss re-runs the head under activation checkpointing, where ZeRO-3 and FSDP have
             # already released the gathered weights: the plain loss keeps it correct.
             self.log("train.loss_chunk_tokens: the plain loss is used with train.deepspeed / train.fsdp")
-        elif train.loss_chunk_tokens and train.kl_to_base == 0:
-            if head_gives_logits(self.model):
+        elif chunked:
+            if head_only:
                 self.loss_chunk_tokens = train.loss_chunk_tokens
             else:
                 self.log("train.loss_chunk_tokens: this model changes its logits after its output head; "

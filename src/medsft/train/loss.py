@@ -82,14 +82,20 @@ def _hidden_states(model, inputs: dict) -> torch.Tensor:
     return outputs.hidden_states[-1]
 
 
+def _head_and_states(model, inputs: dict, positions: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The output head, and the last hidden states at `positions` (a mask over the predicting
+    positions, batch x tokens-1) that it is to be applied to. Under mixed precision the Trainer's
+    autocast wraps the model's forward only and hands back fp32 outputs; the head, applied by the
+    caller, takes the states in its own weights' dtype."""
+    head = output_head(model)
+    hidden = _hidden_states(model, inputs)[:, :-1][positions]
+    return head, hidden.to(getattr(getattr(head, "weight", None), "dtype", hidden.dtype))
+
+
 def chunked_token_losses(model, inputs: dict, targets: torch.Tensor, mask: torch.Tensor,
                          chunk_tokens: int) -> torch.Tensor:
-    head = output_head(model)
-    hidden = _hidden_states(model, inputs)[:, :-1, :]
-    # Under mixed precision the Trainer's autocast wraps the model's forward only and hands back
-    # fp32 outputs; the head, applied here, takes the hidden states in its own weights' dtype.
-    dtype = getattr(getattr(head, "weight", None), "dtype", hidden.dtype)
-    chosen, wanted = hidden[mask].to(dtype), targets[mask]
+    head, chosen = _head_and_states(model, inputs, mask)
+    wanted = targets[mask]
 
     def chunk_loss(states: torch.Tensor, chunk_targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(head(states).float(), chunk_targets, reduction="none")  # the head's hooks run
@@ -101,8 +107,8 @@ def chunked_token_losses(model, inputs: dict, targets: torch.Tensor, mask: torch
             pieces.append(checkpoint(chunk_loss, chosen[part], wanted[part], use_reentrant=False))
         else:
             pieces.append(chunk_loss(chosen[part], wanted[part]))
-    flat = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
-    return torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device).masked_scatter(mask, flat)
+    flat = torch.cat(pieces) if pieces else chosen.new_zeros(0, dtype=torch.float32)
+    return torch.zeros(mask.shape, dtype=torch.float32, device=chosen.device).masked_scatter(mask, flat)
 
 
 def head_gives_logits(model) -> bool:
@@ -173,9 +179,8 @@ def on_policy_kl_sum(model, batch: dict, reference=None, through_head: bool = Fa
     def answer_logits(net) -> torch.Tensor:
         if not through_head:
             return net(**model_inputs(forward)).logits[:, :-1][positions].float()
-        head = output_head(net)
-        hidden = _hidden_states(net, forward)[:, :-1][positions]
-        return head(hidden.to(getattr(getattr(head, "weight", None), "dtype", hidden.dtype))).float()
+        head, states = _head_and_states(net, forward, positions)
+        return head(states).float()
 
     with without_embedding_noise(model):
         tuned_logp = F.log_softmax(answer_logits(model), dim=-1)

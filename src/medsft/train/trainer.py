@@ -92,8 +92,12 @@ class MedsftTrainer(Trainer):
         return self.state.global_step * self.args.gradient_accumulation_steps * self.micro_step_records
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        # train.on_policy: a new draw is generated before this micro-batch's forward holds its activations.
-        answers = self._on_policy_answers(model) if model.training and self.run.on_policy is not None else None
+        # train.on_policy: generation and the extra forward use the model without DDP's wrapper (its gradients
+        # are reduced all the same); a new draw is generated before this micro-batch's forward holds activations.
+        answers = None
+        if model.training and self.run.on_policy is not None:
+            plain = self.accelerator.unwrap_model(model)
+            answers = self.run.on_policy.batch(plain, self.step, self.args.device)
         weight = self.settings.kl_to_base if model.training else 0.0
         if weight > 0:
             losses, mask, source_ids, logits = token_losses(model, inputs, keep_logits=True)
@@ -104,9 +108,9 @@ class MedsftTrainer(Trainer):
             losses, mask, source_ids = token_losses(model, inputs, chunk_tokens=self.run.loss_chunk_tokens)
             kl = None
         on_policy = None
-        if answers is not None:  # the extra forward goes around DDP's wrapper (its gradients are reduced all the same)
-            on_policy, answer_tokens = on_policy_kl_sum(self.accelerator.unwrap_model(model), answers,
-                                                        self.run.reference, self.run.answers_through_head)
+        if answers is not None:
+            on_policy, answer_tokens = on_policy_kl_sum(plain, answers, self.run.reference,
+                                                        self.run.answers_through_head)
         supervised = mask.sum()
         total = losses.sum()  # ignored positions contribute exact zeros, so this is finite iff the loss is
         if kl is not None:
@@ -140,11 +144,6 @@ class MedsftTrainer(Trainer):
             share = hf_internals.micro_batches_this_step(self) if num_items_in_batch is not None else 1
             loss = loss + self.settings.on_policy.weight * on_policy / answer_tokens.clamp(min=1) / share
         return (loss, None) if return_outputs else loss
-
-    def _on_policy_answers(self, model) -> dict | None:
-        """train.on_policy: this micro-batch's share of the tuned model's own answers (drawn again every
-        `every` steps, from the model without DDP's wrapper), or None when the draw gave none."""
-        return self.run.on_policy.batch(self.accelerator.unwrap_model(model), self.step, self.args.device)
 
     def nonfinite(self, what: str, inputs: dict | None = None) -> None:
         """Stop with one line naming the step, the stage and the batch's records, or skip (bounded)."""
@@ -250,8 +249,9 @@ class MedsftTrainer(Trainer):
         self.nonfinite_skips = own["nonfinite_skips"]
         for (total, tokens), key in (((self._kl_sum, self._kl_tokens), "kl"),
                                      ((self._on_policy_sum, self._on_policy_tokens), "on_policy_kl")):
-            total.fill_(own.get(key, [0.0, 0.0])[0])
-            tokens.fill_(own.get(key, [0.0, 0.0])[1])
+            saved_total, saved_tokens = own.get(key, (0.0, 0.0))
+            total.fill_(saved_total)
+            tokens.fill_(saved_tokens)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Token-weighted validation loss per source (and over all of them), then the monitor's probes.
