@@ -22,11 +22,19 @@ weights under bf16 autocast), medsft's padding-free kernel, the chunked loss.
                                   [--paths padded,padding-free:32,padding-free:32:loop+cast] [--chunk 1024]
 
 A path is `padded` or `padding-free`, then optionally `:SAMPLES` per step, then optionally flags joined
-by `+` that bring back what medsft did before, as baselines in the same run: `loop` (one attention
-call per sample instead of torch's variable-length kernel) and `cast` (LoRA without autocast: PEFT
-copies each adapted layer's input to fp32); or `compile-layers` (torch.compile on each decoder layer,
-as `train.compile` does). Beside the timing, each row's first-step loss must equal
-the first row's with the same samples per step (same weights, same batch; 2e-2 relative in bf16).
+by `+`. Flags that bring back what medsft did before, as baselines in the same run: `loop` (one
+attention call per sample instead of torch's variable-length kernel) and `cast` (LoRA without
+autocast: PEFT copies each adapted layer's input to fp32). What `train.compile` does: `compile-layers`
+(torch.compile on each decoder layer) and `compile-loss` (the chunked loss's head and cross-entropy
+compiled); it does both. Ways a step could go faster, measured before medsft takes them up:
+`compile-model` (one torch.compile of the whole decoder stack), `full-logits` (the loss over the full
+logits, `train.loss_chunk_tokens: 0`), `pinned` (each batch copied from pinned memory without
+waiting), `qv` (LoRA on q_proj and v_proj only, PEFT's own default: what the other adapters cost),
+`liger` (Liger's RMSNorm, SwiGLU and RoPE kernels, where liger_kernel is installed).
+--gemm N first times cuBLAS on the model's own matrix shapes at N rows: the ceiling a step's MFU can
+approach. --profile: after each path, one more step's GPU time by kernel and kernel kind. Beside the
+timing, each row's first-step loss must equal the first row's with the same samples per step (same
+weights, same batch; 2e-2 relative in bf16).
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ LLAMA2_7B_PARAMETERS = 6_738_415_616
 GPU_PEAKS = {"H100 SXM": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.4, "A100": 312.0, "L40S": 362.0}
 
 
-FLAGS = {"loop", "cast", "compile-layers"}
+FLAGS = {"loop", "cast", "compile-layers", "compile-model", "compile-loss", "full-logits", "pinned", "qv", "liger"}
 
 
 def matmul_parameters(model) -> int:
@@ -131,12 +139,15 @@ def main() -> int:
                         help="batches to time, each padded or padding-free, optionally :SAMPLES per step")
     parser.add_argument("--profile", action="store_true", help="after each path, where one more step spends its time")
     parser.add_argument("--chunk", type=int, default=1024, help="train.loss_chunk_tokens (0: full logits)")
+    parser.add_argument("--gemm", type=int, default=0, help="CUDA: first time cuBLAS on the model's shapes at this many rows")
     args = parser.parse_args()
     ok = check_against_llama2_7b()
 
     cuda = torch.cuda.is_available()
     peak, source = gpu_peak_flops(args.peak_tflops) if cuda else (cpu_peak_flops(), "a measured 2048^3 fp32 matmul")
     where = f"bf16 on {torch.cuda.get_device_name()}" if cuda else "fp32 on CPU"
+    if args.gemm and cuda:
+        gemm_ceiling(SHAPES[args.shape], args.gemm)
     print(f"\n{args.shape}, {args.method}, {where}, {args.steps} steps, "
           f"peak {peak / 1e12:.1f} TFLOP/s ({source})\n")
     print("| batches | samples per step | as before | tokens/s (real) | FLOPs per token | achieved TFLOP/s | MFU "
@@ -150,7 +161,17 @@ def main() -> int:
         flags = set(filter(None, flags.split("+")))
         if flags - FLAGS:
             raise SystemExit(f"{spec}: unknown flag(s) {sorted(flags - FLAGS)} ({', '.join(sorted(FLAGS))})")
-        tokens_per_second, per_token, loss = train_steps(args, path, batch, cuda, flags)
+        try:
+            tokens_per_second, per_token, loss = train_steps(args, path, batch, cuda, flags)
+        except torch.OutOfMemoryError:
+            tokens_per_second = None
+        if tokens_per_second is None:  # the failed path's tensors are free once its traceback is gone
+            import gc
+
+            gc.collect()
+            torch.cuda.empty_cache()
+            print(f"| {path} | {batch} | {'+'.join(sorted(flags)) or '-'} | out of memory | | | | | |", flush=True)
+            continue
         first = first or tokens_per_second
         reference = losses.setdefault(batch, loss)
         same = abs(loss - reference) <= 2e-2 * abs(reference) + 1e-6
@@ -162,7 +183,14 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def profile_step(model, optimizer, batch: dict, device: str, chunk: int) -> None:
+def to_device(batch: dict, device: str, pinned: bool) -> dict:
+    """The batch's tensors on `device`; pinned: copied from page-locked memory without waiting."""
+    if not pinned or device == "cpu":
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def profile_step(model, optimizer, batch: dict, device: str, chunk: int, compiled: bool) -> None:
     """The operations one more step spends its time in, longest first."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -171,14 +199,90 @@ def profile_step(model, optimizer, batch: dict, device: str, chunk: int) -> None
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as trace:
-        losses, mask, _ = token_losses(model, batch, chunk_tokens=chunk)
+        losses, mask, _ = token_losses(model, batch, chunk_tokens=chunk, compiled=compiled)
         (losses.sum() / mask.sum()).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device == "cuda":
             torch.cuda.synchronize()
     key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
-    print(trace.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=60))
+    print(trace.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=70))
+    if device == "cuda":
+        print(kernel_summary(trace.events()))
+
+
+KERNEL_KINDS = (("attention", ("flash", "fmha", "attention")),  # before matrix multiply: their names hold "cutlass"
+                ("matrix multiply", ("gemm", "nvjet", "cutlass", "xmma", "matmul", "splitk")),
+                ("compiled (Triton, fused)", ("triton_",)),
+                ("copy / cast", ("copy", "memcpy", "memset", "cat", "fill")),
+                ("reduction", ("reduce", "sum", "norm")),
+                ("elementwise", ("elementwise", "vectorized")))
+
+
+def kernel_summary(events) -> str:
+    """GPU kernel time by kind, and how busy the GPU was between the step's first and last kernel."""
+    from torch.autograd import DeviceType
+
+    spans, kinds = [], {}
+    for event in events:
+        if event.device_type != DeviceType.CUDA:
+            continue
+        start, end = event.time_range.start, event.time_range.end
+        spans.append((start, end))
+        name = event.name.lower()
+        kind = next((k for k, words in KERNEL_KINDS if any(w in name for w in words)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + (end - start)
+    if not spans:
+        return "no GPU kernels recorded"
+    spans.sort()
+    busy, reach = 0.0, spans[0][0]
+    for start, end in spans:
+        if end > reach:
+            busy += end - max(start, reach)
+            reach = end
+    window = spans[-1][1] - spans[0][0]
+    total = sum(kinds.values())
+    lines = [f"GPU busy {busy / 1e3:.1f} ms of {window / 1e3:.1f} ms ({busy / window:.1%}) between the first and "
+             f"last kernel; kernel time by kind:"]
+    lines += [f"  {kind:26s} {t / 1e3:9.1f} ms  {t / total:6.1%}" for kind, t in sorted(kinds.items(), key=lambda x: -x[1])]
+    return "\n".join(lines)
+
+
+def gemm_ceiling(shape: dict, tokens: int) -> None:
+    """cuBLAS bf16 on the model's own linear layers at `tokens` rows: forward (x W^T) and the input's
+    gradient (g W), each layer's FLOPs over its time, and the FLOP-weighted mean: the MFU ceiling of
+    a step made only of these products."""
+    d, f = shape["hidden_size"], shape["intermediate_size"]
+    kv = d // shape["num_attention_heads"] * shape["num_key_value_heads"]
+    layers = {"q/o (d x d)": (d, d, 2), "k/v (d x kv)": (kv, d, 2), "gate/up (d x f)": (f, d, 2), "down (f x d)": (d, f, 1),
+              "head (d x vocab)": (shape["vocab_size"], d, 0)}
+    peak = gpu_peak_flops(None)[0]
+    total_flops, total_time = 0.0, 0.0
+    print(f"\ncuBLAS bf16 at {tokens:,} rows (median of 10; forward x W^T and backward g W):")
+    for name, (out, inp, per_layer) in layers.items():
+        x = torch.randn(tokens, inp, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(out, inp, device="cuda", dtype=torch.bfloat16)
+        g = torch.randn(tokens, out, device="cuda", dtype=torch.bfloat16)
+        times = []
+        for fn in (lambda: x @ w.t(), lambda: g @ w):
+            for _ in range(3):
+                fn()
+            runs = []
+            for _ in range(10):
+                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                begin.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                runs.append(begin.elapsed_time(end) / 1e3)
+            times.append(sorted(runs)[5])
+        flops = 2 * tokens * out * inp
+        print(f"  {name:18s} forward {flops / times[0] / peak:6.1%}  backward {flops / times[1] / peak:6.1%}")
+        weight = per_layer * shape["num_hidden_layers"] or 1
+        total_flops += weight * 2 * flops
+        total_time += weight * sum(times)
+        del x, w, g
+    print(f"  FLOP-weighted, forward and backward: {total_flops / total_time / peak:.1%} of the peak\n", flush=True)
 
 
 def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tuple[float, float, float]:
@@ -198,16 +302,30 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
     dtype, mixed = choose_dtype("auto", args.method)
     if "cast" in flags and args.method == "lora":
         mixed = None
+    if "liger" in flags:
+        from liger_kernel.transformers import apply_liger_kernel_to_qwen2
+
+        apply_liger_kernel_to_qwen2(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                    fused_linear_cross_entropy=False)
     torch.manual_seed(0)
     with torch.device(device):
         model = Qwen2ForCausalLM(Qwen2Config(**SHAPES[args.shape])).to(dtype)
     if path == "padding-free":
         use_packed_attention(model, log=print)
-    model = add_lora(model, rank=8, alpha=16, dropout=0.0) if args.method == "lora" else model
+    if args.method == "lora":
+        targets = ["q_proj", "v_proj"] if "qv" in flags else "all-linear"
+        model = add_lora(model, rank=8, alpha=16, dropout=0.0, target_modules=targets)
     model.train()
+    with torch.no_grad():  # transformers installs its output-capturing hooks at the first call: not in a compiled one
+        model(input_ids=torch.zeros(1, 8, dtype=torch.long, device=device), use_cache=False, output_hidden_states=True)
     if "compile-layers" in flags:
         print(f"compiled {compile_layers(model)} decoder layers", flush=True)
-    warmup = 2 if "compile-layers" in flags else 1  # compiling happens in the untimed steps
+    if "compile-model" in flags:
+        stack = model.get_base_model().model if args.method == "lora" else model.model
+        stack.compile(dynamic=True)
+    compiled = flags & {"compile-layers", "compile-model", "compile-loss"}
+    warmup = 2 if compiled else 1  # compiling happens in the untimed steps
+    chunk = 0 if "full-logits" in flags else args.chunk
 
     if mixed == "bf16":  # as the Trainer (accelerate) does: autocast around the forward, fp32 outputs
         from accelerate.utils import convert_outputs_to_fp32
@@ -226,8 +344,8 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
                     torch.cuda.synchronize()
                 started, tokens, context = time.perf_counter(), 0, 0.0
             group = rows[step * batch_size:(step + 1) * batch_size]
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(group).items()}
-            losses, mask, _ = token_losses(model, batch, chunk_tokens=args.chunk)
+            batch = to_device(collate(group), device, "pinned" in flags)
+            losses, mask, _ = token_losses(model, batch, chunk_tokens=chunk, compiled="compile-loss" in flags)
             loss = losses.sum() / mask.sum()
             loss.backward()
             optimizer.step()
@@ -241,7 +359,14 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         if args.profile:
-            profile_step(model, optimizer, collate(rows[:batch_size]), device, args.chunk)
+            profile_step(model, optimizer, collate(rows[:batch_size]), device, chunk, "compile-loss" in flags)
+    if compiled:
+        from torch._dynamo.utils import counters
+
+        breaks = sum(counters["graph_break"].values())
+        print(f"torch.compile: {counters['stats'].get('unique_graphs', 0)} graphs, {breaks} graph breaks "
+              f"({', '.join(sorted(counters['graph_break'])[:3]) or 'none'})", flush=True)
+        counters.clear()
     base = model.get_base_model() if args.method == "lora" else model
     per_token = flops_per_token(base, args.method, context / tokens)
     del model, optimizer

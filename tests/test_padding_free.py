@@ -260,10 +260,18 @@ def test_the_chunked_loss_has_the_plain_loss_and_gradients(packed):
         return losses.detach(), {n: p.grad.clone() for n, p in lora.named_parameters() if p.requires_grad}
 
     plain_losses, plain_grads = loss_and_grads()
-    chunked_losses, chunked_grads = loss_and_grads(chunk_tokens=3)
-    assert torch.allclose(plain_losses, chunked_losses, atol=1e-5)
-    for name, grad in plain_grads.items():
-        assert torch.allclose(grad, chunked_grads[name], atol=1e-5, rtol=1e-4), name
+    ways = {"chunked": dict(chunk_tokens=3)}
+    if packed:  # train.compile's loss: the per-chunk head and cross-entropy under torch.compile
+        ways["compiled"] = dict(chunk_tokens=3, compiled=True)
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    for way, options in ways.items():
+        losses, grads = loss_and_grads(**options)
+        assert torch.allclose(plain_losses, losses, atol=1e-5), way
+        for name, grad in plain_grads.items():
+            assert torch.allclose(grad, grads[name], atol=1e-5, rtol=1e-4), (way, name)
+    assert counters["stats"]["unique_graphs"] >= (1 if packed else 0)  # the compiled way did compile
     assert head_gives_logits(lora)
 
 

@@ -207,7 +207,7 @@ class Run:
                 trainable = freeze_layers_outside(self.model, layer_indices(layers, count))
                 self.log(f"finetune.layers {layers}: {trainable:,} parameters trainable")
         if recipe.train.compile:
-            self.log(f"train.compile: {compile_layers(self.model)} decoder layers compiled "
+            self.log(f"train.compile: {compile_layers(self.model)} decoder layers compiled, and the chunked loss "
                      "(the first steps compile them)")
 
     def check_disk_space(self) -> None:
@@ -309,7 +309,8 @@ class Run:
                        general_ids=[i for i, n in enumerate(self.prepared.source_names) if roles[n] == "general"],
                        reference=self.reference, on_policy=self.on_policy,
                        answers_through_head=self.answers_through_head, roles=roles, padding_free=self.padding_free,
-                       loss_chunk_tokens=self.loss_chunk_tokens, probe_everywhere=self.sharded)
+                       loss_chunk_tokens=self.loss_chunk_tokens, compile_loss=self.recipe.train.compile,
+                       probe_everywhere=self.sharded)
         train_set = self.encoded.select(plan.order)
         if stage.adaptive is not None:
             # The order starts as planned; the changes made before a resume point are replayed first.

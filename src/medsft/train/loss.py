@@ -51,14 +51,16 @@ def per_position(values: torch.Tensor, inputs: dict) -> torch.Tensor:
     return values[inputs["sample_index"][:, 1:]]
 
 
-def token_losses(model, inputs: dict, keep_logits: bool = False, chunk_tokens: int = 0):
+def token_losses(model, inputs: dict, keep_logits: bool = False, chunk_tokens: int = 0, compiled: bool = False):
     """(per-token loss, supervised mask, source ids) for a batch; positions that predict nothing
     supervised have loss 0. keep_logits: the fp32 logits (positions that predict a next token) come
-    fourth, which needs the plain path. chunk_tokens > 0: the chunked path (see the module)."""
+    fourth, which needs the plain path. chunk_tokens > 0: the chunked path (see the module), its
+    per-chunk loss torch.compiled when `compiled` (train.compile)."""
     targets = inputs["labels"][:, 1:]
     mask = targets != IGNORE
     if chunk_tokens > 0 and not keep_logits:
-        return chunked_token_losses(model, inputs, targets, mask, chunk_tokens), mask, inputs["source_ids"]
+        losses = chunked_token_losses(model, inputs, targets, mask, chunk_tokens, compiled)
+        return losses, mask, inputs["source_ids"]
     logits = model(**model_inputs(inputs)).logits[:, :-1, :].float()
     losses = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="none"
@@ -92,21 +94,34 @@ def _head_and_states(model, inputs: dict, positions: torch.Tensor) -> tuple[torc
     return head, hidden.to(getattr(getattr(head, "weight", None), "dtype", hidden.dtype))
 
 
+def chunk_loss(head: torch.nn.Module, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of one chunk of positions: the head applied (its hooks run), fp32 logits."""
+    return F.cross_entropy(head(states).float(), targets, reduction="none")
+
+
+_COMPILED_CHUNK_LOSS = []
+
+
+def compiled_chunk_loss():
+    """`chunk_loss` under torch.compile (dynamic shapes), built once: the cast to fp32, the softmax
+    and its gradient fuse into passes over the chunk's logits instead of a copy and three kernels."""
+    if not _COMPILED_CHUNK_LOSS:
+        _COMPILED_CHUNK_LOSS.append(torch.compile(chunk_loss, dynamic=True))
+    return _COMPILED_CHUNK_LOSS[0]
+
+
 def chunked_token_losses(model, inputs: dict, targets: torch.Tensor, mask: torch.Tensor,
-                         chunk_tokens: int) -> torch.Tensor:
+                         chunk_tokens: int, compiled: bool = False) -> torch.Tensor:
     head, chosen = _head_and_states(model, inputs, mask)
     wanted = targets[mask]
-
-    def chunk_loss(states: torch.Tensor, chunk_targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(head(states).float(), chunk_targets, reduction="none")  # the head's hooks run
-
+    loss_of = compiled_chunk_loss() if compiled else chunk_loss
     pieces = []
     for start in range(0, len(wanted), chunk_tokens):
         part = slice(start, start + chunk_tokens)
         if torch.is_grad_enabled():  # the chunk's logits are recomputed in backward, not kept
-            pieces.append(checkpoint(chunk_loss, chosen[part], wanted[part], use_reentrant=False))
+            pieces.append(checkpoint(loss_of, head, chosen[part], wanted[part], use_reentrant=False))
         else:
-            pieces.append(chunk_loss(chosen[part], wanted[part]))
+            pieces.append(loss_of(head, chosen[part], wanted[part]))
     flat = torch.cat(pieces) if pieces else chosen.new_zeros(0, dtype=torch.float32)
     return torch.zeros(mask.shape, dtype=torch.float32, device=chosen.device).masked_scatter(mask, flat)
 

@@ -45,6 +45,7 @@ class StageRun:
     roles: dict = field(default_factory=dict)  # source name -> domain | general
     padding_free: bool = False  # batches joined into one row (train/collate.py PackedCollator)
     loss_chunk_tokens: int = 0  # > 0: the chunked loss (train/loss.py), when the model allows it
+    compile_loss: bool = False  # train.compile: the chunked loss's per-chunk head and cross-entropy compiled
     probe_everywhere: bool = False  # weights sharded over the processes: every one takes part in the probes
 
 
@@ -105,7 +106,8 @@ class MedsftTrainer(Trainer):
             covered = mask if self.settings.kl_on == "all" else mask & per_position(general, inputs)
             kl = kl_to_base_sum(model, inputs, logits, covered, self.run.reference)
         else:
-            losses, mask, source_ids = token_losses(model, inputs, chunk_tokens=self.run.loss_chunk_tokens)
+            losses, mask, source_ids = token_losses(model, inputs, chunk_tokens=self.run.loss_chunk_tokens,
+                                                    compiled=self.run.compile_loss)
             kl = None
         on_policy = None
         if answers is not None:
@@ -312,7 +314,8 @@ class MedsftTrainer(Trainer):
                 for batch in DataLoader(dataset, batch_size=self.args.per_device_eval_batch_size,
                                         collate_fn=self.data_collator):
                     batch = {k: v.to(self.args.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                    losses, mask, _ = token_losses(self.model, batch, chunk_tokens=self.run.loss_chunk_tokens)
+                    losses, mask, _ = token_losses(self.model, batch, chunk_tokens=self.run.loss_chunk_tokens,
+                                                   compiled=self.run.compile_loss)
                     loss_sum += float(losses.sum())
                     tokens += int(mask.sum())
                 if self.accelerator.num_processes > 1:
