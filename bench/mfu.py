@@ -183,6 +183,18 @@ def main() -> int:
     return 0 if ok else 1
 
 
+MAX_WARMUP = 6  # untimed steps at most before timing
+
+
+def compilations() -> int:
+    """How many graphs torch.compile has captured and Inductor compiled (or loaded) so far in this process."""
+    from torch._dynamo.utils import counters
+
+    inductor = counters["inductor"]
+    return counters["stats"].get("unique_graphs", 0) + inductor.get("fxgraph_cache_miss", 0) + \
+        inductor.get("fxgraph_cache_hit", 0)
+
+
 def to_device(batch: dict, device: str, pinned: bool) -> dict:
     """The batch's tensors on `device`; pinned: copied from page-locked memory without waiting."""
     if not pinned or device == "cpu":
@@ -324,7 +336,6 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
         stack = model.get_base_model().model if args.method == "lora" else model.model
         stack.compile(dynamic=True)
     compiled = flags & {"compile-layers", "compile-model", "compile-loss"}
-    warmup = 2 if compiled else 1  # compiling happens in the untimed steps
     chunk = 0 if "full-logits" in flags else args.chunk
 
     if mixed == "bf16":  # as the Trainer (accelerate) does: autocast around the forward, fp32 outputs
@@ -334,30 +345,47 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
 
     kernel = mock.patch.object(models, "_VARLEN", None) if "loop" in flags else contextlib.nullcontext()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    rows = sample_rows(model.config.vocab_size, batch_size * (args.steps + warmup))
+    rows = sample_rows(model.config.vocab_size, batch_size * (MAX_WARMUP + args.steps))
+    timed_rows = rows[batch_size * MAX_WARMUP:]  # every path times the same samples, whatever its warm-up
     collate = PackedCollator() if path == "padding-free" else Collator(pad_id=0, multiple_of=8)
-    tokens, context, started, first_loss = 0, 0.0, None, None
+    first_loss = None
+
+    def step(group: list[dict]) -> torch.Tensor:
+        batch = to_device(collate(group), device, "pinned" in flags)
+        losses, mask, _ = token_losses(model, batch, chunk_tokens=chunk, compiled="compile-loss" in flags)
+        loss = losses.sum() / mask.sum()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
     with kernel:
-        for step in range(args.steps + warmup):
-            if step == warmup:  # the first steps warm up (allocations, kernels, compiling) and are not timed
-                if cuda:
-                    torch.cuda.synchronize()
-                started, tokens, context = time.perf_counter(), 0, 0.0
-            group = rows[step * batch_size:(step + 1) * batch_size]
-            batch = to_device(collate(group), device, "pinned" in flags)
-            losses, mask, _ = token_losses(model, batch, chunk_tokens=chunk, compiled="compile-loss" in flags)
-            loss = losses.sum() / mask.sum()
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if step == 0:
-                first_loss = float(loss.detach())
+        # Warm-up (allocations, kernels, compiling), untimed: until a step compiles nothing new. On the H200
+        # the first compiled path of a process once read 0.84x of a later identical one (cause not found):
+        # the line below says whether anything compiled while it was timed.
+        warmed, before = 0, compilations()
+        while warmed < MAX_WARMUP:
+            loss = step(rows[warmed * batch_size:(warmed + 1) * batch_size])
+            first_loss = float(loss.detach()) if first_loss is None else first_loss
+            warmed, now = warmed + 1, compilations()
+            if now == before and warmed >= 2:
+                break
+            before = now
+        if cuda:
+            torch.cuda.synchronize()
+        tokens, context, started = 0, 0.0, time.perf_counter()
+        for index in range(args.steps):
+            group = timed_rows[index * batch_size:(index + 1) * batch_size]
+            step(group)
             lengths = [len(r["input_ids"]) for r in group]
             tokens += sum(lengths)
             context += sum(n * n / 2 for n in lengths)  # a token attends to half its sample on average
         if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
+        late = compilations() - before
+        if compiled or late:
+            print(f"warm-up: {warmed} steps; compilations during the timed steps: {late}", flush=True)
         if args.profile:
             profile_step(model, optimizer, collate(rows[:batch_size]), device, chunk, "compile-loss" in flags)
     if compiled:
