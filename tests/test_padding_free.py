@@ -393,6 +393,7 @@ def test_a_compiled_run_trains_like_an_eager_one(tmp_path, tiny_model_dir):
     counters.clear()
     compiled, lines = first_losses("compiled", "train.compile=true")
     assert counters["stats"]["unique_graphs"] >= 1  # torch.compile did build graphs
+    assert not counters["graph_break"]  # each layer one graph: nothing hooks the layers' outputs
     assert compiled.keys() == eager.keys() and compiled
     for name in eager:
         assert compiled[name] == pytest.approx(eager[name], rel=1e-4)

@@ -76,12 +76,35 @@ def output_head(model) -> torch.nn.Module:
     return model.get_output_embeddings()
 
 
+def _decoder(model):
+    """The model's decoder stack (transformers' `get_decoder`: the backbone under the LM head, whose
+    first output is the last hidden state), or None where there is none apart from the model."""
+    while hasattr(model, "module"):
+        model = model.module
+    find = getattr(model, "get_decoder", None)
+    decoder = find() if callable(find) else None
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return decoder if isinstance(decoder, torch.nn.Module) and decoder is not model and decoder is not inner else None
+
+
 def _hidden_states(model, inputs: dict) -> torch.Tensor:
     """The last hidden states, the ones the output head reads, with the head applied to no position
-    (`logits_to_keep` of no index: its cost and memory are nil)."""
+    (`logits_to_keep` of no index: its cost and memory are nil). Read from the decoder stack's output
+    rather than asked for with `output_hidden_states`: asking makes transformers hook every layer and
+    attention module for good, and the hooks read a context variable that torch.compile cannot
+    trace, which split each compiled layer (train.compile) at its attention."""
     nothing = torch.zeros(0, dtype=torch.long, device=inputs["input_ids"].device)
-    outputs = model(**model_inputs(inputs), output_hidden_states=True, logits_to_keep=nothing)
-    return outputs.hidden_states[-1]
+    decoder = _decoder(model)
+    if decoder is None:
+        outputs = model(**model_inputs(inputs), output_hidden_states=True, logits_to_keep=nothing)
+        return outputs.hidden_states[-1]
+    seen = []
+    handle = decoder.register_forward_hook(lambda module, args, output: seen.append(output[0]))
+    try:
+        model(**model_inputs(inputs), logits_to_keep=nothing)
+    finally:
+        handle.remove()
+    return seen[-1]
 
 
 def _head_and_states(model, inputs: dict, positions: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
