@@ -328,8 +328,6 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
         targets = ["q_proj", "v_proj"] if "qv" in flags else "all-linear"
         model = add_lora(model, rank=8, alpha=16, dropout=0.0, target_modules=targets)
     model.train()
-    with torch.no_grad():  # transformers installs its output-capturing hooks at the first call: not in a compiled one
-        model(input_ids=torch.zeros(1, 8, dtype=torch.long, device=device), use_cache=False, output_hidden_states=True)
     if "compile-layers" in flags:
         print(f"compiled {compile_layers(model)} decoder layers", flush=True)
     if "compile-model" in flags:
