@@ -14,7 +14,8 @@ import torch
 from medsft.data.mixture import group_by_length, padding_efficiency
 from medsft.models import PACKED_ATTENTION, add_lora, use_packed_attention
 from medsft.train.collate import Collator, PackedCollator
-from medsft.train.loss import head_gives_logits, per_position, per_sample, token_losses
+from medsft.train.loss import (frozen_plain_head, head_gives_logits, output_head, per_position, per_sample,
+                               token_losses)
 from test_train import _recipe_file
 
 
@@ -273,6 +274,27 @@ def test_the_chunked_loss_has_the_plain_loss_and_gradients(packed):
             assert torch.allclose(grad, grads[name], atol=1e-5, rtol=1e-4), (way, name)
     assert counters["stats"]["unique_graphs"] >= (1 if packed else 0)  # the compiled way did compile
     assert head_gives_logits(lora)
+    assert frozen_plain_head(output_head(lora))  # these went through FrozenHeadLoss: gradients made in forward
+
+
+def test_a_trained_head_keeps_the_recomputed_chunks_and_the_plain_gradients():
+    """Full fine-tuning trains the head: its chunks are recomputed in backward, gradients as the plain loss's."""
+    model = _tiny().train()
+    batch = PackedCollator()(_rows())
+    assert not frozen_plain_head(output_head(model))
+
+    def grads(**options):
+        model.zero_grad()
+        losses, mask, _ = token_losses(model, batch, **options)
+        (losses.sum() / mask.sum()).backward()
+        return losses.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain_losses, plain = grads()
+    chunked_losses, chunked = grads(chunk_tokens=3)
+    assert torch.allclose(plain_losses, chunked_losses, atol=1e-5)
+    assert plain["lm_head.weight"].abs().sum() > 0
+    for name, grad in plain.items():
+        assert torch.allclose(grad, chunked[name], atol=1e-5, rtol=1e-4), name
 
 
 def test_a_model_that_caps_its_logits_after_the_head_keeps_the_plain_loss():

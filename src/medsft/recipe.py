@@ -343,7 +343,8 @@ class TrainConfig(_Section):
         "code (trust_remote_code) is padded instead, with a line saying so.")
     loss_chunk_tokens: int = Field(
         1024, ge=0, description="Compute the loss this many supervised tokens at a time, the output head applied per "
-        "chunk under activation checkpointing, so the tokens x vocabulary fp32 logits never exist at once "
+        "chunk under activation checkpointing (a frozen head, as with LoRA: its gradient made in the forward, the "
+        "logits computed once), so the tokens x vocabulary fp32 logits never exist at once "
         "(prompt positions skip the head entirely). 0: the plain loss over the full logits. The KL term "
         "(kl_to_base) and models that scale or cap their logits after the head use the plain loss.")
     compile: bool = Field(

@@ -5,7 +5,9 @@ casts them to fp32: at a 152k vocabulary and 8 x 1024 tokens that is 4.6 GB befo
 The chunked one (`train.loss_chunk_tokens`) asks the model for its last hidden states with the head
 applied to no position, keeps only the positions that have a target, and applies the head a chunk of
 positions at a time under activation checkpointing, so no more than one chunk's logits exist at once,
-forward or backward; prompt positions never reach the head at all."""
+forward or backward; prompt positions never reach the head at all. A frozen head (LoRA's) has its
+gradient with respect to the hidden states made in the forward (FrozenHeadLoss), so its logits are
+computed once rather than again in backward."""
 
 from __future__ import annotations
 
@@ -133,15 +135,62 @@ def compiled_chunk_loss():
     return _COMPILED_CHUNK_LOSS[0]
 
 
+def losses_and_logit_grads(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each position's cross-entropy (fp32) and its gradient with respect to the logits, softmax - one-hot,
+    in the logits' dtype (what autograd hands the head's backward on the plain path)."""
+    dtype, logits = logits.dtype, logits.float()
+    normalizer = torch.logsumexp(logits, dim=-1)
+    losses = normalizer - logits.gather(1, targets[:, None]).squeeze(1)
+    grads = torch.exp(logits - normalizer[:, None])
+    grads.scatter_add_(1, targets[:, None], grads.new_full((len(targets), 1), -1.0))
+    return losses, grads.to(dtype)
+
+
+_COMPILED_LOGIT_GRADS = []
+
+
+class FrozenHeadLoss(torch.autograd.Function):
+    """Cross-entropy through a frozen bias-free head whose gradient is computed in the forward: a
+    position's loss depends on its own hidden state only, so d loss / d state = (softmax - one-hot) · W
+    can be kept and, in backward, scaled by each position's incoming gradient. The head's logits are
+    then computed once, not again in backward as the checkpointed path does."""
+
+    @staticmethod
+    def forward(ctx, states, weight, targets, compiled):
+        find = losses_and_logit_grads
+        if compiled:
+            if not _COMPILED_LOGIT_GRADS:
+                _COMPILED_LOGIT_GRADS.append(torch.compile(losses_and_logit_grads, dynamic=True))
+            find = _COMPILED_LOGIT_GRADS[0]
+        losses, logit_grads = find(states @ weight.t(), targets)
+        ctx.save_for_backward((logit_grads @ weight).to(states.dtype))
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad_losses):
+        (state_grads,) = ctx.saved_tensors
+        return state_grads * grad_losses[:, None].to(state_grads.dtype), None, None, None
+
+
+def frozen_plain_head(head) -> bool:
+    """A bias-free linear head with no trainable weight and no hooks (LoRA with its usual targets):
+    FrozenHeadLoss computes exactly what applying it would."""
+    return (type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
+            and not head._forward_hooks and not head._forward_pre_hooks)
+
+
 def chunked_token_losses(model, inputs: dict, targets: torch.Tensor, mask: torch.Tensor,
                          chunk_tokens: int, compiled: bool = False) -> torch.Tensor:
     head, chosen = _head_and_states(model, inputs, mask)
     wanted = targets[mask]
     loss_of = compiled_chunk_loss() if compiled else chunk_loss
+    frozen = torch.is_grad_enabled() and frozen_plain_head(head)
     pieces = []
     for start in range(0, len(wanted), chunk_tokens):
         part = slice(start, start + chunk_tokens)
-        if torch.is_grad_enabled():  # the chunk's logits are recomputed in backward, not kept
+        if frozen:
+            pieces.append(FrozenHeadLoss.apply(chosen[part], head.weight, wanted[part], compiled))
+        elif torch.is_grad_enabled():  # the chunk's logits are recomputed in backward, not kept
             pieces.append(checkpoint(loss_of, head, chosen[part], wanted[part], use_reentrant=False))
         else:
             pieces.append(loss_of(head, chosen[part], wanted[part]))
