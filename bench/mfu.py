@@ -154,7 +154,10 @@ def main() -> int:
           "| vs the first row | first-step loss |")
     print("|---|---|---|---|---|---|---|---|---|")
     first, losses = None, {}
-    for spec in args.paths.split(","):
+    specs = args.paths.split(",")
+    if any("liger" in spec.split(":")[-1].split("+") for spec in specs[:-1]):
+        raise SystemExit("liger: only the last path (Liger replaces transformers' Qwen2 classes for the whole process)")
+    for spec in specs:
         path, _, rest = spec.partition(":")
         batch, _, flags = rest.partition(":")
         batch = int(batch or args.batch)
@@ -168,6 +171,9 @@ def main() -> int:
         if tokens_per_second is None:  # the failed path's tensors are free once its traceback is gone
             import gc
 
+            from torch._dynamo.utils import counters
+
+            counters.clear()
             gc.collect()
             torch.cuda.empty_cache()
             print(f"| {path} | {batch} | {'+'.join(sorted(flags)) or '-'} | out of memory | | | | | |", flush=True)
@@ -226,7 +232,7 @@ def profile_step(model, optimizer, batch: dict, device: str, chunk: int, compile
 KERNEL_KINDS = (("attention", ("flash", "fmha", "attention")),  # before matrix multiply: their names hold "cutlass"
                 ("matrix multiply", ("gemm", "nvjet", "cutlass", "xmma", "matmul", "splitk")),
                 ("compiled (Triton, fused)", ("triton_",)),
-                ("copy / cast", ("copy", "memcpy", "memset", "cat", "fill")),
+                ("copy / cast", ("copy", "memcpy", "memset", "fill")),
                 ("reduction", ("reduce", "sum", "norm")),
                 ("elementwise", ("elementwise", "vectorized")))
 

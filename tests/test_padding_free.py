@@ -241,7 +241,7 @@ def test_a_model_with_its_own_attention_code_is_padded_with_a_line_saying_so():
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "padding-free"])
-def test_the_chunked_loss_has_the_plain_loss_and_gradients(packed):
+def test_the_chunked_loss_has_the_plain_loss_and_gradients(packed, monkeypatch):
     """LoRA on the attention and MLP, the chunks smaller than one sample: same losses and gradients."""
     model = _tiny()
     if packed:
@@ -261,6 +261,12 @@ def test_the_chunked_loss_has_the_plain_loss_and_gradients(packed):
         return losses.detach(), {n: p.grad.clone() for n, p in lora.named_parameters() if p.requires_grad}
 
     plain_losses, plain_grads = loss_and_grads()
+    import medsft.train.loss as loss_module
+
+    monkeypatch.setattr(loss_module, "_COMPILED_LOGIT_GRADS", [])  # compiled afresh here, whatever ran before
+    calls = []
+    apply = loss_module.FrozenHeadLoss.apply
+    monkeypatch.setattr(loss_module.FrozenHeadLoss, "apply", lambda *args: calls.append(1) or apply(*args))
     ways = {"chunked": dict(chunk_tokens=3)}
     if packed:  # train.compile's loss: the per-chunk head and cross-entropy under torch.compile
         ways["compiled"] = dict(chunk_tokens=3, compiled=True)
@@ -274,11 +280,15 @@ def test_the_chunked_loss_has_the_plain_loss_and_gradients(packed):
             assert torch.allclose(grad, grads[name], atol=1e-5, rtol=1e-4), (way, name)
     assert counters["stats"]["unique_graphs"] >= (1 if packed else 0)  # the compiled way did compile
     assert head_gives_logits(lora)
-    assert frozen_plain_head(output_head(lora))  # these went through FrozenHeadLoss: gradients made in forward
+    assert calls  # the frozen head's gradient was made in the forward (FrozenHeadLoss)
 
 
-def test_a_trained_head_keeps_the_recomputed_chunks_and_the_plain_gradients():
-    """Full fine-tuning trains the head: its chunks are recomputed in backward, gradients as the plain loss's."""
+def test_a_trained_head_keeps_the_recomputed_chunks_and_the_plain_gradients(monkeypatch):
+    """Full fine-tuning trains the head: its chunks are recomputed in backward (compiled with train.compile),
+    gradients as the plain loss's."""
+    import medsft.train.loss as loss_module
+
+    monkeypatch.setattr(loss_module, "_COMPILED_CHUNK_LOSS", [])
     model = _tiny().train()
     batch = PackedCollator()(_rows())
     assert not frozen_plain_head(output_head(model))
@@ -290,11 +300,29 @@ def test_a_trained_head_keeps_the_recomputed_chunks_and_the_plain_gradients():
         return losses.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
     plain_losses, plain = grads()
-    chunked_losses, chunked = grads(chunk_tokens=3)
-    assert torch.allclose(plain_losses, chunked_losses, atol=1e-5)
     assert plain["lm_head.weight"].abs().sum() > 0
-    for name, grad in plain.items():
-        assert torch.allclose(grad, chunked[name], atol=1e-5, rtol=1e-4), name
+    for options in (dict(chunk_tokens=3), dict(chunk_tokens=3, compiled=True)):
+        chunked_losses, chunked = grads(**options)
+        assert torch.allclose(plain_losses, chunked_losses, atol=1e-5), options
+        for name, grad in plain.items():
+            assert torch.allclose(grad, chunked[name], atol=1e-5, rtol=1e-4), (options, name)
+    assert loss_module._COMPILED_CHUNK_LOSS  # the compiled way was taken
+
+
+def test_the_loss_leaves_no_hook_behind_and_gives_way_where_it_cannot_hook():
+    """The decoder stack's output is read through a hook removed even when the forward fails; under
+    nn.DataParallel (copies of the decoder on several GPUs) the model's own hidden states are asked for."""
+    import medsft.train.loss as loss_module
+
+    model = _tiny().train()
+    decoder = model.get_decoder()
+    batch = PackedCollator()(_rows())
+    batch["input_ids"] = batch["input_ids"] + 1000  # outside the vocabulary: the embedding fails
+    with pytest.raises(IndexError):
+        token_losses(model, batch, chunk_tokens=3)
+    assert not decoder._forward_hooks
+    assert loss_module._decoder(model) is decoder
+    assert loss_module._decoder(torch.nn.DataParallel(model)) is None
 
 
 def test_a_model_that_caps_its_logits_after_the_head_keeps_the_plain_loss():

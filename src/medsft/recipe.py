@@ -350,9 +350,9 @@ class TrainConfig(_Section):
     compile: bool = Field(
         False, description="torch.compile each decoder layer (dynamic shapes) before training, which fuses the "
         "elementwise work around the matrix multiplies (norms, activation, LoRA's scale and add), and the chunked "
-        "loss's head and cross-entropy (the cast to fp32 and the softmax fused, no fp32 copy of the logits): "
-        "for LoRA on a 1.5B model on an H200, 1.40x the tokens per second from the layers and 1.07-1.09x more "
-        "from the loss (bench/RESULTS.md). The first steps pay the "
+        "loss's cross-entropy (the cast to fp32, the softmax and its gradient fused): for LoRA on a 1.5B model "
+        "on an H200, 1.40x the tokens per second from the layers and 1.07-1.09x more from the loss (measured "
+        "before a frozen head's gradient moved into the forward; bench/RESULTS.md). The first steps pay the "
         "compiling (about a minute on a GPU; needs a C compiler on CPU, where it rarely pays). Not with "
         "train.deepspeed or train.fsdp.")
     group_by_length: bool = Field(

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from medsft.data.encode import IGNORE
@@ -80,13 +81,23 @@ def output_head(model) -> torch.nn.Module:
 
 def _decoder(model):
     """The model's decoder stack (transformers' `get_decoder`: the backbone under the LM head, whose
-    first output is the last hidden state), or None where there is none apart from the model."""
+    first output is the last hidden state), or None where there is none apart from the model, or
+    where nn.DataParallel would run copies of it on several GPUs (each would report its own share)."""
     while hasattr(model, "module"):
+        if isinstance(model, torch.nn.DataParallel):
+            return None
         model = model.module
     find = getattr(model, "get_decoder", None)
-    decoder = find() if callable(find) else None
+    try:
+        decoder = find() if callable(find) else None
+    except (AttributeError, NotImplementedError, TypeError, ValueError):  # remote code's own lookups
+        return None
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return decoder if isinstance(decoder, torch.nn.Module) and decoder is not model and decoder is not inner else None
+
+
+def _first_output(output):
+    return output if torch.is_tensor(output) else output[0]
 
 
 def _hidden_states(model, inputs: dict) -> torch.Tensor:
@@ -97,16 +108,17 @@ def _hidden_states(model, inputs: dict) -> torch.Tensor:
     trace, which split each compiled layer (train.compile) at its attention."""
     nothing = torch.zeros(0, dtype=torch.long, device=inputs["input_ids"].device)
     decoder = _decoder(model)
-    if decoder is None:
-        outputs = model(**model_inputs(inputs), output_hidden_states=True, logits_to_keep=nothing)
-        return outputs.hidden_states[-1]
-    seen = []
-    handle = decoder.register_forward_hook(lambda module, args, output: seen.append(output[0]))
-    try:
-        model(**model_inputs(inputs), logits_to_keep=nothing)
-    finally:
-        handle.remove()
-    return seen[-1]
+    if decoder is not None:
+        seen = []
+        handle = decoder.register_forward_hook(lambda module, args, output: seen.append(_first_output(output)))
+        try:
+            model(**model_inputs(inputs), logits_to_keep=nothing)
+        finally:
+            handle.remove()
+        if seen:
+            return seen[-1]
+    outputs = model(**model_inputs(inputs), output_hidden_states=True, logits_to_keep=nothing)
+    return outputs.hidden_states[-1]
 
 
 def _head_and_states(model, inputs: dict, positions: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -141,7 +153,7 @@ def losses_and_logit_grads(logits: torch.Tensor, targets: torch.Tensor) -> tuple
     dtype, logits = logits.dtype, logits.float()
     normalizer = torch.logsumexp(logits, dim=-1)
     losses = normalizer - logits.gather(1, targets[:, None]).squeeze(1)
-    grads = torch.exp(logits - normalizer[:, None])
+    grads = logits.sub_(normalizer[:, None]).exp_()  # in place: the chunk's fp32 logits are not needed again
     grads.scatter_add_(1, targets[:, None], grads.new_full((len(targets), 1), -1.0))
     return losses, grads.to(dtype)
 
@@ -167,16 +179,21 @@ class FrozenHeadLoss(torch.autograd.Function):
         return losses
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_losses):
         (state_grads,) = ctx.saved_tensors
-        return state_grads * grad_losses[:, None].to(state_grads.dtype), None, None, None
+        scaled = state_grads.float() * grad_losses[:, None].float()
+        return scaled.to(state_grads.dtype), None, None, None
 
 
 def frozen_plain_head(head) -> bool:
     """A bias-free linear head with no trainable weight and no hooks (LoRA with its usual targets):
-    FrozenHeadLoss computes exactly what applying it would."""
+    FrozenHeadLoss computes exactly what applying it would. Not in fp16, where the softmax's small
+    probabilities would be rounded away before a grad scaler's factor reaches them (the recomputing
+    path scales them first)."""
     return (type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
-            and not head._forward_hooks and not head._forward_pre_hooks)
+            and head.weight.dtype != torch.float16 and not head._forward_hooks and not head._forward_pre_hooks
+            and not hasattr(head, "_hf_hook") and "forward" not in vars(head))
 
 
 def chunked_token_losses(model, inputs: dict, targets: torch.Tensor, mask: torch.Tensor,
@@ -184,7 +201,7 @@ def chunked_token_losses(model, inputs: dict, targets: torch.Tensor, mask: torch
     head, chosen = _head_and_states(model, inputs, mask)
     wanted = targets[mask]
     loss_of = compiled_chunk_loss() if compiled else chunk_loss
-    frozen = torch.is_grad_enabled() and frozen_plain_head(head)
+    frozen = torch.is_grad_enabled() and chosen.requires_grad and frozen_plain_head(head)
     pieces = []
     for start in range(0, len(wanted), chunk_tokens):
         part = slice(start, start + chunk_tokens)
