@@ -4,7 +4,8 @@ on CUDA, in fp32 and in bf16, with the attention implementations installed there
 For each attention implementation (SDPA through medsft's per-sample kernel; FlashAttention-2 when
 the flash_attn package is installed) and dtype: changing one packed sample moves no other sample's
 logits; per-sample losses equal the padded batch's; the chunked loss's gradients equal the plain
-loss's. In bf16 also: torch's variable-length kernel (one call per layer) gives the per-sample loop's
+loss's, with the frozen head's gradient made in forward as with it recomputed in backward, compiled as
+eager. In bf16 also: torch's variable-length kernel (one call per layer) gives the per-sample loop's
 LoRA gradients, and LoRA under autocast (inputs left in bf16) gives the gradients of PEFT's fp32 casts. Tolerances: fp32 1e-4 (GPU kernels differ in summation order), bf16 5e-2 on losses (bf16
 keeps about 3 significant digits); a sample that saw another would move its logits far more than
 the 1e-3 allowed. Exits 1 on any failure.
@@ -14,6 +15,7 @@ the 1e-3 allowed. Exits 1 on any failure.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import random
 import sys
@@ -81,10 +83,13 @@ def check(implementation: str, dtype) -> list[tuple[str, float, float]]:
                 parameter.normal_(0, 0.05)
     lora.train()
 
-    def grads(chunk: int, autocast: bool = False) -> dict:
+    from unittest import mock
+
+    def grads(chunk: int, autocast: bool = False, compiled: bool = False, recompute: bool = False) -> dict:
         lora.zero_grad()
-        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=autocast):
-            losses, mask, _ = token_losses(lora, packed, chunk_tokens=chunk)
+        earlier = mock.patch("medsft.train.loss.frozen_plain_head", return_value=False) if recompute else None
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=autocast), earlier or contextlib.nullcontext():
+            losses, mask, _ = token_losses(lora, packed, chunk_tokens=chunk, compiled=compiled)
         (losses.sum() / mask.sum()).backward()
         return {n: p.grad.float().clone() for n, p in lora.named_parameters() if p.requires_grad}
 
@@ -92,11 +97,13 @@ def check(implementation: str, dtype) -> list[tuple[str, float, float]]:
         return max(float((a[n] - b[n]).abs().max() / (a[n].abs().max() + 1e-12)) for n in a)
 
     plain, chunked = grads(0), grads(64)
-    results.append(("chunked vs plain LoRA gradients, max relative |diff|", worst(plain, chunked),
-                    1e-4 if dtype == torch.float32 else 5e-2))
+    tolerance = 1e-4 if dtype == torch.float32 else 5e-2
+    results.append(("chunked vs plain LoRA gradients, max relative |diff|", worst(plain, chunked), tolerance))
+    results.append(("chunked LoRA gradients, frozen head's gradient in forward vs head recomputed in backward, "
+                    "max relative |diff|", worst(grads(64, recompute=True), chunked), tolerance))
+    results.append(("chunked LoRA gradients, compiled loss vs eager, max relative |diff|",
+                    worst(chunked, grads(64, compiled=True)), tolerance))
     if dtype == torch.bfloat16:  # how medsft trains LoRA on a bf16 GPU: fp32 adapters under bf16 autocast
-        from unittest import mock
-
         import medsft.models as models
 
         calls = []
