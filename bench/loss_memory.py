@@ -30,6 +30,7 @@ def resident_bytes() -> int:
 def measure(vocab: int, chunk: int, batch: int, seq: int, recompute: bool = False) -> dict:
     """One configuration, in this process: what the parent prints. recompute: the chunked loss as it
     was before, the frozen head's logits recomputed in backward instead of its gradient made in forward."""
+    import contextlib
     from unittest import mock
 
     import torch
@@ -56,14 +57,10 @@ def measure(vocab: int, chunk: int, batch: int, seq: int, recompute: bool = Fals
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
               "source_ids": torch.zeros(batch, dtype=torch.long)}
 
-    earlier = mock.patch("medsft.train.loss.frozen_plain_head", return_value=False)
-
     def step() -> float:
         model.zero_grad(set_to_none=True)
-        if recompute:
-            with earlier:
-                losses, mask, _ = token_losses(model, inputs, chunk_tokens=chunk)
-        else:
+        earlier = mock.patch("medsft.train.loss.frozen_plain_head", return_value=False) if recompute else None
+        with earlier or contextlib.nullcontext():
             losses, mask, _ = token_losses(model, inputs, chunk_tokens=chunk)
         loss = losses.sum() / mask.sum()
         loss.backward()

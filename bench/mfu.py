@@ -25,7 +25,7 @@ A path is `padded` or `padding-free`, then optionally `:SAMPLES` per step, then 
 by `+`. Flags that bring back what medsft did before, as baselines in the same run: `loop` (one
 attention call per sample instead of torch's variable-length kernel) and `cast` (LoRA without
 autocast: PEFT copies each adapted layer's input to fp32). What `train.compile` does: `compile-layers`
-(torch.compile on each decoder layer) and `compile-loss` (the chunked loss's head and cross-entropy
+(torch.compile on each decoder layer) and `compile-loss` (the chunked loss's per-chunk cross-entropy
 compiled); it does both. Ways a step could go faster, measured before medsft takes them up:
 `compile-model` (one torch.compile of the whole decoder stack), `full-logits` (the loss over the full
 logits, `train.loss_chunk_tokens: 0`), `pinned` (each batch copied from pinned memory without
@@ -147,7 +147,7 @@ def main() -> int:
     peak, source = gpu_peak_flops(args.peak_tflops) if cuda else (cpu_peak_flops(), "a measured 2048^3 fp32 matmul")
     where = f"bf16 on {torch.cuda.get_device_name()}" if cuda else "fp32 on CPU"
     if args.gemm and cuda:
-        gemm_ceiling(SHAPES[args.shape], args.gemm)
+        gemm_ceiling(SHAPES[args.shape], args.gemm, peak)
     print(f"\n{args.shape}, {args.method}, {where}, {args.steps} steps, "
           f"peak {peak / 1e12:.1f} TFLOP/s ({source})\n")
     print("| batches | samples per step | as before | tokens/s (real) | FLOPs per token | achieved TFLOP/s | MFU "
@@ -214,7 +214,7 @@ def profile_step(model, optimizer, batch: dict, device: str, chunk: int, compile
 
     from medsft.train.loss import token_losses
 
-    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    batch = to_device(batch, device, pinned=False)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as trace:
         losses, mask, _ = token_losses(model, batch, chunk_tokens=chunk, compiled=compiled)
@@ -266,7 +266,7 @@ def kernel_summary(events) -> str:
     return "\n".join(lines)
 
 
-def gemm_ceiling(shape: dict, tokens: int) -> None:
+def gemm_ceiling(shape: dict, tokens: int, peak: float) -> None:
     """cuBLAS bf16 on the model's own linear layers at `tokens` rows: forward (x W^T) and the input's
     gradient (g W), each layer's FLOPs over its time, and the FLOP-weighted mean: the MFU ceiling of
     a step made only of these products."""
@@ -274,7 +274,6 @@ def gemm_ceiling(shape: dict, tokens: int) -> None:
     kv = d // shape["num_attention_heads"] * shape["num_key_value_heads"]
     layers = {"q/o (d x d)": (d, d, 2), "k/v (d x kv)": (kv, d, 2), "gate/up (d x f)": (f, d, 2), "down (f x d)": (d, f, 1),
               "head (d x vocab)": (shape["vocab_size"], d, 0)}
-    peak = gpu_peak_flops(None)[0]
     total_flops, total_time = 0.0, 0.0
     print(f"\ncuBLAS bf16 at {tokens:,} rows (median of 10; forward x W^T and backward g W):")
     for name, (out, inp, per_layer) in layers.items():

@@ -12,6 +12,7 @@ computed once rather than again in backward."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -136,15 +137,12 @@ def chunk_loss(head: torch.nn.Module, states: torch.Tensor, targets: torch.Tenso
     return F.cross_entropy(head(states).float(), targets, reduction="none")
 
 
-_COMPILED_CHUNK_LOSS = []
-
-
-def compiled_chunk_loss():
-    """`chunk_loss` under torch.compile (dynamic shapes), built once: the cast to fp32, the softmax
-    and its gradient fuse into passes over the chunk's logits instead of a copy and three kernels."""
-    if not _COMPILED_CHUNK_LOSS:
-        _COMPILED_CHUNK_LOSS.append(torch.compile(chunk_loss, dynamic=True))
-    return _COMPILED_CHUNK_LOSS[0]
+@cache
+def compile_once(function):
+    """`function` under torch.compile (dynamic shapes), wrapped once per process (train.compile): the
+    cast to fp32, the softmax and its gradient fuse into passes over a chunk's logits instead of a
+    copy and several kernels."""
+    return torch.compile(function, dynamic=True)
 
 
 def losses_and_logit_grads(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,9 +156,6 @@ def losses_and_logit_grads(logits: torch.Tensor, targets: torch.Tensor) -> tuple
     return losses, grads.to(dtype)
 
 
-_COMPILED_LOGIT_GRADS = []
-
-
 class FrozenHeadLoss(torch.autograd.Function):
     """Cross-entropy through a frozen bias-free head whose gradient is computed in the forward: a
     position's loss depends on its own hidden state only, so d loss / d state = (softmax - one-hot) · W
@@ -168,13 +163,8 @@ class FrozenHeadLoss(torch.autograd.Function):
     then computed once, not again in backward as the checkpointed path does."""
 
     @staticmethod
-    def forward(ctx, states, weight, targets, compiled):
-        find = losses_and_logit_grads
-        if compiled:
-            if not _COMPILED_LOGIT_GRADS:
-                _COMPILED_LOGIT_GRADS.append(torch.compile(losses_and_logit_grads, dynamic=True))
-            find = _COMPILED_LOGIT_GRADS[0]
-        losses, logit_grads = find(states @ weight.t(), targets)
+    def forward(ctx, states, weight, targets, losses_and_grads):
+        losses, logit_grads = losses_and_grads(states @ weight.t(), targets)
         ctx.save_for_backward((logit_grads @ weight).to(states.dtype))
         return losses
 
@@ -197,16 +187,17 @@ def frozen_plain_head(head) -> bool:
 
 
 def chunked_token_losses(model, inputs: dict, targets: torch.Tensor, mask: torch.Tensor,
-                         chunk_tokens: int, compiled: bool = False) -> torch.Tensor:
+                         chunk_tokens: int, compile_loss: bool = False) -> torch.Tensor:
     head, chosen = _head_and_states(model, inputs, mask)
     wanted = targets[mask]
-    loss_of = compiled_chunk_loss() if compiled else chunk_loss
+    loss_of = compile_once(chunk_loss) if compile_loss else chunk_loss
+    grads_of = compile_once(losses_and_logit_grads) if compile_loss else losses_and_logit_grads
     frozen = torch.is_grad_enabled() and chosen.requires_grad and frozen_plain_head(head)
     pieces = []
     for start in range(0, len(wanted), chunk_tokens):
         part = slice(start, start + chunk_tokens)
         if frozen:
-            pieces.append(FrozenHeadLoss.apply(chosen[part], head.weight, wanted[part], compiled))
+            pieces.append(FrozenHeadLoss.apply(chosen[part], head.weight, wanted[part], grads_of))
         elif torch.is_grad_enabled():  # the chunk's logits are recomputed in backward, not kept
             pieces.append(checkpoint(loss_of, head, chosen[part], wanted[part], use_reentrant=False))
         else:

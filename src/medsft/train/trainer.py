@@ -45,7 +45,7 @@ class StageRun:
     roles: dict = field(default_factory=dict)  # source name -> domain | general
     padding_free: bool = False  # batches joined into one row (train/collate.py PackedCollator)
     loss_chunk_tokens: int = 0  # > 0: the chunked loss (train/loss.py), when the model allows it
-    compile_loss: bool = False  # train.compile: the chunked loss's per-chunk head and cross-entropy compiled
+    compile_loss: bool = False  # train.compile: the chunked loss's per-chunk cross-entropy compiled
     probe_everywhere: bool = False  # weights sharded over the processes: every one takes part in the probes
 
 
