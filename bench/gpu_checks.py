@@ -6,7 +6,8 @@ the flash_attn package is installed) and dtype: changing one packed sample moves
 logits; per-sample losses equal the padded batch's; the chunked loss's gradients equal the plain
 loss's, with the frozen head's gradient made in forward as with it recomputed in backward, compiled as
 eager. In bf16 also: torch's variable-length kernel (one call per layer) gives the per-sample loop's
-LoRA gradients, and LoRA under autocast (inputs left in bf16) gives the gradients of PEFT's fp32 casts. Tolerances: fp32 1e-4 (GPU kernels differ in summation order), bf16 5e-2 on losses (bf16
+LoRA gradients, LoRA under autocast (inputs left in bf16) gives the gradients of PEFT's fp32 casts, and
+the adapter's product inside the base product gives those of PEFT's forward. Tolerances: fp32 1e-4 (GPU kernels differ in summation order), bf16 5e-2 on losses (bf16
 keeps about 3 significant digits); a sample that saw another would move its logits far more than
 the 1e-3 allowed. Exits 1 on any failure.
 
@@ -121,6 +122,15 @@ def check(implementation: str, dtype) -> list[tuple[str, float, float]]:
                         worst(per_sample_loop, under_autocast), 5e-2))
         results.append(("LoRA gradients, autocast (no fp32 input copies) vs PEFT's casts, max relative |diff|",
                         worst(chunked, under_autocast), 5e-2))
+        plain_class, fused_class = models._fused_lora_class()
+        adapted = [m for m in lora.modules() if type(m) is fused_class]
+        for module in adapted:
+            module.__class__ = plain_class
+        peft_forward = grads(64, autocast=True)
+        for module in adapted:
+            module.__class__ = fused_class
+        results.append((f"LoRA gradients, autocast, the adapter inside the base product ({len(adapted)} layers) vs PEFT's "
+                        "forward, max relative |diff|", worst(peft_forward, under_autocast), 5e-2))
     return results
 
 

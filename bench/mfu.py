@@ -23,8 +23,9 @@ weights under bf16 autocast), medsft's padding-free kernel, the chunked loss.
 
 A path is `padded` or `padding-free`, then optionally `:SAMPLES` per step, then optionally flags joined
 by `+`. Flags that bring back what medsft did before, as baselines in the same run: `loop` (one
-attention call per sample instead of torch's variable-length kernel) and `cast` (LoRA without
-autocast: PEFT copies each adapted layer's input to fp32). What `train.compile` does: `compile-layers`
+attention call per sample instead of torch's variable-length kernel), `cast` (LoRA without
+autocast: PEFT copies each adapted layer's input to fp32) and `peft-add` (PEFT's LoRA forward, which writes
+B's output, scales it and adds it, instead of the adapter added inside one addmm). What `train.compile` does: `compile-layers`
 (torch.compile on each decoder layer) and `compile-loss` (the chunked loss's per-chunk cross-entropy
 compiled); it does both. Ways a step could go faster, measured before medsft takes them up:
 `compile-model` (one torch.compile of the whole decoder stack), `full-logits` (the loss over the full
@@ -60,7 +61,7 @@ LLAMA2_7B_PARAMETERS = 6_738_415_616
 GPU_PEAKS = {"H100 SXM": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.4, "A100": 312.0, "L40S": 362.0}
 
 
-FLAGS = {"loop", "cast", "compile-layers", "compile-model", "compile-loss", "full-logits", "pinned", "qv", "liger"}
+FLAGS = {"loop", "cast", "peft-add", "compile-layers", "compile-model", "compile-loss", "full-logits", "pinned", "qv", "liger"}
 
 
 def matmul_parameters(model) -> int:
@@ -331,7 +332,9 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
         use_packed_attention(model, log=print)
     if args.method == "lora":
         targets = ["q_proj", "v_proj"] if "qv" in flags else "all-linear"
-        model = add_lora(model, rank=8, alpha=16, dropout=0.0, target_modules=targets)
+        peft_add = mock.patch.object(models, "fuse_lora_products", lambda m: m) if "peft-add" in flags else None
+        with peft_add or contextlib.nullcontext():
+            model = add_lora(model, rank=8, alpha=16, dropout=0.0, target_modules=targets)
     model.train()
     if "compile-layers" in flags:
         print(f"compiled {compile_layers(model)} decoder layers", flush=True)

@@ -213,6 +213,116 @@ def test_lora_under_autocast_skips_the_fp32_copy_of_each_input_and_keeps_it_with
     assert float(adapter.weight.grad.abs().max()) > 0
 
 
+def _lora_pair(dropout: float = 0.0, kind: str = "llama", **extra):
+    """The same LoRA model twice: as medsft makes it (the adapter's product inside the base product) and with
+    PEFT's own forward on every adapted layer."""
+    from medsft.models import _fused_lora_class
+
+    plain, fused = _fused_lora_class()
+    models = []
+    for _ in range(2):
+        model = add_lora(_tiny(kind), rank=4, alpha=8, dropout=dropout, **extra)
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+        models.append(model)
+    assert sum(type(m) is fused for m in models[0].modules()) == 14  # 7 linear layers in each of 2 layers
+    for module in models[1].modules():
+        if type(module) is fused:
+            module.__class__ = plain
+    return models
+
+
+def _loss_and_grads(model, batch, autocast: bool = False):
+    model.train()
+    torch.manual_seed(1)  # the same dropout masks in both models
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        losses, mask, _ = token_losses(model, batch)
+        loss = losses.sum() / mask.sum()
+    loss.backward()
+    return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+@pytest.mark.parametrize("lengths, joined, kind", [((5, 11, 3, 8), 0, "llama"), ((20, 31, 9, 17), 8, "llama"),
+                                                   ((20, 31, 9, 17), 8, "qwen2")])  # Qwen2: q, k, v have a bias
+def test_lora_adds_its_product_inside_the_base_product_with_peft_s_loss_and_gradients(dropout, lengths, joined, kind,
+                                                                                       monkeypatch):
+    """The adapter's product inside the base product: one product of [x | A(dropout(x))·s] with
+    [W | B] where a layer's output is at least 2/3 of its input and a batch has at least as many
+    rows as the input is wide (q, o, gate and up of each of the 2 layers: 8), addmm(base(x),
+    A(dropout(x))·s, Bᵀ) elsewhere. PEFT's forward never runs, and the loss and every adapter
+    gradient are PEFT's (fp32: to rounding; bf16 autocast: 5e-2)."""
+    import medsft.models as models
+    from peft.tuners.lora.layer import Linear
+
+    fused, plain = _lora_pair(dropout, kind=kind)
+    batch = PackedCollator()(_rows(lengths))
+    expected_loss, expected = _loss_and_grads(plain, batch)
+    calls, joins = [], []
+    monkeypatch.setattr(Linear, "forward", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(type(next(m for m in fused.modules() if isinstance(m, Linear))), "peft_forward",
+                        lambda *a, **k: calls.append(1))
+    product = models._joined_lora_product()
+    monkeypatch.setattr(product, "apply", lambda *a, apply=product.apply: joins.append(1) or apply(*a))
+    loss, grads = _loss_and_grads(fused, batch)
+    assert not calls and len(joins) == joined
+    assert loss == pytest.approx(expected_loss, rel=1e-6)
+    assert grads.keys() == expected.keys() and len(grads) == 28
+    for name, grad in grads.items():
+        assert float(grad.abs().max()) > 0, name
+        torch.testing.assert_close(grad, expected[name], rtol=1e-5, atol=1e-6)
+    monkeypatch.undo()
+    fused, plain = _lora_pair(dropout, kind=kind)
+    low_loss, low = _loss_and_grads(fused, batch, autocast=True)
+    assert low_loss == pytest.approx(expected_loss, rel=2e-2)
+    for name, grad in low.items():
+        assert float((grad - expected[name]).norm() / expected[name].norm()) < 5e-2, name
+
+
+def test_what_the_fused_forward_does_not_cover_goes_to_peft_s_forward(tmp_path):
+    """A merged adapter, disabled adapters, DoRA, and a bf16 input to an fp32 adapter outside
+    autocast (PEFT casts it) give PEFT's outputs; the saved adapter is PEFT's, key for key."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    batch = Collator(pad_id=0)(_rows())
+    fused, plain = _lora_pair()
+    for model in (fused, plain):
+        model.eval()
+    logits = [_forward_padded(m, batch) for m in (fused, plain)]
+    torch.testing.assert_close(logits[0], logits[1])
+    for model in (fused, plain):
+        model.save_pretrained(tmp_path / str(id(model)))
+    saved = [load_file(tmp_path / str(id(m)) / "adapter_model.safetensors") for m in (fused, plain)]
+    assert saved[0].keys() == saved[1].keys()
+    for key in saved[0]:
+        assert torch.equal(saved[0][key], saved[1][key]), key
+    reloaded = PeftModel.from_pretrained(_tiny(), str(tmp_path / str(id(fused)))).eval()
+    torch.testing.assert_close(_forward_padded(reloaded, batch), logits[1])
+    with fused.disable_adapter(), plain.disable_adapter():
+        torch.testing.assert_close(_forward_padded(fused, batch), _forward_padded(plain, batch))
+        torch.testing.assert_close(_forward_padded(fused, batch), _forward_padded(_tiny(), batch))
+    for model in (fused, plain):
+        model.merge_adapter()
+    torch.testing.assert_close(_forward_padded(fused, batch), logits[1], rtol=1e-5, atol=1e-5)
+    fused, plain = _lora_pair(dora=True)
+    torch.testing.assert_close(_forward_padded(fused.eval(), batch), _forward_padded(plain.eval(), batch))
+    fused, plain = _lora_pair()
+    for model in (fused, plain):
+        model.get_base_model().to(torch.bfloat16)
+        for name, parameter in model.named_parameters():
+            if "lora_" in name:
+                parameter.data = parameter.data.float()
+    torch.testing.assert_close(_forward_padded(fused.eval(), batch), _forward_padded(plain.eval(), batch))
+
+
+def _forward_padded(model, batch: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+
+
 def test_lora_on_a_bf16_gpu_trains_under_autocast(monkeypatch):
     from medsft.models import choose_dtype
 

@@ -7,6 +7,7 @@ is loaded, so that commands which never load one (`medsft data inspect` without 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -108,6 +109,112 @@ def skip_casts_under_autocast(model):
         if hasattr(module, "cast_input_dtype_enabled"):
             module.cast_input_dtype_enabled = CAST_OUTSIDE_AUTOCAST
     return model
+
+
+# The joined product saves about three passes over a layer's output and costs two over its input
+# (joining them): it pays where the output is at least 2/3 of the input.
+JOIN_FROM = 2 / 3
+
+
+def _lora_forward_fused(self, x, *args, **kwargs):
+    """PEFT's LoRA forward, base(x) + B(A(dropout(x)))·s, with the adapter's product inside the base
+    product's matrix multiply. PEFT writes B's output, scales it and adds it: more passes over the
+    layer's output in forward, and in backward the output's gradient is scaled into a new tensor and
+    read twice more. Here the scaling falls on the rank-r activations, down = A(dropout(x))·s, and
+      a layer whose output is at least 2/3 of its input (q, o, gate, up): one product of the joined
+        input [x | down] with the joined weight [W | B] (`_joined_lora_product`), whose backward gives
+        the gradients of x and of down from one product with the output's gradient;
+      the others (k and v under grouped-query attention, down): addmm(base(x), down, Bᵀ), one pass
+        over the output instead of PEFT's three, the gradient reaching B and down straight from it.
+    Anything PEFT's forward handles that these do not (merged or disabled adapters, several adapters,
+    DoRA, a LoRA bias, hooked or sharded weights, inputs PEFT would cast) goes to PEFT's forward."""
+    import torch
+
+    name = self.active_adapters[0] if len(self.active_adapters) == 1 else None
+    lora_a, lora_b = (self.lora_A[name], self.lora_B[name]) if name in self.lora_B else (None, None)
+    autocast = torch.is_autocast_enabled(x.device.type)
+    if (args or kwargs or self.disable_adapters or self.merged or lora_b is None or name in self.lora_variant
+            or lora_b.bias is not None or lora_b.weight.dim() != 2 or lora_b._forward_pre_hooks or lora_b._forward_hooks
+            or hasattr(lora_b, "_hf_hook")  # accelerate's offloading wraps forward, not as a hook
+            or not (autocast or x.dtype == lora_a.weight.dtype == lora_b.weight.dtype)):
+        return self.peft_forward(x, *args, **kwargs)
+    down = lora_a(self.lora_dropout[name](x)) * self.scaling[name]
+    base = self.base_layer
+    if (type(base) is torch.nn.Linear and not (base._forward_pre_hooks or base._forward_hooks or hasattr(base, "_hf_hook"))
+            and not base.weight.requires_grad and base.weight.dim() == 2
+            and base.out_features >= JOIN_FROM * base.in_features and x.numel() >= x.shape[-1] * base.in_features):
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype
+        bias = None if base.bias is None else base.bias.to(dtype)
+        return self.joined_product.apply(x.to(dtype), down.to(dtype), base.weight.to(dtype),
+                                          lora_b.weight.to(dtype), bias)
+    result = base(x)
+    added = torch.addmm(result.reshape(-1, result.shape[-1]), down.reshape(-1, down.shape[-1]), lora_b.weight.t())
+    return added.view(result.shape)
+
+
+@functools.cache
+def _joined_lora_product():
+    """y = [x | down]·[W | B]ᵀ + bias as one autograd function, for a frozen W: one matrix multiply
+    in forward; in backward the output's gradient g gives [gx | gdown] = g·[W | B] in one product
+    (PEFT reads g once for x and once more for down) and gB = gᵀ·down. Only the joined input is
+    transient: down and the weights are what backward keeps, the weights joined again there (at a
+    layer's rows ≥ its input width, which the caller checks, the join is small beside the products)."""
+    import torch
+
+    class JoinedLoraProduct(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, down, weight, lora_b, bias):
+            ctx.save_for_backward(down, weight, lora_b)
+            ctx.bias = bias is not None
+            joined = torch.cat([x, down], dim=-1)
+            return torch.nn.functional.linear(joined, torch.cat([weight, lora_b], dim=1), bias)
+
+        @staticmethod
+        def backward(ctx, grad):
+            down, weight, lora_b = ctx.saved_tensors
+            rows = grad.reshape(-1, grad.shape[-1])
+            both = rows @ torch.cat([weight, lora_b], dim=1)
+            width = weight.shape[1]
+            grad_x = both[:, :width].unflatten(0, grad.shape[:-1]) if ctx.needs_input_grad[0] else None
+            grad_down = both[:, width:].unflatten(0, grad.shape[:-1]) if ctx.needs_input_grad[1] else None
+            grad_b = rows.t() @ down.reshape(-1, down.shape[-1]) if ctx.needs_input_grad[3] else None
+            grad_bias = rows.sum(0) if ctx.bias and ctx.needs_input_grad[4] else None
+            return grad_x, grad_down, None, grad_b, grad_bias
+
+    return JoinedLoraProduct
+
+
+@functools.cache
+def _fused_lora_class():
+    """(peft's LoRA Linear, the same with `_lora_forward_fused` as its forward): made once, when peft is
+    imported."""
+    from peft.tuners.lora.layer import Linear
+
+    methods = {"forward": _lora_forward_fused, "peft_forward": Linear.forward, "joined_product": _joined_lora_product(),
+               "__module__": __name__}
+    return Linear, type("FusedLoraLinear", (Linear,), methods)
+
+
+def __getattr__(name: str):  # lets pickle find the class made above
+    if name == "FusedLoraLinear":
+        return _fused_lora_class()[1]
+    raise AttributeError(name)
+
+
+def fuse_lora_products(model):
+    """`model` (a PEFT model) with each plain LoRA Linear layer computing its adapter's product inside
+    the base product (`_lora_forward_fused`); the layers keep their parameters, names and saved form."""
+    plain, fused = _fused_lora_class()
+    for module in model.modules():
+        if type(module) is plain:
+            module.__class__ = fused
+    return model
+
+
+def prepare_adapter_layers(model):
+    """What medsft does to every PEFT model it makes or loads: no input casts under autocast, the
+    adapter's product inside the base product."""
+    return fuse_lora_products(skip_casts_under_autocast(model))
 
 
 def load_model(name_or_path: str, dtype=None, trust_remote_code: bool = False, allow_pickle_weights: bool = False,
@@ -396,7 +503,7 @@ def add_lora(model, rank: int = 8, alpha: float = 16, dropout: float = 0.05, tar
     if gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
     try:
-        return skip_casts_under_autocast(get_peft_model(model, config))
+        return prepare_adapter_layers(get_peft_model(model, config))
     except ValueError as error:
         raise UserError(f"finetune.lora.target_modules: {str(error).splitlines()[0]}") from None
 
@@ -423,7 +530,7 @@ def load_adapter(model, adapter_dir: str | Path, field: str = "--adapter", train
     from peft import PeftModel
 
     check_adapter_dir(adapter_dir, field)
-    return skip_casts_under_autocast(PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable))
+    return prepare_adapter_layers(PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable))
 
 
 REAL_MODEL_EXTRA = "pip install 'medsft[real-model]'"
