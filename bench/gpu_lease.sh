@@ -10,7 +10,8 @@
 # The device has no internet: transformers, peft and accelerate come as wheels in .devwheels (ignored by
 # git; carry it), made here with
 #   .venv/bin/pip download --no-deps --only-binary=:all: -d .devwheels transformers==5.24.0 peft==0.21.2 accelerate==1.16.0
-# and installed over the device's own packages into /tmp/site.
+# and installed over the device's own packages into /tmp/site (transformers 5.24, not the 5.25 of .venv here: 5.24 is
+# the release that runs with the device image's huggingface_hub).
 #
 #   run(command="bash bench/gpu_lease.sh", carry=[".devwheels"], timeout_s=590)
 set -u

@@ -1,6 +1,7 @@
-"""What medsft relies on in transformers' Trainer beyond its documented hooks (train/hf_internals.py).
+"""What medsft relies on in transformers' Trainer beyond its documented hooks (train/hf_internals.py),
+and in peft's LoRA layer (models._lora_forward_fused).
 
-Each test fails loudly, with what changed, when a transformers release changes one of them."""
+Each test fails loudly, with what changed, when a transformers or peft release changes one of them."""
 
 from __future__ import annotations
 
@@ -78,3 +79,20 @@ def test_on_save_runs_after_the_checkpoint_is_written():
     source = inspect.getsource(Trainer._maybe_log_save_evaluate)
     save, notify = source.find("self._save_checkpoint("), source.find("on_save(")
     assert 0 <= save < notify, "Trainer no longer calls on_save after _save_checkpoint"
+
+
+def test_peft_s_lora_forward_is_what_medsft_s_fused_forward_computes():
+    """models._lora_forward_fused computes what peft's LoRA Linear.forward computes for one plain adapter
+    (base(x) + B(A(dropout(x)))·s over an input cast to the adapter's dtype) and hands every other case
+    back to it. A peft release that changes that forward's arithmetic or its cases fails here."""
+    from peft.tuners.lora.layer import Linear
+
+    source = inspect.getsource(Linear.forward)
+    for line in ("if self.disable_adapters:", "elif adapter_names is not None:", "elif self.merged:",
+                 "x = self._cast_input_dtype(x, lora_A.weight.dtype)",
+                 "if active_adapter not in self.lora_variant:  # vanilla LoRA",
+                 "result = result + lora_B(lora_A(dropout(x))) * scaling",
+                 "result = result.to(torch_result_dtype)"):
+        assert line in source, f"peft's LoRA Linear.forward no longer has {line!r}: check models._lora_forward_fused"
+    assignments = [line.strip() for line in source.splitlines() if line.strip().startswith("result = ")]
+    assert len(assignments) == 7, f"peft's LoRA Linear.forward computes its result differently now: {assignments}"

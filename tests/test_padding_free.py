@@ -213,7 +213,7 @@ def test_lora_under_autocast_skips_the_fp32_copy_of_each_input_and_keeps_it_with
     assert float(adapter.weight.grad.abs().max()) > 0
 
 
-def _lora_pair(dropout: float = 0.0, kind: str = "llama", **extra):
+def _lora_pair(dropout: float = 0.0, kind: str = "llama", checkpointing: bool = False, **extra):
     """The same LoRA model twice: as medsft makes it (the adapter's product inside the base product) and with
     PEFT's own forward on every adapted layer."""
     from medsft.models import _fused_lora_class
@@ -221,7 +221,10 @@ def _lora_pair(dropout: float = 0.0, kind: str = "llama", **extra):
     plain, fused = _fused_lora_class()
     models = []
     for _ in range(2):
-        model = add_lora(_tiny(kind), rank=4, alpha=8, dropout=dropout, **extra)
+        base = _tiny(kind)
+        if checkpointing:  # as load_model does for train.gradient_checkpointing
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = add_lora(base, rank=4, alpha=8, dropout=dropout, gradient_checkpointing=checkpointing, **extra)
         with torch.no_grad():
             for name, parameter in model.named_parameters():
                 if "lora_B" in name:
@@ -245,20 +248,19 @@ def _loss_and_grads(model, batch, autocast: bool = False):
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
-@pytest.mark.parametrize("lengths, joined, kind", [((5, 11, 3, 8), 0, "llama"), ((20, 31, 9, 17), 8, "llama"),
-                                                   ((20, 31, 9, 17), 8, "qwen2")])  # Qwen2: q, k, v have a bias
-def test_lora_adds_its_product_inside_the_base_product_with_peft_s_loss_and_gradients(dropout, lengths, joined, kind,
+@pytest.mark.parametrize("kind, checkpointing", [("llama", False), ("qwen2", False), ("llama", True)])  # Qwen2: q, k, v have a bias
+def test_lora_adds_its_product_inside_the_base_product_with_peft_s_loss_and_gradients(dropout, kind, checkpointing,
                                                                                        monkeypatch):
-    """The adapter's product inside the base product: one product of [x | A(dropout(x))·s] with
-    [W | B] where a layer's output is at least 2/3 of its input and a batch has at least as many
-    rows as the input is wide (q, o, gate and up of each of the 2 layers: 8), addmm(base(x),
-    A(dropout(x))·s, Bᵀ) elsewhere. PEFT's forward never runs, and the loss and every adapter
-    gradient are PEFT's (fp32: to rounding; bf16 autocast: 5e-2)."""
+    """The adapter's product inside the base product: while training, one product of
+    [x | A(dropout(x))·s] with [W | B] where a layer's output is at least 2/3 of its input (q, o,
+    gate and up of each of the 2 layers: 8 calls, 16 when checkpointing runs the forward again in
+    backward), addmm(base(x), A(dropout(x))·s, Bᵀ) elsewhere. PEFT's forward never runs, and the loss
+    and every adapter gradient are PEFT's (fp32: to rounding; bf16 autocast: 5e-2)."""
     import medsft.models as models
     from peft.tuners.lora.layer import Linear
 
-    fused, plain = _lora_pair(dropout, kind=kind)
-    batch = PackedCollator()(_rows(lengths))
+    fused, plain = _lora_pair(dropout, kind, checkpointing)
+    batch = PackedCollator()(_rows())
     expected_loss, expected = _loss_and_grads(plain, batch)
     calls, joins = [], []
     monkeypatch.setattr(Linear, "forward", lambda *a, **k: calls.append(1))
@@ -267,14 +269,14 @@ def test_lora_adds_its_product_inside_the_base_product_with_peft_s_loss_and_grad
     product = models._joined_lora_product()
     monkeypatch.setattr(product, "apply", lambda *a, apply=product.apply: joins.append(1) or apply(*a))
     loss, grads = _loss_and_grads(fused, batch)
-    assert not calls and len(joins) == joined
+    assert not calls and len(joins) == (16 if checkpointing else 8)
     assert loss == pytest.approx(expected_loss, rel=1e-6)
     assert grads.keys() == expected.keys() and len(grads) == 28
     for name, grad in grads.items():
         assert float(grad.abs().max()) > 0, name
         torch.testing.assert_close(grad, expected[name], rtol=1e-5, atol=1e-6)
     monkeypatch.undo()
-    fused, plain = _lora_pair(dropout, kind=kind)
+    fused, plain = _lora_pair(dropout, kind, checkpointing)
     low_loss, low = _loss_and_grads(fused, batch, autocast=True)
     assert low_loss == pytest.approx(expected_loss, rel=2e-2)
     for name, grad in low.items():
@@ -282,8 +284,9 @@ def test_lora_adds_its_product_inside_the_base_product_with_peft_s_loss_and_grad
 
 
 def test_what_the_fused_forward_does_not_cover_goes_to_peft_s_forward(tmp_path):
-    """A merged adapter, disabled adapters, DoRA, and a bf16 input to an fp32 adapter outside
-    autocast (PEFT casts it) give PEFT's outputs; the saved adapter is PEFT's, key for key."""
+    """A merged adapter, disabled adapters, DoRA, a bf16 input to an fp32 adapter outside autocast
+    (PEFT casts it) give PEFT's outputs; an input another dtype than the base's is PEFT's error;
+    hooks on the adapter or the base run; the saved adapter is PEFT's, key for key."""
     from peft import PeftModel
     from safetensors.torch import load_file
 
@@ -316,6 +319,17 @@ def test_what_the_fused_forward_does_not_cover_goes_to_peft_s_forward(tmp_path):
             if "lora_" in name:
                 parameter.data = parameter.data.float()
     torch.testing.assert_close(_forward_padded(fused.eval(), batch), _forward_padded(plain.eval(), batch))
+    layers = [next(m for n, m in model.named_modules() if n.endswith("layers.0.self_attn.q_proj")) for model in (fused, plain)]
+    for layer in layers:  # an fp32 input to a bf16 base outside autocast is an error in both, not a silent cast
+        with pytest.raises(RuntimeError):
+            layer(torch.ones(1, 40, layer.in_features))
+    fired = []
+    fused, plain = _lora_pair()
+    layer = next(m for n, m in fused.named_modules() if n.endswith("layers.1.self_attn.q_proj"))  # its input has grad
+    layer.lora_B["default"].register_full_backward_hook(lambda *a: fired.append("lora_B"))
+    layer.base_layer.register_full_backward_hook(lambda *a: fired.append("base"))
+    _loss_and_grads(fused, batch)
+    assert sorted(fired) == ["base", "lora_B"]  # the hooked layer ran PEFT's forward
 
 
 def _forward_padded(model, batch: dict) -> torch.Tensor:

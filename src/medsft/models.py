@@ -121,11 +121,12 @@ def _lora_forward_fused(self, x, *args, **kwargs):
     product's matrix multiply. PEFT writes B's output, scales it and adds it: more passes over the
     layer's output in forward, and in backward the output's gradient is scaled into a new tensor and
     read twice more. Here the scaling falls on the rank-r activations, down = A(dropout(x))·s, and
-      a layer whose output is at least 2/3 of its input (q, o, gate, up): one product of the joined
-        input [x | down] with the joined weight [W | B] (`_joined_lora_product`), whose backward gives
-        the gradients of x and of down from one product with the output's gradient;
-      the others (k and v under grouped-query attention, down): addmm(base(x), down, Bᵀ), one pass
-        over the output instead of PEFT's three, the gradient reaching B and down straight from it.
+      while training, a layer whose output is at least 2/3 of its input (q, o, gate, up): one product
+        of the joined input [x | down] with the joined weight [W | B] (`_joined_lora_product`), whose
+        backward gives the gradients of x and of down from one product with the output's gradient;
+      the others (k and v under grouped-query attention, down; every layer without grad):
+        addmm(base(x), down, Bᵀ), one pass over the output instead of PEFT's three, the gradient
+        reaching B and down straight from it.
     Anything PEFT's forward handles that these do not (merged or disabled adapters, several adapters,
     DoRA, a LoRA bias, hooked or sharded weights, inputs PEFT would cast) goes to PEFT's forward."""
     import torch
@@ -134,15 +135,14 @@ def _lora_forward_fused(self, x, *args, **kwargs):
     lora_a, lora_b = (self.lora_A[name], self.lora_B[name]) if name in self.lora_B else (None, None)
     autocast = torch.is_autocast_enabled(x.device.type)
     if (args or kwargs or self.disable_adapters or self.merged or lora_b is None or name in self.lora_variant
-            or lora_b.bias is not None or lora_b.weight.dim() != 2 or lora_b._forward_pre_hooks or lora_b._forward_hooks
-            or hasattr(lora_b, "_hf_hook")  # accelerate's offloading wraps forward, not as a hook
+            or lora_b.bias is not None or lora_b.weight.dim() != 2 or _hooked(lora_b)
             or not (autocast or x.dtype == lora_a.weight.dtype == lora_b.weight.dtype)):
         return self.peft_forward(x, *args, **kwargs)
     down = lora_a(self.lora_dropout[name](x)) * self.scaling[name]
     base = self.base_layer
-    if (type(base) is torch.nn.Linear and not (base._forward_pre_hooks or base._forward_hooks or hasattr(base, "_hf_hook"))
-            and not base.weight.requires_grad and base.weight.dim() == 2
-            and base.out_features >= JOIN_FROM * base.in_features and x.numel() >= x.shape[-1] * base.in_features):
+    if (type(base) is torch.nn.Linear and not _hooked(base) and not base.weight.requires_grad
+            and base.weight.dim() == 2 and (autocast or base.weight.dtype == x.dtype)
+            and base.out_features >= JOIN_FROM * base.in_features and torch.is_grad_enabled()):
         dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype
         bias = None if base.bias is None else base.bias.to(dtype)
         return self.joined_product.apply(x.to(dtype), down.to(dtype), base.weight.to(dtype),
@@ -152,13 +152,21 @@ def _lora_forward_fused(self, x, *args, **kwargs):
     return added.view(result.shape)
 
 
+def _hooked(module) -> bool:
+    """Whether calling `module` would run more than its forward: hooks of its own, or accelerate's
+    offloading, which wraps forward instead."""
+    return bool(module._forward_pre_hooks or module._forward_hooks or module._backward_pre_hooks
+                or module._backward_hooks or hasattr(module, "_hf_hook"))
+
+
 @functools.cache
 def _joined_lora_product():
     """y = [x | down]·[W | B]ᵀ + bias as one autograd function, for a frozen W: one matrix multiply
     in forward; in backward the output's gradient g gives [gx | gdown] = g·[W | B] in one product
     (PEFT reads g once for x and once more for down) and gB = gᵀ·down. Only the joined input is
-    transient: down and the weights are what backward keeps, the weights joined again there (at a
-    layer's rows ≥ its input width, which the caller checks, the join is small beside the products)."""
+    transient: down and the weights are what backward keeps, the weights joined again there. Used
+    while training only: there a batch's rows outnumber a layer's input width, so joining the weights
+    is small beside the products (generation, a row at a time, takes the addmm)."""
     import torch
 
     class JoinedLoraProduct(torch.autograd.Function):
@@ -173,10 +181,12 @@ def _joined_lora_product():
         def backward(ctx, grad):
             down, weight, lora_b = ctx.saved_tensors
             rows = grad.reshape(-1, grad.shape[-1])
-            both = rows @ torch.cat([weight, lora_b], dim=1)
-            width = weight.shape[1]
-            grad_x = both[:, :width].unflatten(0, grad.shape[:-1]) if ctx.needs_input_grad[0] else None
-            grad_down = both[:, width:].unflatten(0, grad.shape[:-1]) if ctx.needs_input_grad[1] else None
+            grad_x = grad_down = None
+            if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+                both = rows @ torch.cat([weight, lora_b], dim=1)
+                width = weight.shape[1]
+                grad_x = both[:, :width].unflatten(0, grad.shape[:-1]) if ctx.needs_input_grad[0] else None
+                grad_down = both[:, width:].unflatten(0, grad.shape[:-1]) if ctx.needs_input_grad[1] else None
             grad_b = rows.t() @ down.reshape(-1, down.shape[-1]) if ctx.needs_input_grad[3] else None
             grad_bias = rows.sum(0) if ctx.bias and ctx.needs_input_grad[4] else None
             return grad_x, grad_down, None, grad_b, grad_bias
@@ -186,8 +196,7 @@ def _joined_lora_product():
 
 @functools.cache
 def _fused_lora_class():
-    """(peft's LoRA Linear, the same with `_lora_forward_fused` as its forward): made once, when peft is
-    imported."""
+    """(peft's LoRA Linear, the same with `_lora_forward_fused` as its forward): made at the first call."""
     from peft.tuners.lora.layer import Linear
 
     methods = {"forward": _lora_forward_fused, "peft_forward": Linear.forward, "joined_product": _joined_lora_product(),
