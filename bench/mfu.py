@@ -24,8 +24,10 @@ weights under bf16 autocast), medsft's padding-free kernel, the chunked loss.
 A path is `padded` or `padding-free`, then optionally `:SAMPLES` per step, then optionally flags joined
 by `+`. Flags that bring back what medsft did before, as baselines in the same run: `loop` (one
 attention call per sample instead of torch's variable-length kernel), `cast` (LoRA without
-autocast: PEFT copies each adapted layer's input to fp32) and `peft-add` (PEFT's LoRA forward, which writes
-B's output, scales it and adds it, instead of the adapter added inside one addmm). What `train.compile` does: `compile-layers`
+autocast: PEFT copies each adapted layer's input to fp32), `peft-add` (PEFT's LoRA forward, which writes
+B's output, scales it and adds it, instead of the adapter's product inside the base product), `recompute-head`
+(the frozen head's chunks recomputed in backward instead of their gradient made in forward) and `hidden-states`
+(the last hidden state asked for with output_hidden_states, whose hooks split each compiled layer). What `train.compile` does: `compile-layers`
 (torch.compile on each decoder layer) and `compile-loss` (the chunked loss's per-chunk cross-entropy
 compiled); it does both. Ways a step could go faster, measured before medsft takes them up:
 `compile-model` (one torch.compile of the whole decoder stack), `full-logits` (the loss over the full
@@ -61,7 +63,7 @@ LLAMA2_7B_PARAMETERS = 6_738_415_616
 GPU_PEAKS = {"H100 SXM": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.4, "A100": 312.0, "L40S": 362.0}
 
 
-FLAGS = {"loop", "cast", "peft-add", "compile-layers", "compile-model", "compile-loss", "full-logits", "pinned", "qv", "liger"}
+FLAGS = {"loop", "cast", "peft-add", "recompute-head", "hidden-states", "compile-layers", "compile-model", "compile-loss", "full-logits", "pinned", "qv", "liger"}
 
 
 def matmul_parameters(model) -> int:
@@ -349,7 +351,13 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
 
         model.forward = convert_outputs_to_fp32(torch.autocast(device, dtype=torch.bfloat16)(model.forward))
 
-    kernel = mock.patch.object(models, "_VARLEN", None) if "loop" in flags else contextlib.nullcontext()
+    earlier = contextlib.ExitStack()  # what medsft did before, where a flag asks for it
+    if "loop" in flags:
+        earlier.enter_context(mock.patch.object(models, "_VARLEN", None))
+    if "recompute-head" in flags:
+        earlier.enter_context(mock.patch("medsft.train.loss.frozen_plain_head", return_value=False))
+    if "hidden-states" in flags:
+        earlier.enter_context(mock.patch("medsft.train.loss._decoder", return_value=None))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     rows = sample_rows(model.config.vocab_size, batch_size * (MAX_WARMUP + args.steps))
     timed_rows = rows[batch_size * MAX_WARMUP:]  # every path times the same samples, whatever its warm-up
@@ -365,7 +373,7 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
         optimizer.zero_grad(set_to_none=True)
         return loss
 
-    with kernel:
+    with earlier:
         # Warm-up (allocations, kernels, compiling), untimed: until a step compiles nothing new. On the H200
         # the first compiled path of a process once read 0.84x of a later identical one (cause not found):
         # the line below says whether anything compiled while it was timed.
