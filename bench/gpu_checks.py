@@ -7,7 +7,9 @@ logits; per-sample losses equal the padded batch's; the chunked loss's gradients
 loss's, with the frozen head's gradient made in forward as with it recomputed in backward, compiled as
 eager. In bf16 also: torch's variable-length kernel (one call per layer) gives the per-sample loop's
 LoRA gradients, LoRA under autocast (inputs left in bf16) gives the gradients of PEFT's fp32 casts, and
-the adapter's product inside the base product gives those of PEFT's forward. Tolerances: fp32 1e-4 (GPU kernels differ in summation order), bf16 5e-2 on losses (bf16
+the adapter's product inside the base product gives those of PEFT's forward. With liger_kernel installed,
+last (Liger patches transformers for the rest of the process): train.liger's loss and LoRA gradients against
+the same model without Liger's kernels, bf16 autocast (2e-2 / 5e-2). Tolerances: fp32 1e-4 (GPU kernels differ in summation order), bf16 5e-2 on losses (bf16
 keeps about 3 significant digits); a sample that saw another would move its logits far more than
 the 1e-3 allowed. Exits 1 on any failure.
 
@@ -152,7 +154,43 @@ def main() -> int:
                 ok &= good
                 print(f"| {implementation} | {str(dtype).split('.')[1]} | {name} | {value:.3g} | {tolerance:g} | "
                       f"{'ok' if good else 'FAILED'} |", flush=True)
+    if DEVICE == "cuda" and importlib.util.find_spec("liger_kernel"):  # last: Liger patches transformers for good
+        for name, value, tolerance in check_liger():
+            good = value <= tolerance
+            ok &= good
+            print(f"| sdpa | bfloat16 | {name} | {value:.3g} | {tolerance:g} | {'ok' if good else 'FAILED'} |", flush=True)
     return 0 if ok else 1
+
+
+def check_liger() -> list[tuple[str, float, float]]:
+    """train.liger: the same LoRA model, padding-free, under bf16 autocast, with and without Liger's
+    RMSNorm, SwiGLU and RoPE kernels (models.apply_liger_kernels): losses and LoRA gradients."""
+    from medsft.models import add_lora, apply_liger_kernels, use_packed_attention
+    from medsft.train.collate import PackedCollator
+    from medsft.train.loss import token_losses
+
+    batch = to_cuda(PackedCollator()(rows()))
+    results = []
+    for liger in (False, True):
+        model = model_for("sdpa", torch.bfloat16)
+        if liger:
+            apply_liger_kernels(model)
+        use_packed_attention(model, log=lambda *_: None)
+        lora = add_lora(model, rank=8, alpha=16, dropout=0.0)
+        with torch.no_grad():
+            for name, parameter in lora.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(0, 0.05, generator=torch.Generator(DEVICE).manual_seed(len(name)))
+        lora.train()
+        with torch.autocast(DEVICE, dtype=torch.bfloat16):
+            losses, mask, _ = token_losses(lora, batch, chunk_tokens=64)
+            loss = losses.sum() / mask.sum()
+        loss.backward()
+        results.append((float(loss.detach()), {n: p.grad.float() for n, p in lora.named_parameters() if p.requires_grad}))
+    (plain_loss, plain), (liger_loss, liger) = results
+    worst = max(float((liger[n] - plain[n]).abs().max() / (plain[n].abs().max() + 1e-12)) for n in plain)
+    return [("train.liger: loss vs without Liger, relative |diff|", abs(liger_loss - plain_loss) / abs(plain_loss), 2e-2),
+            ("train.liger: LoRA gradients vs without Liger, max relative |diff|", worst, 5e-2)]
 
 
 if __name__ == "__main__":

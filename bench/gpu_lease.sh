@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of one short device lease (an H100/H200 with torch preinstalled), in order of value,
 # each under its own time limit so that one slow step cannot take the others' time:
-#   1. bench/gpu_checks.py: padding-free, the chunked loss and LoRA's fused forward against their
-#      references, fp32 and bf16 (about 30 s);
+#   1. bench/gpu_checks.py: padding-free, the chunked loss, LoRA's fused forward and train.liger against
+#      their references, fp32 and bf16 (about 30 s);
 #   2. bench/lora_linear.py: one LoRA layer of each Qwen2-1.5B shape, PEFT's forward against medsft's
 #      (about 60 s with compiling);
 #   3. bench/mfu.py on the Qwen2-1.5B shape, `train.compile`, LoRA r8, bf16, 128 samples a step: the step as
@@ -12,7 +12,8 @@
 #      the three changes alone against today's step.
 # The device has no internet: transformers, peft and accelerate come as wheels in .devwheels (ignored by
 # git; carry it), made here with
-#   .venv/bin/pip download --no-deps --only-binary=:all: -d .devwheels transformers==5.24.0 peft==0.21.2 accelerate==1.16.0
+#   .venv/bin/pip download --no-deps --only-binary=:all: -d .devwheels transformers==5.24.0 peft==0.21.2 accelerate==1.16.0 \
+#       liger-kernel==0.8.5
 # and installed over the device's own packages into /tmp/site (transformers 5.24, not the 5.25 of .venv here: 5.24 is
 # the release that runs with the device image's huggingface_hub).
 #

@@ -104,3 +104,60 @@ def test_quantized_loading_asks_for_nf4_qlora_or_8bit():
     assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4" and four.bnb_4bit_use_double_quant
     assert four.bnb_4bit_compute_dtype == torch.bfloat16
     assert quantization_config("8bit").load_in_8bit
+
+
+def test_liger_without_a_gpu_or_with_compile_is_one_line_before_loading(tmp_path, tiny_model_dir, capsys):
+    path = _recipe_file(tmp_path, tiny_model_dir)
+    assert main(["train", str(path), "--set", "train.liger=true"]) == 2
+    err = capsys.readouterr().err
+    assert "train.liger needs a CUDA GPU and liger-kernel (pip install 'medsft[liger]')" in err and "Traceback" not in err
+    assert main(["train", str(path), "--set", "train.liger=true", "--set", "train.compile=true"]) == 2
+    assert "train.liger with train.compile is not supported" in capsys.readouterr().err
+
+
+def _fake_liger(monkeypatch, supported: dict) -> list:
+    """liger_kernel as far as medsft calls it: which model it patched, with what (its kernels need CUDA)."""
+    import importlib.util
+    import sys
+    import types
+
+    import medsft.pipeline.run as run
+
+    calls = []
+    package = types.ModuleType("liger_kernel")
+    transformers_part = types.ModuleType("liger_kernel.transformers")
+    monkey_patch = types.ModuleType("liger_kernel.transformers.monkey_patch")
+    monkey_patch.MODEL_TYPE_TO_APPLY_LIGER_FN = supported
+    transformers_part._apply_liger_kernel_to_instance = lambda model, **kwargs: calls.append(
+        (model, kwargs, any("lora_" in name for name, _ in model.named_modules())))
+    for name, module in [("liger_kernel", package), ("liger_kernel.transformers", transformers_part),
+                         ("liger_kernel.transformers.monkey_patch", monkey_patch)]:
+        monkeypatch.setitem(sys.modules, name, module)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "liger_kernel" else find_spec(name, *a))
+    monkeypatch.setattr(run, "torch_cuda", lambda: True)
+    return calls
+
+
+def test_liger_patches_the_loaded_model_before_lora_and_keeps_medsft_s_loss(tmp_path, tiny_model_dir, monkeypatch):
+    """train.liger hands the loaded model (not yet LoRA-wrapped) to liger-kernel for its RMSNorm, SwiGLU
+    and RoPE kernels, without Liger's cross-entropy or fused linear cross-entropy, and says so; a model
+    type Liger has no kernels for is one line before the model loads."""
+    from medsft.errors import UserError
+
+    calls = _fake_liger(monkeypatch, {"qwen2": None, "mistral": None})
+    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir), [*QUIET, "train.liger=true"])
+    with pytest.raises(UserError, match="train.liger: liger-kernel has no kernels for model type 'llama' "
+                                        r"\(it has mistral, qwen2\)"):
+        train(recipe, log=lambda *_: None)
+    assert not calls
+    calls = _fake_liger(monkeypatch, {"llama": None, "qwen2": None})
+    lines = []
+    result = train(recipe, log=lambda line, *_: lines.append(str(line)))
+    assert len(calls) == 1
+    model, kwargs, had_lora = calls[0]
+    assert type(model).__name__ == "LlamaForCausalLM" and not had_lora
+    assert kwargs == dict(rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False)
+    assert result.model.get_base_model() is model  # the patched instance is the one LoRA wraps and trains
+    assert any("train.liger: Liger's RMSNorm, SwiGLU and RoPE kernels in the llama model" in line for line in lines)
+    assert _first_losses(result.run_dir)

@@ -436,6 +436,41 @@ def compile_layers(model) -> int:
     return len(layers)
 
 
+LIGER_EXTRA = "pip install 'medsft[liger]'"
+
+
+def model_type(name_or_path: str, trust_remote_code: bool = False) -> str | None:
+    """The config's model_type ("llama", "qwen2", ...), read without the weights; None if it cannot be read
+    (loading the model then says why)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code).model_type
+    except (OSError, ValueError):
+        return None
+
+
+def liger_model_types() -> set[str]:
+    """The model types liger-kernel has kernels for (empty when it is not installed)."""
+    if importlib.util.find_spec("liger_kernel") is None:
+        return set()
+    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+
+    return set(MODEL_TYPE_TO_APPLY_LIGER_FN)
+
+
+def apply_liger_kernels(model) -> str:
+    """Liger's Triton kernels for `model`'s RMSNorm, SwiGLU MLP and RoPE, patched into the loaded
+    instance (train.liger; before LoRA wraps its layers). Not its cross-entropy nor its fused linear
+    cross-entropy: medsft's chunked loss keeps the per-source token losses. Liger also replaces the
+    model type's classes in transformers for the rest of the process. Returns the model type."""
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                    fused_linear_cross_entropy=False)
+    return model.config.model_type
+
+
 def _layer_list(model, field: str):
     """(attribute name, the ModuleList) of the model's stack of decoder layers."""
     import torch

@@ -349,12 +349,19 @@ class TrainConfig(_Section):
         "(kl_to_base) and models that scale or cap their logits after the head use the plain loss.")
     compile: bool = Field(
         False, description="torch.compile each decoder layer (dynamic shapes) before training, which fuses the "
-        "elementwise work around the matrix multiplies (norms, activation, LoRA's scale and add), and the chunked "
+        "elementwise work around the matrix multiplies (norms, activation, rotary embedding), and the chunked "
         "loss's cross-entropy (the cast to fp32, the softmax and its gradient fused): for LoRA on a 1.5B model "
         "on an H200, 1.40x the tokens per second from the layers and 1.07-1.09x more from the loss (measured "
         "before a frozen head's gradient moved into the forward; bench/RESULTS.md). The first steps pay the "
         "compiling (about a minute on a GPU; needs a C compiler on CPU, where it rarely pays). Not with "
         "train.deepspeed or train.fsdp.")
+    liger: bool = Field(
+        False, description="Liger's Triton kernels for the model's RMSNorm, SwiGLU MLP and rotary embedding "
+        "(liger-kernel, for the model types it supports: Llama, Qwen2, Mistral, Gemma, ...), patched into the "
+        "loaded model before LoRA. medsft's chunked loss stays (Liger's fused cross-entropy gives no per-source "
+        "losses). A way to fuse those layers without compiling; train.compile fused more on an H200 "
+        "(bench/RESULTS.md). Needs a CUDA GPU and pip install 'medsft[liger]'. Not with train.compile "
+        "(torch.compile cannot trace Liger's kernels inside a layer).")
     group_by_length: bool = Field(
         False, description="Batch samples of similar length together (sorted within windows of "
         "`length_window` batches, the batches then shuffled), so padded batches waste less. A window keeps "
@@ -376,6 +383,9 @@ class TrainConfig(_Section):
             raise ValueError("train.deepspeed and train.fsdp: choose one")
         if self.compile and (self.deepspeed is not None or self.fsdp is not None):
             raise ValueError("train.compile with train.deepspeed / train.fsdp is not supported: drop one")
+        if self.compile and self.liger:
+            raise ValueError("train.liger with train.compile is not supported (torch.compile cannot trace Liger's "
+                             "kernels inside a layer): drop one")
         if self.on_policy is not None and (self.deepspeed is not None or self.fsdp is not None):
             raise ValueError("train.on_policy with train.deepspeed / train.fsdp is not supported (the tuned "
                              "model generates between steps): drop one")

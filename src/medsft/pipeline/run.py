@@ -17,8 +17,9 @@ from medsft.data.prepare import write_jsonl, write_rejects
 from medsft.errors import UserError
 from medsft.eval.generate import Chat, prompt_before_answer
 from medsft.eval.sets import probe_sets
-from medsft.models import (add_lora, check_adapter_dir, choose_dtype, compile_layers, decoder_layers,
-                           freeze_layers_outside, layer_indices, load_adapter, load_model, use_packed_attention)
+from medsft.models import (LIGER_EXTRA, add_lora, apply_liger_kernels, check_adapter_dir, choose_dtype, compile_layers,
+                           decoder_layers, freeze_layers_outside, layer_indices, liger_model_types, load_adapter,
+                           load_model, model_type, use_packed_attention)
 from medsft.monitor.monitor import Monitor
 from medsft.pipeline.finish import best_so_far, finish_monitor
 from medsft.pipeline.onpolicy import OnPolicyAnswers
@@ -118,6 +119,14 @@ class Run:
             raise UserError(f"model.quantization: {quantization} needs a CUDA GPU and bitsandbytes "
                             "(pip install 'medsft[gpu]')")
         train = self.recipe.train
+        if train.liger:
+            if importlib.util.find_spec("liger_kernel") is None or not torch_cuda():
+                raise UserError(f"train.liger needs a CUDA GPU and liger-kernel ({LIGER_EXTRA}); train.compile fuses "
+                                "the same layers without it")
+            kind, supported = model_type(self.recipe.model.name_or_path, self.recipe.model.trust_remote_code), liger_model_types()
+            if kind is not None and kind not in supported:
+                raise UserError(f"train.liger: liger-kernel has no kernels for model type {kind!r} (it has "
+                                f"{', '.join(sorted(supported))})")
         stages = len(self.recipe.resolved_stages)
         if (train.deepspeed or train.fsdp) and stages > 1:
             engine = "train.deepspeed" if train.deepspeed else "train.fsdp"
@@ -188,6 +197,8 @@ class Run:
                                 gradient_checkpointing=checkpointing, rope_scaling=model.rope_scaling,
                                 quantization=model.quantization)
         self._choose_loss_path()
+        if recipe.train.liger:
+            self.log(f"train.liger: Liger's RMSNorm, SwiGLU and RoPE kernels in the {apply_liger_kernels(self.model)} model")
         layers = recipe.finetune.layers
         self.reference = None
         lora = recipe.finetune.lora
