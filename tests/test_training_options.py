@@ -106,7 +106,10 @@ def test_quantized_loading_asks_for_nf4_qlora_or_8bit():
     assert quantization_config("8bit").load_in_8bit
 
 
-def test_liger_without_a_gpu_or_with_compile_is_one_line_before_loading(tmp_path, tiny_model_dir, capsys):
+def test_liger_without_a_gpu_or_with_compile_is_one_line_before_loading(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    import medsft.pipeline.run as run
+
+    monkeypatch.setattr(run, "torch_cuda", lambda: False)
     path = _recipe_file(tmp_path, tiny_model_dir)
     assert main(["train", str(path), "--set", "train.liger=true"]) == 2
     err = capsys.readouterr().err
@@ -115,21 +118,36 @@ def test_liger_without_a_gpu_or_with_compile_is_one_line_before_loading(tmp_path
     assert "train.liger with train.compile is not supported" in capsys.readouterr().err
 
 
-def _fake_liger(monkeypatch, supported: dict) -> list:
-    """liger_kernel as far as medsft calls it: which model it patched, with what (its kernels need CUDA)."""
+def _fake_liger(monkeypatch, supported: set, patches: bool = True) -> list:
+    """liger_kernel as far as medsft calls it (its kernels need CUDA): what it was handed, and, like
+    Liger, each RMSNorm and MLP instance renamed and rebound, and transformers' class rebound in its
+    modeling module for the whole process."""
     import importlib.util
     import sys
     import types
 
     import medsft.pipeline.run as run
+    from transformers.models.llama import modeling_llama
 
     calls = []
+
+    def apply(model, **kwargs):
+        calls.append((model, kwargs, any("lora_" in name for name, _ in model.named_modules())))
+        if not patches:
+            return
+        modeling_llama.LlamaRMSNorm = type("LigerRMSNorm", (torch.nn.Module,), {})
+        modeling_llama.apply_rotary_pos_emb = lambda *a, **k: None
+        for module in model.modules():
+            kind = type(module).__name__
+            if kind in ("LlamaRMSNorm", "LlamaMLP"):
+                liger = "LigerRMSNorm" if kind == "LlamaRMSNorm" else "LigerSwiGLUMLP"
+                module.__dict__["_get_name"] = lambda liger=liger: liger
+
     package = types.ModuleType("liger_kernel")
     transformers_part = types.ModuleType("liger_kernel.transformers")
     monkey_patch = types.ModuleType("liger_kernel.transformers.monkey_patch")
-    monkey_patch.MODEL_TYPE_TO_APPLY_LIGER_FN = supported
-    transformers_part._apply_liger_kernel_to_instance = lambda model, **kwargs: calls.append(
-        (model, kwargs, any("lora_" in name for name, _ in model.named_modules())))
+    monkey_patch.MODEL_TYPE_TO_APPLY_LIGER_FN = dict.fromkeys(supported)
+    transformers_part._apply_liger_kernel_to_instance = apply
     for name, module in [("liger_kernel", package), ("liger_kernel.transformers", transformers_part),
                          ("liger_kernel.transformers.monkey_patch", monkey_patch)]:
         monkeypatch.setitem(sys.modules, name, module)
@@ -139,25 +157,45 @@ def _fake_liger(monkeypatch, supported: dict) -> list:
     return calls
 
 
-def test_liger_patches_the_loaded_model_before_lora_and_keeps_medsft_s_loss(tmp_path, tiny_model_dir, monkeypatch):
-    """train.liger hands the loaded model (not yet LoRA-wrapped) to liger-kernel for its RMSNorm, SwiGLU
-    and RoPE kernels, without Liger's cross-entropy or fused linear cross-entropy, and says so; a model
-    type Liger has no kernels for is one line before the model loads."""
+def test_liger_patches_the_model_on_its_gpu_before_lora_and_leaves_transformers_as_it_was(tmp_path, tiny_model_dir,
+                                                                                          monkeypatch):
+    """train.liger: the loaded model goes to this process's GPU (here a stand-in for it), then to
+    liger-kernel for its RMSNorm and MLP kernels only (no rotary embedding, no cross-entropy: medsft's
+    chunked loss stays), before LoRA and before the base is probed; the log counts what was patched;
+    transformers' modeling module is left as it was for the next model. A model type Liger has no
+    kernels for is one line before the model loads; a patch that changes nothing is one line too."""
+    import medsft.distributed as distributed
     from medsft.errors import UserError
+    from medsft.monitor.monitor import Monitor
+    from transformers.models.llama import modeling_llama
 
-    calls = _fake_liger(monkeypatch, {"qwen2": None, "mistral": None})
-    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir), [*QUIET, "train.liger=true"])
-    with pytest.raises(UserError, match="train.liger: liger-kernel has no kernels for model type 'llama' "
-                                        r"\(it has mistral, qwen2\)"):
+    norm_class, rope = modeling_llama.LlamaRMSNorm, modeling_llama.apply_rotary_pos_emb
+    calls = _fake_liger(monkeypatch, {"qwen2", "mistral"})
+    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir), ["monitor.select.enabled=false", "train.liger=true"])
+    with pytest.raises(UserError, match="train.liger: liger-kernel has no kernels for model type 'llama'; drop train.liger"):
         train(recipe, log=lambda *_: None)
     assert not calls
-    calls = _fake_liger(monkeypatch, {"llama": None, "qwen2": None})
+    calls = _fake_liger(monkeypatch, {"llama", "qwen2"})
+    order = []
+    monkeypatch.setattr(distributed, "local_device", lambda: order.append("device") or torch.device("cpu"))
+    compute_base = Monitor.compute_base
+    monkeypatch.setattr(Monitor, "compute_base", lambda self, model: order.append("probe") or compute_base(self, model))
     lines = []
     result = train(recipe, log=lambda line, *_: lines.append(str(line)))
     assert len(calls) == 1
     model, kwargs, had_lora = calls[0]
     assert type(model).__name__ == "LlamaForCausalLM" and not had_lora
-    assert kwargs == dict(rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False)
+    assert kwargs == dict(rope=False, rms_norm=True, swiglu=True, geglu=True, cross_entropy=False,
+                          fused_linear_cross_entropy=False)
     assert result.model.get_base_model() is model  # the patched instance is the one LoRA wraps and trains
-    assert any("train.liger: Liger's RMSNorm, SwiGLU and RoPE kernels in the llama model" in line for line in lines)
+    assert order == ["device", "probe"]
+    layers = model.config.num_hidden_layers
+    assert f"train.liger: {2 * layers + 1} LigerRMSNorm, {layers} LigerSwiGLUMLP modules in the llama model" in lines
+    assert modeling_llama.LlamaRMSNorm is norm_class and modeling_llama.apply_rotary_pos_emb is rope
     assert _first_losses(result.run_dir)
+    _fake_liger(monkeypatch, {"llama"}, patches=False)
+    again = tmp_path / "again"
+    again.mkdir()
+    quiet = load_recipe(_recipe_file(again, tiny_model_dir), [*QUIET, "train.liger=true"])
+    with pytest.raises(UserError, match="train.liger: liger-kernel patched nothing in this llama model"):
+        train(quiet, log=lambda *_: None)

@@ -58,6 +58,15 @@ def init() -> None:
         dist.init_process_group("gloo")
 
 
+def local_device():
+    """This process's device: its GPU (LOCAL_RANK under a launcher), else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
 def close(wait: bool = True) -> None:
     """Leave the process group (a process that exits still in it aborts), by default once every
     process is done; wait=False when leaving on an error, where another process may never arrive."""

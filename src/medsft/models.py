@@ -446,7 +446,7 @@ def model_type(name_or_path: str, trust_remote_code: bool = False) -> str | None
 
     try:
         return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code).model_type
-    except (OSError, ValueError):
+    except (OSError, ValueError, ImportError):  # ImportError: a remote config's own imports
         return None
 
 
@@ -454,21 +454,47 @@ def liger_model_types() -> set[str]:
     """The model types liger-kernel has kernels for (empty when it is not installed)."""
     if importlib.util.find_spec("liger_kernel") is None:
         return set()
-    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
-
+    try:
+        from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    except ImportError as error:  # a release built for another transformers
+        raise UserError(f"train.liger: liger-kernel does not load here ({error}); {LIGER_EXTRA} installs one that "
+                        "does") from None
     return set(MODEL_TYPE_TO_APPLY_LIGER_FN)
 
 
-def apply_liger_kernels(model) -> str:
-    """Liger's Triton kernels for `model`'s RMSNorm, SwiGLU MLP and RoPE, patched into the loaded
-    instance (train.liger; before LoRA wraps its layers). Not its cross-entropy nor its fused linear
-    cross-entropy: medsft's chunked loss keeps the per-source token losses. Liger also replaces the
-    model type's classes in transformers for the rest of the process. Returns the model type."""
+def apply_liger_kernels(model) -> dict[str, int]:
+    """Liger's Triton kernels in `model`'s own RMSNorm and MLP modules (train.liger; before LoRA wraps
+    their layers): {Liger's kernel name: modules patched}. Liger also rebinds those classes and the
+    rotary embedding in transformers' modeling module for every later model of the process; medsft
+    puts the module's names back, so only this instance changes (its rotary embedding, which Liger
+    patches only module-wide, stays transformers'). Not Liger's cross-entropy nor its fused linear
+    cross-entropy: medsft's chunked loss keeps the per-source token losses."""
+    import sys
+
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
-    _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
-                                    fused_linear_cross_entropy=False)
-    return model.config.model_type
+    if not type(model).__module__.startswith("transformers."):
+        raise UserError("train.liger: the model's own code (trust_remote_code) is not what Liger patches; drop one")
+    saved = {name: dict(vars(module)) for name, module in list(sys.modules.items())
+             if name.startswith("transformers.models.") and module is not None}
+    try:
+        _apply_liger_kernel_to_instance(model=model, rope=False, rms_norm=True, swiglu=True, geglu=True,
+                                        cross_entropy=False, fused_linear_cross_entropy=False)
+    finally:
+        for name, names in saved.items():
+            module = sys.modules[name]
+            for key, value in names.items():
+                if vars(module).get(key) is not value:
+                    setattr(module, key, value)
+    patched: dict[str, int] = {}
+    for module in model.modules():
+        kind = module._get_name()
+        if kind.startswith("Liger"):
+            patched[kind] = patched.get(kind, 0) + 1
+    if not patched:
+        raise UserError(f"train.liger: liger-kernel patched nothing in this {model.config.model_type} model; drop "
+                        "train.liger (train.compile fuses the same layers)")
+    return patched
 
 
 def _layer_list(model, field: str):

@@ -356,12 +356,13 @@ class TrainConfig(_Section):
         "compiling (about a minute on a GPU; needs a C compiler on CPU, where it rarely pays). Not with "
         "train.deepspeed or train.fsdp.")
     liger: bool = Field(
-        False, description="Liger's Triton kernels for the model's RMSNorm, SwiGLU MLP and rotary embedding "
+        False, description="Liger's Triton kernels in the model's RMSNorm and MLP (SwiGLU, GeGLU) modules "
         "(liger-kernel, for the model types it supports: Llama, Qwen2, Mistral, Gemma, ...), patched into the "
-        "loaded model before LoRA. medsft's chunked loss stays (Liger's fused cross-entropy gives no per-source "
-        "losses). A way to fuse those layers without compiling; train.compile fused more on an H200 "
-        "(bench/RESULTS.md). Needs a CUDA GPU and pip install 'medsft[liger]'. Not with train.compile "
-        "(torch.compile cannot trace Liger's kernels inside a layer).")
+        "loaded model before LoRA; the log says how many modules. medsft's chunked loss stays (Liger's fused "
+        "cross-entropy gives no per-source losses), and so does the rotary embedding (Liger patches that only "
+        "for the whole process). A way to fuse those layers without compiling; train.compile fused more on an "
+        "H200 (bench/RESULTS.md). Needs a CUDA GPU and pip install 'medsft[liger]'. Not with train.compile "
+        "(torch.compile cannot trace Liger's kernels inside a layer), train.deepspeed or train.fsdp.")
     group_by_length: bool = Field(
         False, description="Batch samples of similar length together (sorted within windows of "
         "`length_window` batches, the batches then shuffled), so padded batches waste less. A window keeps "
@@ -386,6 +387,8 @@ class TrainConfig(_Section):
         if self.compile and self.liger:
             raise ValueError("train.liger with train.compile is not supported (torch.compile cannot trace Liger's "
                              "kernels inside a layer): drop one")
+        if self.liger and (self.deepspeed is not None or self.fsdp is not None):
+            raise ValueError("train.liger with train.deepspeed / train.fsdp is not supported (not checked): drop one")
         if self.on_policy is not None and (self.deepspeed is not None or self.fsdp is not None):
             raise ValueError("train.on_policy with train.deepspeed / train.fsdp is not supported (the tuned "
                              "model generates between steps): drop one")

@@ -125,8 +125,8 @@ class Run:
                                 "the same layers without it")
             kind, supported = model_type(self.recipe.model.name_or_path, self.recipe.model.trust_remote_code), liger_model_types()
             if kind is not None and kind not in supported:
-                raise UserError(f"train.liger: liger-kernel has no kernels for model type {kind!r} (it has "
-                                f"{', '.join(sorted(supported))})")
+                raise UserError(f"train.liger: liger-kernel has no kernels for model type {kind!r}; drop train.liger "
+                                "(train.compile fuses the same layers)")
         stages = len(self.recipe.resolved_stages)
         if (train.deepspeed or train.fsdp) and stages > 1:
             engine = "train.deepspeed" if train.deepspeed else "train.fsdp"
@@ -197,8 +197,14 @@ class Run:
                                 gradient_checkpointing=checkpointing, rope_scaling=model.rope_scaling,
                                 quantization=model.quantization)
         self._choose_loss_path()
+        if torch_cuda() and not (recipe.train.deepspeed or recipe.train.fsdp or model.quantization):
+            # on this process's GPU before the base is probed (the engines place and shard the model themselves;
+            # k-bit weights load onto the GPU)
+            self.model.to(distributed.local_device())
         if recipe.train.liger:
-            self.log(f"train.liger: Liger's RMSNorm, SwiGLU and RoPE kernels in the {apply_liger_kernels(self.model)} model")
+            patched = apply_liger_kernels(self.model)
+            self.log("train.liger: " + ", ".join(f"{count} {kind}" for kind, count in sorted(patched.items())) +
+                     f" modules in the {self.model.config.model_type} model")
         layers = recipe.finetune.layers
         self.reference = None
         lora = recipe.finetune.lora
