@@ -199,3 +199,17 @@ def test_liger_patches_the_model_on_its_gpu_before_lora_and_leaves_transformers_
     quiet = load_recipe(_recipe_file(again, tiny_model_dir), [*QUIET, "train.liger=true"])
     with pytest.raises(UserError, match="train.liger: liger-kernel patched nothing in this llama model"):
         train(quiet, log=lambda *_: None)
+
+
+def test_on_a_gpu_the_model_and_the_kl_reference_go_to_the_process_s_gpu(tmp_path, tiny_model_dir, monkeypatch):
+    """Full fine-tuning with kl_to_base: the loaded model and its frozen reference copy are both asked onto this
+    process's GPU (here a stand-in that records the asking); under DeepSpeed/FSDP only the copy, which the
+    engines do not move."""
+    import medsft.distributed as distributed
+    import medsft.pipeline.run as run
+
+    asked = []
+    monkeypatch.setattr(run, "torch_cuda", lambda: True)
+    monkeypatch.setattr(distributed, "local_device", lambda: asked.append(1) or torch.device("cpu"))
+    result = _run(tmp_path, tiny_model_dir, "full", "finetune.method=full", "train.kl_to_base=0.1")
+    assert len(asked) == 2 and _first_losses(result.run_dir)

@@ -219,6 +219,8 @@ class Run:
         else:
             if recipe.train.kl_to_base > 0 or recipe.train.on_policy:  # the base for the KL terms: a frozen copy
                 self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+                if torch_cuda():  # where the batches go, also under DeepSpeed / FSDP, which move only the model
+                    self.reference.to(distributed.local_device())
             if layers is not None:
                 _, count = decoder_layers(self.model)
                 trainable = freeze_layers_outside(self.model, layer_indices(layers, count))
