@@ -9,7 +9,8 @@
 #      the 2026-12-04 lease measured it (38.5-39.2% MFU: PEFT's forward, the frozen head recomputed in backward,
 #      the hidden states asked for with output_hidden_states) against today's, alternated twice (the first
 #      compiled path of a process has read slow before). `bash bench/gpu_lease.sh each` instead times each of
-#      the three changes alone against today's step.
+#      the three changes alone against today's step; `bash bench/gpu_lease.sh profile` profiles today's step
+#      (GPU time by kernel kind) beside cuBLAS's ceiling on the model's products, for what to cut next.
 # The device has no internet: transformers, peft and accelerate come as wheels in .devwheels (ignored by
 # git; carry it), made here with
 #   .venv/bin/pip download --no-deps --only-binary=:all: -d .devwheels transformers==5.24.0 peft==0.21.2 accelerate==1.16.0 \
@@ -33,12 +34,16 @@ python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 
 status=0
 shape=${SHAPE:-qwen2-1.5b} samples=${SAMPLES:-128} steps=${STEPS:-5} rows=${ROWS:-32768}
 now=padding-free:$samples:compile-layers+compile-loss
+profile=()
 if [ "${1:-}" = each ]; then
     paths="$now+peft-add,$now,$now+recompute-head,$now+hidden-states"
+elif [ "${1:-}" = profile ]; then
+    paths="$now"
+    profile=(--profile --gemm "$rows")
 else
     timeout 60 python3 bench/gpu_checks.py $([ -z "${SHAPE:-}" ] || echo --cpu) || status=1
     timeout 90 python3 bench/lora_linear.py --rows "$rows" || status=1
     paths="$now+peft-add+recompute-head+hidden-states,$now,$now+peft-add+recompute-head+hidden-states,$now"
 fi
-timeout 420 python3 bench/mfu.py --shape "$shape" --steps "$steps" --paths "$paths" || status=1
+timeout 420 python3 bench/mfu.py --shape "$shape" --steps "$steps" --paths "$paths" "${profile[@]}" || status=1
 exit $status
