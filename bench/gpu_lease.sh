@@ -10,7 +10,8 @@
 #      the hidden states asked for with output_hidden_states) against today's, alternated twice (the first
 #      compiled path of a process has read slow before). `bash bench/gpu_lease.sh each` instead times each of
 #      the three changes alone against today's step; `bash bench/gpu_lease.sh profile` profiles today's step
-#      (GPU time by kernel kind) beside cuBLAS's ceiling on the model's products, for what to cut next.
+#      (GPU time by kernel kind) beside cuBLAS's ceiling on the model's products, for what to cut next;
+#      `bash bench/gpu_lease.sh liger` times train.liger against the same step without it, layers not compiled.
 # The device has no internet: transformers, peft and accelerate come as wheels in .devwheels (ignored by
 # git; carry it), made here with
 #   .venv/bin/pip download --no-deps --only-binary=:all: -d .devwheels transformers==5.24.0 peft==0.21.2 accelerate==1.16.0 \
@@ -37,6 +38,9 @@ now=padding-free:$samples:compile-layers+compile-loss
 profile=()
 if [ "${1:-}" = each ]; then
     paths="$now+peft-add,$now,$now+recompute-head,$now+hidden-states"
+elif [ "${1:-}" = liger ]; then
+    eager=padding-free:$samples:compile-loss
+    paths="$eager,$eager+liger,$eager,$eager+liger"
 elif [ "${1:-}" = profile ]; then
     paths="$now"
     profile=(--profile --gemm "$rows")

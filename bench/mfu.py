@@ -33,7 +33,8 @@ compiled); it does both. Ways a step could go faster, measured before medsft tak
 `compile-model` (one torch.compile of the whole decoder stack), `full-logits` (the loss over the full
 logits, `train.loss_chunk_tokens: 0`), `pinned` (each batch copied from pinned memory without
 waiting), `qv` (LoRA on q_proj and v_proj only, PEFT's own default: what the other adapters cost),
-`liger` (Liger's RMSNorm, SwiGLU and RoPE kernels, where liger_kernel is installed).
+`liger` (what `train.liger` does: Liger's RMSNorm and SwiGLU kernels in this model's modules, where
+liger_kernel is installed; the 2026-12-04 lease's `liger` row also had Liger's RoPE, patched process-wide).
 --gemm N first times cuBLAS on the model's own matrix shapes at N rows: the ceiling a step's MFU can
 approach. --profile: after each path, one more step's GPU time by kernel and kernel kind. Beside the
 timing, each row's first-step loss must equal the first row's with the same samples per step (same
@@ -168,8 +169,10 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     first, losses = None, {}
     specs = args.paths.split(",")
-    if any("liger" in spec.split(":")[-1].split("+") for spec in specs[:-1]):
-        raise SystemExit("liger: only the last path (Liger replaces transformers' Qwen2 classes for the whole process)")
+    for spec in specs:
+        chosen = set(spec.split(":")[-1].split("+"))
+        if "liger" in chosen and chosen & {"compile-layers", "compile-model"}:
+            raise SystemExit(f"{spec}: liger with compiled layers (torch.compile cannot trace Liger's kernels in a layer)")
     for spec in specs:
         path, _, rest = spec.partition(":")
         batch, _, flags = rest.partition(":")
@@ -330,14 +333,13 @@ def train_steps(args, path: str, batch_size: int, cuda: bool, flags: set) -> tup
     dtype, mixed = choose_dtype("auto", args.method)
     if "cast" in flags and args.method == "lora":
         mixed = None
-    if "liger" in flags:
-        from liger_kernel.transformers import apply_liger_kernel_to_qwen2
-
-        apply_liger_kernel_to_qwen2(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
-                                    fused_linear_cross_entropy=False)
     torch.manual_seed(0)
     with torch.device(device):
         model = random_model(SHAPES[args.shape]).to(dtype)
+    if "liger" in flags:
+        from medsft.models import apply_liger_kernels
+
+        print(f"liger: {apply_liger_kernels(model)}", flush=True)
     if path == "padding-free":
         use_packed_attention(model, log=print)
     if args.method == "lora":
