@@ -283,7 +283,7 @@ def test_lora_adds_its_product_inside_the_base_product_with_peft_s_loss_and_grad
         assert float((grad - expected[name]).norm() / expected[name].norm()) < 5e-2, name
 
 
-def test_what_the_fused_forward_does_not_cover_goes_to_peft_s_forward(tmp_path):
+def test_what_the_fused_forward_does_not_cover_goes_to_peft_s_forward(tmp_path, monkeypatch):
     """A merged adapter, disabled adapters, DoRA, a bf16 input to an fp32 adapter outside autocast
     (PEFT casts it) give PEFT's outputs; an input another dtype than the base's is PEFT's error;
     hooks on the adapter or the base run; the saved adapter is PEFT's, key for key."""
@@ -294,7 +294,14 @@ def test_what_the_fused_forward_does_not_cover_goes_to_peft_s_forward(tmp_path):
     fused, plain = _lora_pair()
     for model in (fused, plain):
         model.eval()
-    logits = [_forward_padded(m, batch) for m in (fused, plain)]
+    calls = []
+    fused_class = type(next(m for n, m in fused.named_modules() if n.endswith("q_proj")))
+    with monkeypatch.context() as patch:  # without grad every adapted layer takes the addmm, none PEFT's forward
+        patch.setattr(fused_class, "peft_forward", lambda *a, **k: calls.append(1))
+        patch.setattr(torch, "addmm", lambda *a, addmm=torch.addmm: calls.append("addmm") or addmm(*a))
+        logits = [_forward_padded(fused, batch)]
+    assert calls == ["addmm"] * 14
+    logits.append(_forward_padded(plain, batch))
     torch.testing.assert_close(logits[0], logits[1])
     for model in (fused, plain):
         model.save_pretrained(tmp_path / str(id(model)))

@@ -51,7 +51,7 @@ def init() -> None:
     if dist.is_initialized():
         return
     if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = local_device()
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device)
     else:

@@ -135,12 +135,12 @@ def _lora_forward_fused(self, x, *args, **kwargs):
     lora_a, lora_b = (self.lora_A[name], self.lora_B[name]) if name in self.lora_B else (None, None)
     autocast = torch.is_autocast_enabled(x.device.type)
     if (args or kwargs or self.disable_adapters or self.merged or lora_b is None or name in self.lora_variant
-            or lora_b.bias is not None or lora_b.weight.dim() != 2 or _hooked(lora_b)
+            or lora_b.bias is not None or lora_b.weight.dim() != 2 or runs_more_than_forward(lora_b)
             or not (autocast or x.dtype == lora_a.weight.dtype == lora_b.weight.dtype)):
         return self.peft_forward(x, *args, **kwargs)
     down = lora_a(self.lora_dropout[name](x)) * self.scaling[name]
     base = self.base_layer
-    if (type(base) is torch.nn.Linear and not _hooked(base) and not base.weight.requires_grad
+    if (type(base) is torch.nn.Linear and not runs_more_than_forward(base) and not base.weight.requires_grad
             and base.weight.dim() == 2 and (autocast or base.weight.dtype == x.dtype)
             and base.out_features >= JOIN_FROM * base.in_features and torch.is_grad_enabled()):
         dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype
@@ -152,11 +152,13 @@ def _lora_forward_fused(self, x, *args, **kwargs):
     return added.view(result.shape)
 
 
-def _hooked(module) -> bool:
-    """Whether calling `module` would run more than its forward: hooks of its own, or accelerate's
-    offloading, which wraps forward instead."""
+def runs_more_than_forward(module) -> bool:
+    """Whether calling `module` runs more than its class's forward: hooks of its own (DeepSpeed ZeRO-3
+    and FSDP gather weights in them), accelerate's offloading, or a forward replaced on the instance
+    (which both accelerate and Liger do). Code that uses such a module's weights without calling it
+    would skip that."""
     return bool(module._forward_pre_hooks or module._forward_hooks or module._backward_pre_hooks
-                or module._backward_hooks or hasattr(module, "_hf_hook"))
+                or module._backward_hooks or hasattr(module, "_hf_hook") or "forward" in vars(module))
 
 
 @functools.cache

@@ -20,6 +20,7 @@ from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from medsft.data.encode import IGNORE
+from medsft.models import runs_more_than_forward
 from medsft.tensors import eval_mode
 
 # What the model's forward receives from a batch (the rest is medsft's bookkeeping).
@@ -182,8 +183,7 @@ def frozen_plain_head(head) -> bool:
     probabilities would be rounded away before a grad scaler's factor reaches them (the recomputing
     path scales them first)."""
     return (type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
-            and head.weight.dtype != torch.float16 and not head._forward_hooks and not head._forward_pre_hooks
-            and not hasattr(head, "_hf_hook") and "forward" not in vars(head))
+            and head.weight.dtype != torch.float16 and not runs_more_than_forward(head))
 
 
 def chunked_token_losses(model, inputs: dict, targets: torch.Tensor, mask: torch.Tensor,
