@@ -259,3 +259,56 @@ def test_adaptive_mixing_changes_the_mix_and_a_killed_run_resumes_to_the_same_en
     _killed_run(tmp_path, recipe, "step", 11)  # after the first change, past the checkpoint at mixed step 3
     assert main(["train", str(recipe), "--resume"]) == 0
     _same_as_uninterrupted(tmp_path / "run", reference_dir)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_that_fails_before_training_puts_the_previous_run_back(tmp_path, tiny_model_dir, capsys,
+                                                                          monkeypatch):
+    recipe = _recipe(tmp_path, tiny_model_dir, "run")
+    short = ["--set", "stages.0.max_steps=2", "--set", "stages.1.max_steps=2"]
+    run_dir = tmp_path / "run"
+    assert main(["train", str(recipe), *short]) == 0
+    capsys.readouterr()
+    before = _files(run_dir)
+    assert "adapter/adapter_model.safetensors" in before
+    # Its own adapter cannot seed the run that replaces it: refused, nothing moved.
+    assert main(["train", str(recipe), *short, "--overwrite",
+                 "--set", f"finetune.lora.init_from={run_dir / 'adapter'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "finetune.lora.init_from" in err and "--overwrite would replace" in err and len(err.splitlines()) == 1
+    assert _files(run_dir) == before
+
+    # A failure once the model has loaded (here, the monitor's start): the previous run comes back whole.
+    def fail(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("medsft.pipeline.run.Run.start_monitor", fail)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_recipe(recipe, ["stages.0.max_steps=3", "stages.1.max_steps=3"]), log=lambda line: None,
+              overwrite=True)
+    assert _files(run_dir) == before and not (run_dir / ".medsft-previous-run").exists()
+    monkeypatch.undo()
+    # Once the new run trains, the previous one is gone.
+    assert main(["train", str(recipe), "--set", "stages.0.max_steps=3", "--set", "stages.1.max_steps=2",
+                 "--overwrite"]) == 0
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
+    assert (run_dir / "recipe.yaml").read_bytes() != before["recipe.yaml"]
+
+
+def test_fresh_run_that_fails_before_training_leaves_no_half_run(tmp_path, tiny_model_dir, monkeypatch):
+    recipe = _recipe(tmp_path, tiny_model_dir, "run")
+    short = ["stages.0.max_steps=2", "stages.1.max_steps=2"]
+
+    def fail(self):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("medsft.pipeline.run.Run.start_monitor", fail)
+    with pytest.raises(RuntimeError):
+        train(load_recipe(recipe, short), log=lambda line: None)
+    assert not any((tmp_path / "run").iterdir())  # the recipe, manifest and rejects it wrote are gone
+    monkeypatch.undo()
+    # so the same command runs again without --overwrite
+    assert main(["train", str(recipe), *[a for s in short for a in ("--set", s)]]) == 0

@@ -24,7 +24,7 @@ from medsft.monitor.monitor import Monitor
 from medsft.pipeline.finish import best_so_far, finish_monitor
 from medsft.pipeline.onpolicy import OnPolicyAnswers
 from medsft.pipeline.prepare import prepare, report_data
-from medsft.pipeline.rundir import ResumePoint, claim_run_dir, truncate
+from medsft.pipeline.rundir import ResumePoint, claim_run_dir, keep_start, truncate, undo_start
 from medsft.pipeline.stages import check_disk_space, save_stage_end, stage_trainer
 from medsft.report.html import write_report
 from medsft.train import checkpoint
@@ -66,12 +66,17 @@ def train(recipe, log=print, resume: str | None = None, overwrite: bool = False)
     try:
         run.check_optional_packages()
         run.claim(resume, overwrite)
-        run.prepare_data()  # with the probe files: every user error is raised before the model loads
-        run.write_start()
-        run.load_model()
-        run.check_disk_space()
-        run.start_monitor()
-        run.start_on_policy()
+        try:
+            run.prepare_data()  # with the probe files: every user error is raised before the model loads
+            run.write_start()
+            run.load_model()
+            run.check_disk_space()
+            run.start_monitor()
+            run.start_on_policy()
+        except BaseException:
+            run.undo_start()  # a fresh run leaves no half-started folder; a replaced run comes back
+            raise
+        run.keep_start()
         for index in range(len(recipe.resolved_stages)):
             if not run.train_stage(index):
                 break
@@ -153,6 +158,14 @@ class Run:
     def claim(self, resume: str | None, overwrite: bool) -> None:
         self.point = distributed.on_main(claim_run_dir, self.recipe, self.run_dir, resume, overwrite, self.log)
         self.started = time.time() - (self.point.state.get("run_seconds", 0.0) if self.point else 0.0)
+
+    def undo_start(self) -> None:
+        if self.point is None:
+            distributed.on_main(undo_start, self.run_dir)
+
+    def keep_start(self) -> None:
+        if self.point is None:
+            distributed.on_main(keep_start, self.run_dir)
 
     def prepare_data(self) -> None:
         # The main process prepares first (caches of encodings, augmentations, self-distilled answers), the others read them.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from medsft.train import checkpoint
 # Everything medsft writes into a run directory (what --overwrite removes; nothing else is touched).
 RUN_OUTPUTS = ("recipe.yaml", "metrics.jsonl", "rejects.jsonl", "augment_rejects.jsonl", "data_manifest.json", "selection.json",
                "report.html", "checkpoints", "adapter", "model", "monitor", "tensorboard")
+# Where --overwrite keeps the previous run until the new one starts training (put back if it fails before).
+HELD = ".medsft-previous-run"
 
 
 @dataclass
@@ -36,7 +39,9 @@ class ResumePoint:
 def claim_run_dir(recipe, run_dir: Path, resume: str | None, overwrite: bool, log) -> ResumePoint | None:
     """Make sure output_dir is ours to write: empty, this run (resume), or replaced (overwrite).
 
-    Returns where to resume from, or None for a fresh start. Runs before anything loads."""
+    Returns where to resume from, or None for a fresh start. Runs before anything loads. A replaced
+    run is only moved aside (`HELD`): `keep_start` deletes it once the new run starts training,
+    `undo_start` puts it back if the new run fails before that."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"output_dir: {run_dir} is a file, not a folder")
     entries = sorted(run_dir.iterdir()) if run_dir.is_dir() else []
@@ -60,13 +65,65 @@ def claim_run_dir(recipe, run_dir: Path, resume: str | None, overwrite: bool, lo
         raise UserError(f"output_dir: {run_dir} is not empty ({what}); use --resume to continue it, "
                         "--overwrite to replace it, or another output_dir")
     if entries:
+        _check_inputs_outside(recipe, run_dir)
+        held = run_dir / HELD
+        _remove(held)  # a replacement that was killed before it started training
+        held.mkdir()
         for name in RUN_OUTPUTS:
-            target = run_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+            if (run_dir / name).exists() or (run_dir / name).is_symlink():
+                os.replace(run_dir / name, held / name)
+        log(f"--overwrite: the previous run in {run_dir} is set aside until this one starts training")
     return None
+
+
+def undo_start(run_dir: Path) -> None:
+    """What a fresh or replacing run wrote before training started, removed; the run it replaced put back."""
+    for name in RUN_OUTPUTS:
+        _remove(run_dir / name)
+    held = run_dir / HELD
+    if held.is_dir():
+        for entry in held.iterdir():
+            os.replace(entry, run_dir / entry.name)
+        held.rmdir()
+
+
+def keep_start(run_dir: Path) -> None:
+    """The new run trains: the run it replaces goes."""
+    _remove(run_dir / HELD)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _input_paths(recipe):
+    """(field, path) of every local file or folder the recipe reads."""
+    yield "model.name_or_path", recipe.model.name_or_path
+    if recipe.finetune.lora.init_from:
+        yield "finetune.lora.init_from", recipe.finetune.lora.init_from
+    for i, source in enumerate(recipe.data.sources):
+        yield f"data.sources.{i}.path", source.path
+        rewrite = source.augment.rewrite if source.augment else None
+        if rewrite is not None and rewrite.model_path:
+            yield f"data.sources.{i}.augment.rewrite.model_path", rewrite.model_path
+    for field_name in ("general_probes", "probe_files"):
+        for i, path in enumerate(getattr(recipe.monitor, field_name)):
+            yield f"monitor.{field_name}.{i}", path
+
+
+def _check_inputs_outside(recipe, run_dir: Path) -> None:
+    """--overwrite replaces the run in run_dir: nothing the new run reads may live in it."""
+    replaced = [(run_dir / name).resolve() for name in RUN_OUTPUTS]
+    for field_name, path in _input_paths(recipe):
+        if not Path(path).exists():
+            continue  # a hub id, a built-in probe set, an hf: dataset
+        resolved = Path(path).resolve()
+        if any(resolved == output or output in resolved.parents for output in replaced):
+            raise UserError(f"{field_name}: {path} is part of the run in {run_dir} that --overwrite would replace; "
+                            "copy it out first, or use another output_dir")
 
 
 def _check_same_recipe(recipe, run_dir: Path) -> None:
