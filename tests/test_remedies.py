@@ -64,10 +64,11 @@ def test_tune_scale_scores_each_scale_and_bakes_the_choice_into_the_adapter(lora
 def test_merge_does_not_scale_twice_after_tune_scale(tmp_path):
     from medsft.serve.merge import _adapter_scale
 
+    # (what merging applies, what adapter_config.json already holds)
     (tmp_path / "medsft_scale.json").write_text(json.dumps({"scale": 0.5, "in_adapter_config": True}))
-    assert _adapter_scale(tmp_path) == 1.0
+    assert _adapter_scale(tmp_path) == (1.0, 0.5)
     (tmp_path / "medsft_scale.json").write_text(json.dumps({"scale": 0.5}))
-    assert _adapter_scale(tmp_path) == 0.5
+    assert _adapter_scale(tmp_path) == (0.5, 1.0)
 
 
 def test_tune_scale_interpolates_full_fine_tuning(tmp_path, tiny_model_dir, capsys):

@@ -121,6 +121,33 @@ def test_merge_gives_the_logits_of_base_plus_adapter(lora_run, tmp_path, capsys)
     assert im_end in json.loads((out / "generation_config.json").read_text())["eos_token_id"]
 
 
+def test_merge_keeps_the_runs_rope_scaling(lora_run, tmp_path):
+    """A LoRA run trained on a RoPE-scaled base: the merged model is that base plus the adapter."""
+    import shutil
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from medsft.models import load_model
+
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["model"]["rope_scaling"] = {"rope_type": "linear", "factor": 8.0}
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["merge", str(run), "--out", str(tmp_path / "merged")]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    assert merged.config.rope_parameters["rope_type"] == "linear" and merged.config.rope_parameters["factor"] == 8.0
+    scaled = load_model(recipe["model"]["name_or_path"], rope_scaling=recipe["model"]["rope_scaling"])
+    tuned = PeftModel.from_pretrained(scaled, run / "adapter").eval()
+    unscaled = PeftModel.from_pretrained(load_model(recipe["model"]["name_or_path"]), run / "adapter").eval()
+    ids = torch.tensor([list(range(5, 60))])
+    with torch.no_grad():
+        expected, got, other = tuned(input_ids=ids).logits, merged(input_ids=ids).logits, unscaled(input_ids=ids).logits
+    assert (expected - got).abs().max().item() < 1e-5
+    assert (other - got).abs().max().item() > 1e-3  # the scaling matters at these positions
+
+
 def test_merge_honours_a_saved_adapter_scale(lora_run, tmp_path):
     import shutil
 

@@ -85,5 +85,6 @@ class Distiller:
 
         model = self.recipe.model
         loaded = load_model(model.name_or_path, trust_remote_code=model.trust_remote_code,
-                            allow_pickle_weights=model.allow_pickle_weights, vocab_size=len(self.tokenizer))
+                            allow_pickle_weights=model.allow_pickle_weights, vocab_size=len(self.tokenizer),
+                            rope_scaling=model.rope_scaling)  # the base as the run trains it
         return loaded.eval()

@@ -83,7 +83,8 @@ def tune_scale(run_dir: str | Path, scales=DEFAULT_SCALES, save: bool = True, lo
 
     def load(path) -> object:
         return load_model(str(path), trust_remote_code=model_cfg.trust_remote_code,
-                          allow_pickle_weights=model_cfg.allow_pickle_weights, vocab_size=len(run.tokenizer))
+                          allow_pickle_weights=model_cfg.allow_pickle_weights, vocab_size=len(run.tokenizer),
+                          rope_scaling=model_cfg.rope_scaling)  # as trained (a full fine-tune's config has it already)
 
     def ask(model, label: str) -> dict:
         return flat_scores(evaluate(model, chat, run.probe_sets, monitor.max_new_tokens, monitor.batch_size, label))

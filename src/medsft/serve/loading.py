@@ -24,6 +24,7 @@ class Source:
     trust_remote_code: bool
     allow_pickle_weights: bool = False
     run_dir: Path | None = None
+    rope_scaling: dict | None = None  # a LoRA run's model.rope_scaling: its adapter was trained on the scaled base
 
 
 def resolve_source(target: str, adapter: str | None = None, base: str | None = None, template: str | None = None,
@@ -76,8 +77,10 @@ def _from_run(run_dir: Path, base: str | None, template: str | None, checkpoint:
     model = base or recipe.model.name_or_path
     if not lora:  # full fine-tuning: the weights are the whole model
         model = str(weights)
+    # a full fine-tune's saved config already holds the run's RoPE scaling; a LoRA run's base needs it again
     return Source(model, weights if lora else None, template or recipe.model.template, recipe.model.system_prompt,
-                  recipe.model.trust_remote_code, recipe.model.allow_pickle_weights, run_dir)
+                  recipe.model.trust_remote_code, recipe.model.allow_pickle_weights, run_dir,
+                  recipe.model.rope_scaling if lora else None)
 
 
 @dataclass
@@ -102,7 +105,8 @@ def load_for_use(source: Source, dtype=None) -> Loaded:
     tokenizer = load_tokenizer(source.base, source.trust_remote_code, source.allow_pickle_weights, field="model")
     chat = Chat(tokenizer, get_template(source.template, tokenizer), source.system_prompt)
     model = load_model(source.base, dtype=dtype, trust_remote_code=source.trust_remote_code,
-                       allow_pickle_weights=source.allow_pickle_weights, vocab_size=len(tokenizer))
+                       allow_pickle_weights=source.allow_pickle_weights, vocab_size=len(tokenizer),
+                       rope_scaling=source.rope_scaling)
     if source.adapter:
         model = load_adapter(model, source.adapter)
     model.eval()

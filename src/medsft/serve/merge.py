@@ -32,7 +32,7 @@ def merge(source: Source, out: str | Path, dtype: str = "auto", max_shard_size: 
                         "is already a whole model)")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"--out: {out} is not empty (pass --overwrite to replace it)")
-    scale = _adapter_scale(source.adapter)
+    scale, tuned = _adapter_scale(source.adapter)
     log(f"loading {source.base} with the adapter {source.adapter}" + (f" at scale {scale}" if scale != 1 else ""))
     loaded = load_for_use(source, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
     model = loaded.model
@@ -58,21 +58,23 @@ def merge(source: Source, out: str | Path, dtype: str = "auto", max_shard_size: 
     copied = _copy_remote_code(source.base, out) if source.trust_remote_code else []
     (out / "medsft_merge.json").write_text(json.dumps({
         "base": source.base, "adapter": str(source.adapter), "run_dir": str(source.run_dir) if source.run_dir else None,
-        "template": source.template, "adapter_scale": scale, "dtype": str(merged.dtype).removeprefix("torch."), "remote_code_files": copied,
+        "template": source.template, "adapter_scale": scale * tuned, "dtype": str(merged.dtype).removeprefix("torch."), "remote_code_files": copied,
     }, indent=1) + "\n", encoding="utf-8")
     size = sum(p.stat().st_size for p in out.glob("*.safetensors"))
     log(f"wrote {out} ({size / 1e6:.0f} MB of safetensors, template {source.template})")
     return out
 
 
-def _adapter_scale(adapter: Path) -> float:
+def _adapter_scale(adapter: Path) -> tuple[float, float]:
+    """(the scale merging applies, the scale already in adapter_config.json): their product is the
+    adapter's scale against training's."""
     path = adapter / SCALE_FILE
     if not path.is_file():
-        return 1.0
+        return 1.0, 1.0
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
         # tune-scale writes the scale into adapter_config.json itself: loading already applies it
-        return 1.0 if saved.get("in_adapter_config") else float(saved["scale"])
+        return (1.0, float(saved["scale"])) if saved.get("in_adapter_config") else (float(saved["scale"]), 1.0)
     except (ValueError, KeyError, TypeError, AttributeError):
         raise UserError(f"{path}: expected {{\"scale\": NUMBER}}") from None
 
