@@ -213,3 +213,35 @@ def test_on_a_gpu_the_model_and_the_kl_reference_go_to_the_process_s_gpu(tmp_pat
     monkeypatch.setattr(distributed, "local_device", lambda: asked.append(1) or torch.device("cpu"))
     result = _run(tmp_path, tiny_model_dir, "full", "finetune.method=full", "train.kl_to_base=0.1")
     assert len(asked) == 2 and _first_losses(result.run_dir)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["finetune.layers=9-"], "finetune.layers: '9-' is outside this model's layers 0-1"),
+    (["finetune.method=full", "finetune.layers=[0, 5]"], "outside this model's layers 0-1"),
+    (["finetune.lora.target_modules=[W_pack]"], "finetune.lora.target_modules: Target modules {'W_pack'} not found"),
+    (["model.rope_scaling={rope_type: bogus, factor: 2.0}"], "model.rope_scaling: rope_type 'bogus' is not one of"),
+    (["model.rope_scaling={rope_type: linear}"], "model.rope_scaling: Missing required keys"),
+    (["model.rope_scaling={factor: 2.0}"], "model.rope_scaling: needs a rope_type"),
+    (["train.optim=lion_32bit"], "train.optim: lion_32bit needs a CUDA GPU and bitsandbytes"),
+    (["model.attn_implementation=flash_attention_2"], "flash_attention_2 needs a CUDA GPU and the flash-attn package"),
+])
+def test_what_the_models_config_answers_is_one_line_before_loading(tmp_path, tiny_model_dir, capsys, monkeypatch,
+                                                                   overrides, message):
+    import medsft.models
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the weights loaded before the recipe's error")
+
+    monkeypatch.setattr("medsft.pipeline.run.load_model", no_loading)
+    monkeypatch.setattr(medsft.models, "load_model", no_loading)
+    path = _recipe_file(tmp_path, tiny_model_dir)
+    assert main(["train", str(path), *[a for o in overrides for a in ("--set", o)]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_a_layer_range_and_targets_that_fit_pass_the_check_and_train(tmp_path, tiny_model_dir):
+    run = _run(tmp_path, tiny_model_dir, "fit", "finetune.layers=1-", "finetune.lora.target_modules=[q_proj, v_proj]",
+               "model.rope_scaling={rope_type: linear, factor: 2.0}")
+    assert (run.run_dir / "adapter" / "adapter_config.json").is_file()

@@ -592,6 +592,53 @@ def _rope_scaled_config(name_or_path: str, rope_scaling: dict, trust_remote_code
     return config
 
 
+def check_model_fit(name_or_path: str, trust_remote_code: bool = False, rope_scaling: dict | None = None,
+                    lora: dict | None = None, layers=None) -> None:
+    """What a recipe asks of its model that the model's config can answer, checked before the weights
+    load: the RoPE scaling (transformers' own validation), and on a weightless copy (meta device) the
+    decoder layers of finetune.layers and the LoRA target modules (lora: add_lora's arguments; None for
+    full fine-tuning or an adapter loaded as it is). A config that cannot be read, or a model that
+    cannot be built without weights, is left to the loading, which says why."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, ImportError):
+        return
+    if rope_scaling:
+        _check_rope_scaling(name_or_path, rope_scaling, trust_remote_code)
+        config = _rope_scaled_config(name_or_path, rope_scaling, trust_remote_code)
+    if lora is None and layers is None:
+        return
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception:  # noqa: BLE001 - some remote code cannot build without weights; loading reports the rest
+        return
+    if lora is not None:
+        add_lora(skeleton, **lora, layers=layers)
+    else:
+        layer_indices(layers, decoder_layers(skeleton)[1])
+
+
+def _check_rope_scaling(name_or_path: str, rope_scaling: dict, trust_remote_code: bool) -> None:
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    kind = rope_scaling.get("rope_type", rope_scaling.get("type"))
+    if kind not in ROPE_INIT_FUNCTIONS:
+        raise UserError(f"model.rope_scaling: rope_type {kind!r} is not one of {', '.join(sorted(ROPE_INIT_FUNCTIONS))}")
+    config = _rope_scaled_config(name_or_path, rope_scaling, trust_remote_code)
+    validate = getattr(config, "validate_rope", None)
+    if validate is None:
+        return  # an older remote-code config: its own code reads the scaling
+    try:
+        validate()
+    except (KeyError, ValueError, TypeError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error  # KeyError's str() quotes it
+        raise UserError(f"model.rope_scaling: {message}") from None
+
+
 def check_adapter_dir(adapter_dir: str | Path, field: str = "--adapter") -> None:
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise UserError(f"{field}: {adapter_dir}: no adapter_config.json")

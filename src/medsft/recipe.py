@@ -82,6 +82,20 @@ class ModelConfig(_Section):
         None, description="RoPE scaling for contexts longer than the model was trained on, set on the model's "
         "config, e.g. {rope_type: linear, factor: 2.0} (or yarn, dynamic, with their own keys).")
 
+    @field_validator("rope_scaling")
+    @classmethod
+    def _rope_type_given(cls, value):
+        if value is None:
+            return value
+        kind = value.get("rope_type", value.get("type"))
+        if not isinstance(kind, str) or kind == "default":
+            raise ValueError("needs a rope_type (linear, dynamic, yarn, llama3, longrope) with that type's keys, "
+                             "e.g. {rope_type: linear, factor: 2.0}")
+        factor = value.get("factor")
+        if factor is not None and (isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1):
+            raise ValueError(f"factor must be a number >= 1 (how many times the trained context), got {factor!r}")
+        return value
+
 
 class LoraSection(_Section):
     rank: int = Field(8, ge=1, description="LoRA rank r.")

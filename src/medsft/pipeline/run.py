@@ -17,9 +17,9 @@ from medsft.data.prepare import write_jsonl, write_rejects
 from medsft.errors import UserError
 from medsft.eval.generate import Chat, prompt_before_answer
 from medsft.eval.sets import probe_sets
-from medsft.models import (LIGER_EXTRA, add_lora, apply_liger_kernels, check_adapter_dir, choose_dtype, compile_layers,
-                           decoder_layers, freeze_layers_outside, layer_indices, liger_model_types, load_adapter,
-                           load_model, model_type, use_packed_attention)
+from medsft.models import (LIGER_EXTRA, add_lora, apply_liger_kernels, check_adapter_dir, check_model_fit, choose_dtype,
+                           compile_layers, decoder_layers, freeze_layers_outside, layer_indices, liger_model_types,
+                           load_adapter, load_model, model_type, use_packed_attention)
 from medsft.monitor.monitor import Monitor
 from medsft.pipeline.finish import best_so_far, finish_monitor
 from medsft.pipeline.onpolicy import OnPolicyAnswers
@@ -113,7 +113,7 @@ class Run:
         ):
             raise UserError("train.report_to: tensorboard is not installed (pip install tensorboard)")
         optim = self.recipe.train.optim
-        if ("8bit" in optim or optim.startswith("paged")) and not _bitsandbytes_on_cuda():
+        if ("8bit" in optim or optim.startswith("paged") or optim.startswith("lion")) and not _bitsandbytes_on_cuda():
             raise UserError(f"train.optim: {optim} needs a CUDA GPU and bitsandbytes (pip install 'medsft[gpu]'); "
                             "adamw_torch runs anywhere")
         quantization = self.recipe.model.quantization
@@ -151,9 +151,19 @@ class Run:
             raise UserError("model.quantization: k-bit weights do not shard; drop train.deepspeed / train.fsdp "
                             "or the quantization")
         self.sharded = shards_weights(train)  # each process holds part of the weights (ZeRO-3, FSDP)
+        if self.recipe.model.attn_implementation == "flash_attention_2" and (
+                importlib.util.find_spec("flash_attn") is None or not torch_cuda()):
+            raise UserError("model.attn_implementation: flash_attention_2 needs a CUDA GPU and the flash-attn package "
+                            "(pip install flash-attn); sdpa runs anywhere, and padding-free batches use torch's own "
+                            "variable-length FlashAttention on a GPU without it")
         init_from = self.recipe.finetune.lora.init_from
-        if init_from and self.recipe.finetune.method == "lora":
+        lora = self.recipe.finetune.method == "lora"
+        if init_from and lora:
             check_adapter_dir(init_from, "finetune.lora.init_from")
+        model, finetune = self.recipe.model, self.recipe.finetune
+        check_model_fit(model.name_or_path, model.trust_remote_code, model.rope_scaling,  # on a weightless copy
+                        finetune.lora.model_dump(exclude={"init_from"}) if lora and not init_from else None,
+                        finetune.layers if not (lora and init_from) else None)
 
     def claim(self, resume: str | None, overwrite: bool) -> None:
         self.point = distributed.on_main(claim_run_dir, self.recipe, self.run_dir, resume, overwrite, self.log)
