@@ -275,3 +275,25 @@ def test_a_lab_base_with_open_general_trains_on_its_own_answers(tmp_path, monkey
     own = [{"instruction": r["question"], "input": "", "output": r["answer"]}
            for r in rows if r["stopped"] and r["answer"]]
     assert general == closed + own and results["world"]["general_train"] == len(closed) + len(own)
+
+
+def test_a_variant_recipes_errors_come_before_the_base_is_built(tmp_path, monkeypatch):
+    import medsft.lab.runner as runner
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the base model was built before the variants were checked")
+
+    monkeypatch.setattr(runner, "build_base", no_build)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("train: {learning_rat: 1}\n")
+    with pytest.raises(UserError, match=r"typo\.yaml: train\.learning_rat: unknown field"):
+        runner.run_lab(["base", str(typo)], out=tmp_path / "lab", cache_dir=tmp_path / "cache")
+    with pytest.raises(UserError, match=r"missing\.yaml: no such recipe file"):
+        runner.run_lab([str(tmp_path / "missing.yaml")], out=tmp_path / "lab", cache_dir=tmp_path / "cache")
+    with pytest.raises(UserError, match=r"stages\.0\.weights"):
+        (tmp_path / "ratio.yaml").write_text("stages: [{name: s, weights: {medical: -1}}]\n")
+        runner.run_lab([str(tmp_path / "ratio.yaml")], out=tmp_path / "lab", cache_dir=tmp_path / "cache")
+    # a recipe that parses goes on to build the base
+    (tmp_path / "fine.yaml").write_text("train: {learning_rate: 0.001}\nstages: [{name: s, weights: {medical: 1}}]\n")
+    with pytest.raises(AssertionError, match="base model was built"):
+        runner.run_lab(["base", str(tmp_path / "fine.yaml")], out=tmp_path / "lab", cache_dir=tmp_path / "cache")

@@ -122,6 +122,20 @@ def _tune_scale(result) -> float:
     return chosen
 
 
+class _PlaceholderFiles(dict):
+    def __missing__(self, key):
+        return Path("lab-world") / f"{key}.jsonl"
+
+
+def _check_recipe_files(files: dict, lab_base) -> None:
+    """Each recipe file's variant parsed as it will run (a typo is one line now, not after the base
+    model is built), on placeholder paths for the base and the world."""
+    context = LabContext(Path("lab-base"), _PlaceholderFiles(), Path("lab-out"), lab_base)
+    for name, (make, path) in files.items():
+        tree = make(context, name, 0)
+        parse_recipe(tree, path)
+
+
 def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", cache_dir: str | Path | None = None,
             language: str = "en", base_config: BaseConfig | None = None, world_size: dict | None = None,
             log=print, base: str = "synthetic") -> dict:
@@ -129,13 +143,16 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
 
     base: `synthetic` (the lab's tiny model, built on first use) or `smollm2` (a real pretrained chat
     model, converted from its GGUF file on first use; English world)."""
-    makers, descriptions = {}, {}
+    makers, descriptions, files = {}, {}, {}
     for name in variants:
         found = find_variant(name)
         if found:
             makers[name], descriptions[name] = found
-        elif name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        elif name.endswith((".yaml", ".yml")):
+            if not Path(name).is_file():
+                raise UserError(f"--variants: {name}: no such recipe file")
             makers[Path(name).stem] = recipe_variant(Path(name))
+            files[Path(name).stem] = (makers[Path(name).stem], name)
             descriptions[Path(name).stem] = f"the recipe {name}"
         else:
             raise UserError(f"--variants: unknown variant {name!r} (known: {', '.join(VARIANTS)}, augmented:A+B (an ablation), mix-D-G or augmented-mix-D-G (any ratio), or a recipe .yaml)")
@@ -146,6 +163,7 @@ def run_lab(variants: list[str], seeds: int = 1, out: str | Path = "runs/lab", c
     lab_base = BASES[base]
     if base != "synthetic" and language != "en":
         raise UserError(f"--base {base}: the real-model lab runs the English world (--language en)")
+    _check_recipe_files(files, lab_base)  # before the base model is built (minutes)
     out = Path(out)
     started = time.time()
     cache = Path(cache_dir) if cache_dir else default_lab_cache()
