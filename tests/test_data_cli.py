@@ -218,6 +218,23 @@ def test_preview_shows_records_as_trained_with_the_supervised_spans_marked(tmp_p
     assert "--source: no source 'nope'" in capsys.readouterr().err
 
 
+def test_preview_shows_an_openai_tool_call_supervised(tmp_path, tiny_model_dir, capsys):
+    """The outside review's record: the call (content null, "" or text beside it) is trained, not dropped."""
+    call = {"type": "function", "id": "c1", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    medical = write_jsonl(tmp_path / "tools.jsonl", [
+        {"messages": [{"role": "user", "content": "Weather in Paris?"},
+                      {"role": "assistant", "content": content, "tool_calls": [call]},
+                      {"role": "tool", "content": "18 C", "tool_call_id": "c1"},
+                      {"role": "assistant", "content": "18 C in Paris."}]}
+        for content in ("", None, "Let me check.")])
+    recipe = _recipe(tmp_path, tiny_model_dir, {"medical": medical, "general": medical})
+    assert main(["data", "preview", str(recipe), "--n", "3", "--source", "medical"]) == 0
+    out = capsys.readouterr().out
+    block = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>]]'
+    assert out.count("[[" + block) == 2 and out.count("[[Let me check.\n" + block) == 1
+    assert out.count("[[18 C in Paris.<|im_end|>]]") == 3
+
+
 def test_a_fixed_dev_set_is_validation_only_and_a_train_split_holds_nothing_out(tmp_path, tiny_model_dir, capsys):
     def records(tag, n):
         return [{"messages": [{"role": "user", "content": f"{tag} q{i}"}, {"role": "assistant", "content": f"a{i}"}]}

@@ -369,6 +369,85 @@ def test_parse_record_reasons(record, fmt, reason):
     assert parse_record(record, fmt) == (None, reason)
 
 
+# --- OpenAI tool calls: the turn ShareGPT writes as function_call ------------------------------
+
+WEATHER_TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+WEATHER_CALL = {"type": "function", "id": "call_1",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+
+
+def call_turn(content, *functions: dict) -> dict:
+    """An OpenAI assistant message calling `functions` ({"name", "arguments"} each)."""
+    calls = [{"type": "function", "id": f"call_{i}", "function": f} for i, f in enumerate(functions, start=1)]
+    return {"role": "assistant", "content": content, "tool_calls": calls}
+
+
+def tool_chat(assistant_turn: dict, result: str = '{"temp_c": 18}') -> str:
+    """A JSONL line: a question, `assistant_turn`, the tool's result, the final answer."""
+    return json.dumps({"messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        assistant_turn,
+        {"role": "tool", "content": result, "tool_call_id": "call_1"},
+        {"role": "assistant", "content": "18 °C in Paris."},
+    ], "tools": WEATHER_TOOLS}, ensure_ascii=False)
+
+
+# The same chat as ShareGPT writes it (LLaMA-Factory's function_call / observation turns).
+SHAREGPT_WEATHER = {"conversations": [
+    {"from": "human", "value": "Weather in Paris?"},
+    {"from": "function_call", "value": '{"name": "get_weather", "arguments": {"city": "Paris"}}'},
+    {"from": "observation", "value": '{"temp_c": 18}'},
+    {"from": "gpt", "value": "18 °C in Paris."},
+], "tools": WEATHER_TOOLS}
+
+
+@pytest.mark.parametrize("content", ["", None], ids=["empty-content", "null-content"])
+@pytest.mark.parametrize("arguments", ['{"city": "Paris"}', {"city": "Paris"}], ids=["json-text", "object"])
+def test_an_openai_tool_call_is_the_sharegpt_function_call_turn(content, arguments):
+    record = json.loads(tool_chat(call_turn(content, {"name": "get_weather", "arguments": arguments})))
+    got, reason = parse_record(record, "messages")
+    twin, _ = parse_record(SHAREGPT_WEATHER, "sharegpt")
+    assert reason is None
+    assert got == twin
+    assert got.messages[1] == Message("function_call", '{"name": "get_weather", "arguments": {"city": "Paris"}}')
+
+
+def test_text_and_several_tool_calls_in_one_turn_are_all_kept_text_first():
+    turn = call_turn("Let me check both.", {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                     {"name": "get_weather", "arguments": {"city": "巴黎"}})
+    got, reason = parse_record(json.loads(tool_chat(turn, "18; 18")), "messages")
+    assert reason is None
+    assert got.messages[1] == Message(
+        "function_call",
+        'Let me check both.\n[{"name": "get_weather", "arguments": {"city": "Paris"}}, '
+        '{"name": "get_weather", "arguments": {"city": "巴黎"}}]',
+    )
+    # With no text, several calls are the JSON list LLaMA-Factory's ShareGPT data writes.
+    calls_only, _ = parse_record(json.loads(tool_chat({**turn, "content": None}, "18; 18")), "messages")
+    assert json.loads(calls_only.messages[1].content) == [
+        {"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_weather", "arguments": {"city": "巴黎"}}]
+
+
+def test_reasoning_before_a_tool_call_is_kept_before_it():
+    turn = {**call_turn(None, WEATHER_CALL["function"]), "reasoning_content": "The user wants the weather."}
+    got, reason = parse_record(json.loads(tool_chat(turn)), "messages")
+    assert reason is None
+    assert got.messages[1].content == ("<think>\nThe user wants the weather.\n</think>\n\n"
+                                       '{"name": "get_weather", "arguments": {"city": "Paris"}}')
+
+
+@pytest.mark.parametrize("filename", FILE_TYPES)
+def test_openai_tool_calls_read_from_every_file_type(tmp_path, filename):
+    """Parquet fills a message's missing keys (tool_calls, type, id, tool_call_id) with nulls: still read."""
+    path = tmp_path / filename
+    records = [json.loads(tool_chat(call_turn(None, WEATHER_CALL["function"]))), MESSAGES[1]]
+    FILE_TYPES[filename](path, [{**r, "tools": json.dumps(WEATHER_TOOLS)} if "tools" in r else r for r in records])
+    got = read_source("med", path, on_bad_record="fail")
+    twin, _ = parse_record(SHAREGPT_WEATHER, "sharegpt")
+    assert [c.messages for c in got.conversations] == [twin.messages, MESSAGES_EXPECTED[1].messages]
+    assert json.loads(got.conversations[0].tools) == WEATHER_TOOLS
+
+
 # --- the bad-record matrix ---------------------------------------------------------------------
 
 GOOD_ALPACA = '{"instruction": "头痛怎么办？", "output": "多休息。"}'
@@ -468,6 +547,44 @@ BAD_RECORDS = [
     ("csv-text-after-quote", "a.csv", (CSV_HEADER + 'q,,a\nq,,"quoted" tail\nq,,a\n').encode(), 2, 3,
      "malformed CSV: ',' expected after '\"' (at line 3); the rest of the file could not be read",
      'q,,"quoted" tail\nq,,a\n'),
+    # OpenAI tool calls: each malformed call is one reason naming the message and the call
+    *[(name, "a.jsonl", between_good(GOOD_MESSAGES, record), 3, 2, reason, record) for name, record, reason in [
+        ("tool-calls-not-list", tool_chat({"role": "assistant", "content": None, "tool_calls": WEATHER_CALL}),
+         "message 2 (assistant): 'tool_calls' must be a list, got dict"),
+        ("tool-call-not-object", tool_chat({"role": "assistant", "content": None, "tool_calls": ["get_weather"]}),
+         "message 2 (assistant): tool call 1: expected an object with a 'function' object, got str"),
+        ("tool-call-without-function", tool_chat({"role": "assistant", "content": None,
+                                                  "tool_calls": [{"name": "get_weather", "arguments": "{}"}]}),
+         "message 2 (assistant): tool call 1: 'function' must be an object with a name, got null"),
+        ("tool-call-without-name", tool_chat(call_turn(None, {"arguments": '{"city": "Paris"}'})),
+         "message 2 (assistant): tool call 1: no function name"),
+        ("tool-call-empty-name", tool_chat(call_turn(None, {"name": " ", "arguments": "{}"})),
+         "message 2 (assistant): tool call 1: no function name"),
+        ("tool-call-bad-arguments-json", tool_chat(call_turn(None, WEATHER_CALL["function"],
+                                                             {"name": "get_weather", "arguments": '{"city": "Paris" "x"}'})),
+         "message 2 (assistant): tool call 2 (get_weather): 'arguments' is not valid JSON: Expecting ',' delimiter "
+         "(column 18)"),
+        ("tool-call-arguments-not-object", tool_chat(call_turn(None, {"name": "get_weather", "arguments": "[1, 2]"})),
+         "message 2 (assistant): tool call 1 (get_weather): 'arguments' must be a JSON object (or its JSON text), "
+         "got list"),
+        ("tool-call-arguments-number", tool_chat(call_turn(None, {"name": "get_weather", "arguments": 7})),
+         "message 2 (assistant): tool call 1 (get_weather): 'arguments' must be a JSON object (or its JSON text), "
+         "got int"),
+        ("tool-call-not-a-function", tool_chat({"role": "assistant", "content": None,
+                                                "tool_calls": [{**WEATHER_CALL, "type": "code_interpreter"}]}),
+         "message 2 (assistant): tool call 1: type 'code_interpreter' is not 'function'"),
+        ("tool-calls-on-a-user-message", json.dumps({"messages": [
+            {"role": "user", "content": "q", "tool_calls": [WEATHER_CALL]}, {"role": "assistant", "content": "a"}]}),
+         "message 1 (user): 'tool_calls' is only allowed on an assistant message"),
+        ("empty-content-without-tool-calls", tool_chat({"role": "assistant", "content": "", "tool_calls": []}),
+         "message 2 (assistant): empty content"),
+        ("null-content-without-tool-calls", tool_chat({"role": "assistant", "content": None}),
+         "message 2 (assistant): 'content' must be a string or a list of text parts, got null"),
+        ("two-tool-messages-in-a-row", json.dumps({"messages": [
+            {"role": "user", "content": "q"}, call_turn(None, WEATHER_CALL["function"], WEATHER_CALL["function"]),
+            {"role": "tool", "content": "18"}, {"role": "tool", "content": "18"}, {"role": "assistant", "content": "a"}]}),
+         "message 4 (tool): follows another tool message; give the results of one turn's calls as one tool message"),
+    ]],
 ]
 
 

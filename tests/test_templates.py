@@ -195,6 +195,90 @@ def test_builtin_families_show_the_tools_their_own_way(tiny_tokenizer):
     assert llama[0].answer.startswith('{"name": "lookup", "parameters"')
 
 
+# OpenAI tool calls: read as the function_call turn ShareGPT writes, so they render and train the same way.
+
+def _openai_weather(assistant_turn: dict, result: str = "18") -> dict:
+    return {"messages": [{"role": "user", "content": "Weather in Paris and Lyon?"}, assistant_turn,
+                         {"role": "tool", "content": result, "tool_call_id": "call_1"},
+                         {"role": "assistant", "content": "18 °C in both."}]}
+
+
+def _sharegpt_weather(call: str, result: str = "18") -> dict:
+    return {"conversations": [{"from": "human", "value": "Weather in Paris and Lyon?"},
+                              {"from": "function_call", "value": call}, {"from": "observation", "value": result},
+                              {"from": "gpt", "value": "18 °C in both."}]}
+
+
+def _read(record: dict, fmt: str) -> Conversation:
+    from medsft.data.readers import parse_record
+
+    conversation, reason = parse_record(record, fmt)
+    assert reason is None
+    return conversation
+
+
+PARIS = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+LYON = {"name": "get_weather", "arguments": {"city": "Lyon"}}
+PARIS_BLOCK = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+LYON_BLOCK = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Lyon"}}\n</tool_call>'
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("content", ["", None], ids=["empty", "null"])
+def test_an_openai_tool_call_trains_exactly_as_its_sharegpt_twin(tiny_tokenizer, name, content):
+    template = get_template(name, tiny_tokenizer)
+    openai = _encode(tiny_tokenizer, template, _read(_openai_weather(
+        {"role": "assistant", "content": content, "tool_calls": [{"type": "function", "id": "c", "function": PARIS}]}),
+        "messages"))
+    sharegpt = _encode(tiny_tokenizer, template, _read(_sharegpt_weather(
+        '{"name": "get_weather", "arguments": {"city": "Paris"}}'), "sharegpt"))
+    assert openai["input_ids"] == sharegpt["input_ids"] and openai["labels"] == sharegpt["labels"]
+    call = tiny_tokenizer.decode(_supervised_spans(openai["labels"])[0])
+    assert "get_weather" in call and "Paris" in call  # the call is supervised, not dropped
+    if name in ("qwen", "chatml"):
+        assert call == PARIS_BLOCK + "<|im_end|>"
+
+
+def test_text_and_several_tool_calls_are_supervised_in_one_answer_text_first(tiny_tokenizer):
+    """As Qwen2.5's template writes such a message: the text, then one <tool_call> block per call."""
+    template = get_template("qwen", tiny_tokenizer)
+    turn = {"role": "assistant", "content": "Let me check both.",
+            "tool_calls": [{"type": "function", "function": PARIS}, {"type": "function", "function": LYON}]}
+    row = _encode(tiny_tokenizer, template, _read(_openai_weather(turn), "messages"))
+    decoded = [tiny_tokenizer.decode(s) for s in _supervised_spans(row["labels"])]
+    assert decoded == [f"Let me check both.\n{PARIS_BLOCK}\n{LYON_BLOCK}<|im_end|>", "18 °C in both.<|im_end|>"]
+    # Several calls with no text: the same blocks as a ShareGPT function_call holding a list of calls.
+    calls_only = _encode(tiny_tokenizer, template, _read(_openai_weather({**turn, "content": None}), "messages"))
+    listed = _encode(tiny_tokenizer, template, _read(_sharegpt_weather(
+        '[{"name": "get_weather", "arguments": {"city": "Paris"}}, '
+        '{"name": "get_weather", "arguments": "{\\"city\\": \\"Lyon\\"}"}]'), "sharegpt"))
+    assert calls_only["labels"] == listed["labels"]
+    assert tiny_tokenizer.decode(_supervised_spans(calls_only["labels"])[0]) == f"{PARIS_BLOCK}\n{LYON_BLOCK}<|im_end|>"
+    # Llama 3.1 and GLM write each call their own way, one per line.
+    llama = get_template("llama3", tiny_tokenizer).render(_read(_openai_weather(turn), "messages"))
+    assert llama[0].answer == ('Let me check both.\n{"name": "get_weather", "parameters": {"city": "Paris"}}\n'
+                               '{"name": "get_weather", "parameters": {"city": "Lyon"}}<|eot_id|>')
+
+
+def test_reasoning_then_a_tool_call_renders_as_qwen3_writes_it(tiny_tokenizer):
+    turn = {"role": "assistant", "content": None, "reasoning_content": "Need the weather.",
+            "tool_calls": [{"type": "function", "function": PARIS}]}
+    exchanges = get_template("qwen3", tiny_tokenizer).render(_read(_openai_weather(turn), "messages"))
+    assert exchanges[0].answer == f"<think>\nNeed the weather.\n</think>\n\n{PARIS_BLOCK}<|im_end|>"
+
+
+def test_several_tool_calls_through_the_tokenizer_template(tiny_tokenizer):
+    import copy
+
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = HERMES_JINJA
+    turn = {"role": "assistant", "content": None,
+            "tool_calls": [{"type": "function", "function": PARIS}, {"type": "function", "function": LYON}]}
+    row = _encode(tokenizer, get_template("tokenizer", tokenizer), _read(_openai_weather(turn), "messages"))
+    decoded = [tokenizer.decode(s) for s in _supervised_spans(row["labels"])]
+    assert decoded == [f"{PARIS_BLOCK}{LYON_BLOCK}<|im_end|>", "18 °C in both.<|im_end|>"]
+
+
 def tokenizer_ids(tokenizer, texts):
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 

@@ -20,7 +20,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from medsft.data.records import USER_SIDE, Conversation, Message, Provenance, Reject, SourceRecords, check_turns
+from medsft.data.records import (
+    USER_SIDE,
+    Conversation,
+    Message,
+    Provenance,
+    Reject,
+    SourceRecords,
+    check_turns,
+    function_call_content,
+)
 from medsft.errors import BadRecordError, UserError
 
 FORMATS = ("alpaca", "sharegpt", "messages")
@@ -515,13 +524,59 @@ def _parse_messages(obj: dict) -> Conversation:
                 f"message {number}: expected an object with 'role' and 'content', got {type_name(item)}"
             )
         role = _role(number, item, "role", MESSAGES_ROLES)
-        content = _message_content(number, role, item.get("content"))
+        calls = _tool_calls(number, role, item.get("tool_calls"))
+        # An assistant message that calls tools may have no text: OpenAI writes null (or "") there.
+        content = "" if calls and item.get("content") is None else _message_content(number, role, item.get("content"))
         reasoning = item.get("reasoning_content", item.get("reasoning"))
         if role == "assistant" and isinstance(reasoning, str) and reasoning.strip():
             # Reasoning kept inline, as R1 / Qwen3 data writes it: the reasoning templates render it in place.
             content = f"<think>\n{reasoning.strip()}\n</think>\n\n{content}"
+        if calls:  # the turn ShareGPT writes as `function_call`: supervised, rendered as the family writes calls
+            role, content = "function_call", function_call_content(content, calls)
+        if role == "observation" and turns and turns[-1][0] == "observation":
+            raise _NotTrainable(f"message {number} (tool): follows another tool message; "
+                                "give the results of one turn's calls as one tool message")
         turns.append((role, content))
     return _from_turns(turns, None, _tools(obj))
+
+
+def _tool_calls(number: int, role: str, tool_calls: object) -> list[dict]:
+    """OpenAI `tool_calls` as [{"name", "arguments"}, ...], the arguments as an object; [] for none."""
+    if tool_calls is None or tool_calls == []:
+        return []
+    where = f"message {number} ({role})"
+    if role != "assistant":
+        raise _NotTrainable(f"{where}: 'tool_calls' is only allowed on an assistant message")
+    if not isinstance(tool_calls, list):
+        raise _NotTrainable(f"{where}: 'tool_calls' must be a list, got {type_name(tool_calls)}")
+    return [_tool_call(f"{where}: tool call {index}", call) for index, call in enumerate(tool_calls, start=1)]
+
+
+def _tool_call(where: str, call: object) -> dict:
+    """One OpenAI tool call, {"type": "function", "function": {"name", "arguments"}}, checked."""
+    if not isinstance(call, dict):
+        raise _NotTrainable(f"{where}: expected an object with a 'function' object, got {type_name(call)}")
+    function = call.get("function")
+    if not isinstance(function, dict):
+        raise _NotTrainable(f"{where}: 'function' must be an object with a name, got {type_name(function)}")
+    if call.get("type") not in (None, "function"):  # None: absent (Parquet fills a missing key with null)
+        raise _NotTrainable(f"{where}: type {call['type']!r} is not 'function'")
+    name = function.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise _NotTrainable(f"{where}: no function name")
+    arguments = function.get("arguments")
+    if arguments is None:
+        return {"name": name, "arguments": {}}
+    if isinstance(arguments, str):
+        try:
+            arguments = json_loads(arguments)
+        except json.JSONDecodeError as error:
+            raise _NotTrainable(f"{where} ({name}): 'arguments' is not valid JSON: {error.msg} "
+                                f"(column {error.colno})") from None
+    if not isinstance(arguments, dict):
+        raise _NotTrainable(f"{where} ({name}): 'arguments' must be a JSON object (or its JSON text), "
+                            f"got {type_name(arguments)}")
+    return {"name": name, "arguments": arguments}
 
 
 _PARSERS = {"alpaca": _parse_alpaca, "sharegpt": _parse_sharegpt, "messages": _parse_messages}

@@ -21,6 +21,51 @@ class Message:
     content: str
 
 
+# A function_call turn's content is the call as JSON: one {"name", "arguments"} object, or a list of them
+# for several calls in one turn (as LLaMA-Factory writes them). Text the assistant wrote before its calls
+# (an OpenAI message with both content and tool_calls, or its reasoning) comes first and the calls' JSON is
+# then the last line; the newline before it is the one the templates write between text and calls.
+
+
+def function_call_content(text: str, calls: list[dict]) -> str:
+    """The function_call turn of `calls` ({"name", "arguments"} each), after `text` when it has any."""
+    body = json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)  # one line: no raw newline
+    if not text.strip():
+        return body
+    return f"{text}{body}" if text.endswith("\n") else f"{text}\n{body}"
+
+
+def split_calls(content: str) -> tuple[str, list[tuple[str, object]]] | None:
+    """(text before the calls, [(name, arguments), ...]) of a function_call turn, or None when it holds no
+    call JSON. The arguments may be written as JSON text ("arguments" or Llama's "parameters")."""
+    calls = _calls(content)
+    if calls is not None:
+        return "", calls
+    text, newline, last = content.rpartition("\n")
+    calls = _calls(last) if newline else None
+    return None if calls is None else (text, calls)
+
+
+def _calls(text: str) -> list[tuple[str, object]] | None:
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    items = parsed if isinstance(parsed, list) else [parsed]
+    if not items or not all(isinstance(item, dict) and "name" in item for item in items):
+        return None
+    return [(item["name"], _arguments(item.get("arguments", item.get("parameters", {})))) for item in items]
+
+
+def _arguments(arguments: object) -> object:
+    if isinstance(arguments, str):
+        try:
+            return json.loads(arguments)
+        except (ValueError, RecursionError):
+            return arguments
+    return arguments
+
+
 @dataclass(frozen=True)
 class Provenance:
     file: str

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from medsft.data.records import Conversation
+from medsft.data.records import Conversation, split_calls
 from medsft.errors import UserError
 
 
@@ -85,7 +85,7 @@ class Template:
             pending += pattern.replace("{content}", content)
             answer = answered.content
             if answered.role == "function_call":
-                answer = self.tool_call.replace("{content}", self._call(answer))
+                answer = self._calls(answer)
             elif self.think:  # earlier answers are shown without their reasoning, as the family's template does
                 reasoning, answer = split_reasoning(answer)
                 block = f"<think>\n{reasoning}\n</think>\n\n"
@@ -109,11 +109,21 @@ class Template:
         be split into turns, and no single Jinja text written per message renders it."""
         return self.think or self.openers is not None
 
-    def _call(self, call: str) -> str:
+    def _calls(self, content: str) -> str:
+        """A function_call turn as the family writes it: any text before the calls, then each call in its own
+        block, one per line (as Qwen2.5's template writes several <tool_call> blocks); content that is
+        not call JSON is written inside one block as it is."""
+        parsed = split_calls(content)
+        if parsed is None:
+            return self.tool_call.replace("{content}", content)
+        text, calls = parsed
+        blocks = [self.tool_call.replace("{content}", self._call(name, arguments)) for name, arguments in calls]
+        return "\n".join(([text] if text.strip() else []) + blocks)
+
+    def _call(self, name: object, arguments: object) -> str:
         if self.call_format == "glm":
-            parsed = _parse_call(call)
-            return call if parsed is None else f"{parsed[0]}\n{json.dumps(parsed[1], ensure_ascii=False)}"
-        return _call_json(call, self.call_arguments)
+            return f"{name}\n{json.dumps(arguments, ensure_ascii=False)}"
+        return json.dumps({"name": name, self.call_arguments: arguments}, ensure_ascii=False)
 
 
 def split_reasoning(content: str) -> tuple[str, str]:
@@ -151,33 +161,6 @@ def _glm_tools(tools: str) -> str:
         text += (f"\n\n## {function.get('name', '')}\n\n{json.dumps(function, ensure_ascii=False, indent=4)}"
                  "\n在调用上述函数时，请使用 Json 格式表示调用的参数。")
     return text
-
-
-def _parse_call(call: str) -> tuple[str, object] | None:
-    """(name, arguments) of a function_call turn's JSON ({"name", "arguments" or "parameters"}, the
-    arguments themselves possibly JSON text), or None when it is not such an object."""
-    try:
-        parsed = json.loads(call)
-    except ValueError:
-        return None
-    if not isinstance(parsed, dict) or "name" not in parsed:
-        return None
-    arguments = parsed.get("arguments", parsed.get("parameters", {}))
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except ValueError:
-            pass
-    return parsed["name"], arguments
-
-
-def _call_json(call: str, arguments_key: str) -> str:
-    """A function call as the family writes it: {"name": ..., "<arguments_key>": ...} (the text kept as
-    it is when it is not a call object)."""
-    parsed = _parse_call(call)
-    if parsed is None:
-        return call
-    return json.dumps({"name": parsed[0], arguments_key: parsed[1]}, ensure_ascii=False)
 
 
 # Hermes-style tool use, as Qwen2.5's chat template writes it: the schema in the system prompt within
@@ -308,13 +291,14 @@ def _tool_schemas(tools: str | None) -> list | None:
 
 def _tool_call_message(call: str) -> dict:
     """A function_call turn as the assistant message with tool_calls that chat templates expect."""
-    parsed = _parse_call(call)
+    parsed = split_calls(call)
     if parsed is None:
         raise UserError("model.template: tokenizer: a function_call turn is not a JSON object with a name; "
                         "pick a built-in template")
-    name, arguments = parsed
-    return {"role": "assistant", "content": "",
-            "tool_calls": [{"type": "function", "function": {"name": name, "arguments": arguments}}]}
+    text, calls = parsed
+    return {"role": "assistant", "content": text,
+            "tool_calls": [{"type": "function", "function": {"name": name, "arguments": arguments}}
+                           for name, arguments in calls]}
 
 
 class TokenizerTemplate:
