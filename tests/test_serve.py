@@ -569,3 +569,23 @@ def test_augment_rewrites_through_an_openai_endpoint_on_loopback(server, tmp_pat
     monkeypatch.setenv("MEDSFT_TEST_KEY", "wrong")
     assert main(argv) == 2
     assert "HTTP 401" in capsys.readouterr().err
+
+
+def test_serve_says_in_one_line_when_it_cannot_listen(lora_run, capsys, monkeypatch):
+    import socket
+
+    import medsft.serve.loading as loading
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model loaded before the port was checked")
+
+    monkeypatch.setattr(loading, "load_for_use", no_loading)
+    assert main(["serve", str(lora_run), "--port", "99999"]) == 2
+    assert "--port: 99999 is not a port number (1-65535)" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(lora_run), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"cannot listen on 127.0.0.1:{port}" in err and len(err.splitlines()) == 1

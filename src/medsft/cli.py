@@ -166,10 +166,11 @@ def cmd_serve(args) -> int:
     import os
 
     from medsft.serve.loading import load_for_use
-    from medsft.serve.server import Limits, require_serve_stack, serve
+    from medsft.serve.server import Limits, check_listen, require_serve_stack, serve
 
     source = _source(args)
     api_key = args.api_key or os.environ.get("MEDSFT_API_KEY") or None
+    check_listen(args.host, args.port)  # before the model loads
     if args.engine == "vllm":
         from medsft.serve.vllm import serve_vllm
 

@@ -272,6 +272,26 @@ def build_app(loaded: Loaded, name: str, api_key: str | None = None, limits: Lim
     return app
 
 
+def check_listen(host: str, port: int) -> None:
+    """That `host:port` can be listened on now (a port out of range, taken, or an address this machine
+    does not have is one line, before the model loads)."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise UserError(f"--port: {port} is not a port number (1-65535)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise UserError(f"--host: {host}: {error.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise UserError(f"--port: cannot listen on {host}:{port} ({error.strerror})") from None
+
+
 def serve(loaded: Loaded, name: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           limits: Limits = Limits(), ui: bool = False, log=print) -> None:
     app = build_app(loaded, name, api_key, limits, ui)
