@@ -277,3 +277,29 @@ def test_max_samples_reads_only_the_first_usable_records(tmp_path, tiny_model_di
     assert med["used"] == 8 and med["malformed"] == 1 and med["read"] == 9  # the second bad line was never reached
     assert med["not_read_max_samples"] == 13 and med["read"] == med["used"] + med["rejected"]
     assert sources["general"]["used"] == 20 and sources["general"]["not_read_max_samples"] == 0
+
+
+def test_data_mix_writes_only_what_a_capped_stage_trains_on(tmp_path, tiny_model_dir, capsys):
+    sources = _big_sources(tmp_path, n_medical=300, n_general=150)
+    recipe = _recipe(tmp_path, tiny_model_dir, sources)
+    out = tmp_path / "mixed.jsonl"
+    assert main(["data", "mix", str(recipe), "--out", str(out), "--stage", "mixed"]) == 0
+    whole = [json.loads(line) for line in out.read_text().splitlines()]
+    assert main(["data", "mix", str(recipe), "--out", str(out), "--stage", "mixed", "--set", "stages.1.max_steps=3",
+                 "--set", "train.batch_size=4", "--set", "train.grad_accum=2"]) == 0
+    capped = [json.loads(line) for line in out.read_text().splitlines()]
+    assert capped == whole[:24]  # 3 steps x 4 x 2: the first records of the same order
+    assert f"the first 24 of {len(whole)} planned records (max_steps 3)" in capsys.readouterr().out
+
+
+def test_a_source_no_stage_names_is_said_to_be_untrained(tmp_path, tiny_model_dir, capsys):
+    sources = _big_sources(tmp_path, n_medical=100, n_general=50)
+    recipe = _recipe(tmp_path, tiny_model_dir, sources)
+    overrides = ["--set", "stages=[{name: only, weights: {medical: 1.0}}]"]
+    assert main(["data", "mix", str(recipe), "--out", str(tmp_path / "m.jsonl"), *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "warning: general: in no stage's weights, so none of its" in out
+    manifest = json.loads((tmp_path / "m.manifest.json").read_text())
+    assert manifest["sources"]["general"]["in_no_stage"] and "in_no_stage" not in manifest["sources"]["medical"]
+    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert {r["source"] for r in rows} == {"medical"}

@@ -21,7 +21,21 @@ def prepare(recipe, log=print):
     template = get_template(_template_name(model, tokenizer, log), tokenizer, model.enable_thinking)
     distiller = Distiller(recipe, tokenizer, template, log) if any(s.self_distill for s in recipe.data.sources) else None
     prepared = prepare_data(recipe, tokenizer, template, _local_rewriter(model.trust_remote_code), distiller)
+    _note_unweighted(recipe, prepared)
     return tokenizer, template, prepared
+
+
+def _note_unweighted(recipe, prepared) -> None:
+    """A source that no stage's weights name is never trained on: said in the log and the manifest."""
+    for source in recipe.data.sources:
+        if source.split == "validation" or any(stage.weights is None or source.name in stage.weights
+                                               for stage in recipe.resolved_stages):
+            continue
+        count = len(prepared.train_pools.get(source.name, []))
+        prepared.manifest["sources"][source.name]["in_no_stage"] = True
+        prepared.warnings.append(f"{source.name}: in no stage's weights, so none of its {count} training records is "
+                                 f"trained on (its validation split still gives eval_loss/{source.name}); name it in "
+                                 "a stage's weights, or drop the source")
 
 
 def _template_name(model, tokenizer, log) -> str:
@@ -104,7 +118,10 @@ def marked_text(tokenizer, input_ids: list[int], labels: list[int]) -> str:
 
 
 def write_mix(recipe, out: str | Path, stage_name: str | None = None, log=print) -> Path:
-    """`medsft data mix`: the records each stage trains on, in training order, and the manifest."""
+    """`medsft data mix`: the records each stage trains on, in training order (as far as a stage's
+    max_steps takes it, for one process), and the manifest."""
+    from medsft.pipeline.stages import records_trained
+
     _, _, prepared = prepare(recipe, log)
     names = [s.name for s in recipe.resolved_stages]
     if stage_name is not None and stage_name not in names:
@@ -113,10 +130,13 @@ def write_mix(recipe, out: str | Path, stage_name: str | None = None, log=print)
     out.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     with open(out, "w", encoding="utf-8") as handle:
-        for name, plan in zip(names, prepared.plans):
+        for stage, name, plan in zip(recipe.resolved_stages, names, prepared.plans):
             if stage_name is not None and name != stage_name:
                 continue
-            for position, index in enumerate(plan.order):
+            trained = records_trained(recipe, stage, len(plan.order))
+            if trained < len(plan.order):
+                log(f"stage {name}: the first {trained} of {len(plan.order)} planned records (max_steps {stage.max_steps})")
+            for position, index in enumerate(plan.order[:trained]):
                 record = prepared.conversations[index].to_json()
                 record["stage"], record["position"] = name, position
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -25,7 +25,7 @@ from medsft.pipeline.finish import best_so_far, finish_monitor
 from medsft.pipeline.onpolicy import OnPolicyAnswers
 from medsft.pipeline.prepare import prepare, report_data
 from medsft.pipeline.rundir import ResumePoint, claim_run_dir, keep_start, truncate, undo_start
-from medsft.pipeline.stages import check_disk_space, save_stage_end, stage_trainer
+from medsft.pipeline.stages import check_disk_space, records_trained, save_stage_end, stage_trainer
 from medsft.report.html import write_report
 from medsft.train import checkpoint
 from medsft.train.collate import OrderedView
@@ -300,8 +300,10 @@ class Run:
             return True
         if point is not None and point.stopped_early:  # an early stop ended the run: later stages never ran
             return False
+        trained = records_trained(self.recipe, stage, len(plan.order))
         self.log(f"stage {stage.name}: {len(plan.order)} records, "
-                 + ", ".join(f"{k} {v:.1%}" for k, v in plan.realized_share_samples.items()))
+                 + ", ".join(f"{k} {v:.1%}" for k, v in plan.realized_share_samples.items())
+                 + (f"; max_steps {stage.max_steps} trains on the first {trained}" if trained < len(plan.order) else ""))
         trainer = self.trainer = self._trainer(stage, plan)
         trainer.train(resume_from_checkpoint=self._resume_into(trainer, stage, index))
         last = self.monitor.history[-1] if self.monitor.history else None

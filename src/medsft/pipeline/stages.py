@@ -30,6 +30,13 @@ def stage_steps(recipe, stage, records: int) -> int:
     return min(steps, stage.max_steps) if stage.max_steps else steps
 
 
+def records_trained(recipe, stage, records: int) -> int:
+    """How many of the stage's `records` (in order) it trains on: all, or as many as its max_steps take
+    (a stage's batches are its records in order, batch_size x grad_accum x processes a step)."""
+    per_step = recipe.train.batch_size * recipe.train.grad_accum * distributed.world_size()
+    return min(records, stage.max_steps * per_step) if stage.max_steps else records
+
+
 def save_every(recipe) -> int | None:
     """Selection chooses among evaluated checkpoints, so evaluations also save unless save_steps says otherwise."""
     return recipe.train.save_steps or (recipe.monitor.eval_every if recipe.monitor.select.enabled else None)
