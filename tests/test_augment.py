@@ -147,7 +147,14 @@ def test_augment_command_writes_counts_and_never_touches_its_input(tmp_path, cap
     assert report["records_out"] == len(rows)
     assert read_source("a", out).read == len(rows)  # the output is itself training data
     assert main(["augment", str(source), "--out", str(source)]) == 2  # never over an input
+    capsys.readouterr()
     assert main(["augment", str(source), "--out", str(out), "--augmenters", "magic"]) == 2
+    assert "medsft: error: --augmenters: unknown 'magic'" in capsys.readouterr().err  # the flag, as typed
+    assert main(["augment", str(source), "--out", str(out), "--augmenters", "rewrite"]) == 2
+    assert "--rewrite-url / --rewrite-model-path: the rewrite augmenter needs a model: an OpenAI-compatible endpoint " \
+           "(--rewrite-url and --rewrite-model)" in capsys.readouterr().err
+    assert main(["augment", str(source), "--out", str(out), "--per-record", "0"]) == 2
+    assert "--per-record: must be at least 1" in capsys.readouterr().err
 
 
 def test_validation_records_are_split_off_before_augmentation(tmp_path, tiny_model_dir, tiny_tokenizer):

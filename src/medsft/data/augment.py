@@ -106,24 +106,35 @@ class AugmentReport:
                 "rewrite_rejected": len(self.rewrite_rejects)}
 
 
-def check_settings(settings: AugmentSettings, field_name: str = "augment") -> None:
+# `medsft augment`'s flag for each setting, named in its errors instead of a recipe field.
+COMMAND_FLAGS = {"augmenters": "--augmenters", "per_record": "--per-record", "rules_file": "--rules",
+                 "synonyms_file": "--synonyms", "rewrite": "--rewrite-url / --rewrite-model-path"}
+
+
+def check_settings(settings: AugmentSettings, field_name: str = "augment", flags: dict[str, str] | None = None) -> None:
+    """The settings' errors, each naming the recipe field `field_name`.SETTING, or `flags`[SETTING]."""
+    def where(setting: str) -> str:
+        return flags[setting] if flags and setting in flags else f"{field_name}.{setting}"
+
     unknown = [a for a in settings.augmenters if a not in AUGMENTERS]
     if unknown or not settings.augmenters:
-        raise UserError(f"{field_name}.augmenters: unknown {', '.join(map(repr, unknown)) or '(none given)'} "
+        raise UserError(f"{where('augmenters')}: unknown {', '.join(map(repr, unknown)) or '(none given)'} "
                         f"(known: {', '.join(AUGMENTERS)})")
     if settings.per_record < 1:
-        raise UserError(f"{field_name}.per_record: must be at least 1")
+        raise UserError(f"{where('per_record')}: must be at least 1")
     if not 0 < settings.near_duplicate_threshold <= 1:
-        raise UserError(f"{field_name}.near_duplicate_threshold: must be in (0, 1]")
+        raise UserError(f"{where('near_duplicate_threshold')}: must be in (0, 1]")
     for name in ("rules_file", "synonyms_file"):
         path = getattr(settings, name)
         if path and not Path(path).is_file():
-            raise UserError(f"{field_name}.{name}: {path}: no such file")
+            raise UserError(f"{where(name)}: {path}: no such file")
     if "rewrite" in settings.augmenters:
         if settings.rewrite is None:
-            raise UserError(f"{field_name}.rewrite: the rewrite augmenter needs a model: "
-                            "{url: ..., model: ...} (an OpenAI-compatible endpoint) or {model_path: ...}")
-        settings.rewrite.check(f"{field_name}.rewrite")
+            needs = ("an OpenAI-compatible endpoint (--rewrite-url and --rewrite-model) or a local model folder "
+                     "(--rewrite-model-path)") if flags else \
+                ("{url: ..., model: ...} (an OpenAI-compatible endpoint) or {model_path: ...}")
+            raise UserError(f"{where('rewrite')}: the rewrite augmenter needs a model: {needs}")
+        settings.rewrite.check(where("rewrite"))
     _synonym_groups(settings.synonyms_file)  # a bad file fails here, before anything runs
 
 
@@ -808,7 +819,7 @@ def augment_files(inputs: list[str], out: str | Path, settings: AugmentSettings,
     from medsft.data.prepare import write_jsonl, write_rejects
     from medsft.data.readers import read_source
 
-    check_settings(settings, "--augmenters")
+    check_settings(settings, flags=COMMAND_FLAGS)
     out = Path(out)
     resolved = {Path(p).resolve() for p in inputs}
     if out.resolve() in resolved:
