@@ -80,3 +80,9 @@ def test_import_gguf_refuses_a_missing_or_wrong_file(tmp_path, capsys):
     text.write_bytes(b"not a gguf")
     assert main(["models", "import-gguf", str(text), "--out", str(tmp_path / "o")]) == 2
     assert "not a .gguf file" in capsys.readouterr().err
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"GGUF")
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "mine.txt").write_text("keep")
+    assert main(["models", "import-gguf", str(fake), "--out", str(tmp_path / "o")]) == 2
+    assert "--out: " in capsys.readouterr().err and (tmp_path / "o" / "mine.txt").read_text() == "keep"

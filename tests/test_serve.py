@@ -404,6 +404,12 @@ def test_server_refuses_bad_requests_with_openai_errors(server):
     assert status == 413 and body["error"]["code"] == "request_too_large"
     status, body = post(b"[1, 2]")
     assert status == 400
+    try:  # a path the server does not have: an OpenAI error body too
+        urllib.request.urlopen(server + "/v1/completion", timeout=60)
+    except urllib.error.HTTPError as error:
+        status, body = error.code, json.loads(error.read())
+    assert status == 404 and body["error"] == {"message": "no route GET /v1/completion", "type": "invalid_request_error",
+                                               "param": None, "code": "not_found"}
     # After all that, it still answers.
     assert client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
                                           max_tokens=2).choices[0].message.content is not None
@@ -589,3 +595,20 @@ def test_serve_says_in_one_line_when_it_cannot_listen(lora_run, capsys, monkeypa
         assert main(["serve", str(lora_run), "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip()
     assert f"cannot listen on 127.0.0.1:{port}" in err and len(err.splitlines()) == 1
+
+
+def test_a_model_without_a_chat_template_names_the_template_flag(tiny_model_dir, tmp_path):
+    import shutil
+
+    from medsft.errors import UserError
+    from medsft.serve.loading import load_for_use, resolve_source
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    (model / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(UserError, match=r"^--template: `tokenizer` was asked for, but this tokenizer has no chat"):
+        load_for_use(resolve_source(str(model)))
+    assert load_for_use(resolve_source(str(model), template="chatml")).chat.template.name == "chatml"

@@ -97,7 +97,7 @@ def cmd_eval(args) -> int:
 def cmd_models_import_gguf(args) -> int:
     from medsft.models import import_gguf
 
-    import_gguf(args.file, args.out)
+    import_gguf(args.file, args.out, overwrite=args.overwrite)
     return 0
 
 
@@ -394,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "with safetensors, tokenizer and chat template (needs medsft[real-model])")
     gguf.add_argument("file", help="the .gguf file")
     gguf.add_argument("--out", required=True, help="the folder to write")
+    gguf.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     gguf.set_defaults(func=cmd_models_import_gguf)
 
     merge = commands.add_parser("merge", help="a LoRA adapter merged into its base: a plain model folder")

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 from medsft.errors import UserError
@@ -655,7 +656,7 @@ def load_adapter(model, adapter_dir: str | Path, field: str = "--adapter", train
 REAL_MODEL_EXTRA = "pip install 'medsft[real-model]'"
 
 
-def import_gguf(gguf_file: str | Path, out_dir: str | Path, log=print) -> Path:
+def import_gguf(gguf_file: str | Path, out_dir: str | Path, log=print, overwrite: bool = False) -> Path:
     """A GGUF checkpoint as a normal HF model folder: fp32 safetensors, tokenizer with its chat
     template, generation config, and `medsft_import.json` (the source file and its SHA-256).
 
@@ -668,6 +669,9 @@ def import_gguf(gguf_file: str | Path, out_dir: str | Path, log=print) -> Path:
         raise UserError(f"{source}: no such file")
     if source.suffix.lower() != ".gguf":
         raise UserError(f"{source}: not a .gguf file")
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UserError(f"--out: {out} is not empty (pass --overwrite to replace it)")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -683,8 +687,11 @@ def import_gguf(gguf_file: str | Path, out_dir: str | Path, log=print) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and not out.is_symlink():
+        shutil.rmtree(out)
+    elif out.exists() or out.is_symlink():
+        out.unlink()
+    out.mkdir(parents=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     digest = hashlib.sha256()

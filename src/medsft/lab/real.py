@@ -62,7 +62,7 @@ def smollm2_base(cache_dir: Path, log=print) -> Path:
         return folder
     log(f"converting {source.name} into {folder} (first use; cached afterwards)")
     work = folder.with_name(folder.name + ".converting")
-    import_gguf(source, work, log=log)
+    import_gguf(source, work, log=log, overwrite=True)  # a conversion cut short before
     if folder.exists():
         shutil.rmtree(folder)
     work.rename(folder)

@@ -103,7 +103,13 @@ def load_for_use(source: Source, dtype=None) -> Loaded:
     from medsft.models import load_adapter, load_model, load_tokenizer
 
     tokenizer = load_tokenizer(source.base, source.trust_remote_code, source.allow_pickle_weights, field="model")
-    chat = Chat(tokenizer, get_template(source.template, tokenizer), source.system_prompt)
+    try:
+        template = get_template(source.template, tokenizer)
+    except UserError as error:
+        if source.run_dir is not None:  # the run's recipe chose it
+            raise
+        raise UserError(str(error).replace("model.template:", "--template:", 1)) from None  # the user's flag
+    chat = Chat(tokenizer, template, source.system_prompt)
     model = load_model(source.base, dtype=dtype, trust_remote_code=source.trust_remote_code,
                        allow_pickle_weights=source.allow_pickle_weights, vocab_size=len(tokenizer),
                        rope_scaling=source.rope_scaling)

@@ -147,6 +147,7 @@ def build_app(loaded: Loaded, name: str, api_key: str | None = None, limits: Lim
     require_serve_stack()
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     names = [name] + ([f"{name}-base"] if loaded.has_adapter else [])
     app = FastAPI(title="medsft", docs_url=None, redoc_url=None, openapi_url=None)
@@ -176,6 +177,13 @@ def build_app(loaded: Loaded, name: str, api_key: str | None = None, limits: Lim
     @app.exception_handler(ApiError)
     async def api_error(_request, problem: ApiError):
         return error(problem)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, problem: StarletteHTTPException):  # unknown paths and methods, OpenAI's way
+        message = (f"no route {request.method} {request.url.path}" if problem.status_code in (404, 405)
+                   else str(problem.detail))
+        code = {404: "not_found", 405: "method_not_allowed"}.get(problem.status_code)
+        return error(ApiError(problem.status_code, message, code=code))
 
     @app.get("/health")
     async def health():
