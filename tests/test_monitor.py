@@ -243,3 +243,19 @@ def test_a_probe_budget_the_base_already_fills_is_said_before_training(tmp_path,
     (tmp_path / "monitor" / "base.json").unlink()
     monitor.compute_base(model=None)
     assert not lines
+
+
+def test_selection_reason_names_only_what_was_measured():
+    from medsft.eval import names
+    from medsft.monitor.selection import select_checkpoint
+
+    history = [{"step": s, "stage": "a", "stage_step": s, "eval_loss": {"medical": 2.0 - s / 10},
+                "metrics": {names.RETENTION: None, names.LENGTH_RATIO: 0.9}} for s in (1, 2)]
+    chosen = select_checkpoint(history, {("a", 1): "c1", ("a", 2): "c2"}, ["medical"], 0.9, 0.5)
+    assert chosen["checkpoint"] == "c2"
+    assert "that keep length ratio >= 0.5;" in chosen["reason"] and "retention >=" not in chosen["reason"]
+    assert "general retention was not measured" in chosen["reason"]
+    for entry in history:
+        entry["metrics"][names.RETENTION] = 0.95
+    reason = select_checkpoint(history, {("a", 1): "c1", ("a", 2): "c2"}, ["medical"], 0.9, 0.5)["reason"]
+    assert reason.endswith("checkpoints that keep general retention >= 0.9 and length ratio >= 0.5")
