@@ -56,7 +56,8 @@ EN = [
     ("atrial fibrillation", "palpitations, an irregular pulse and dizziness", "apixaban", "5 mg twice daily",
      "an electrocardiogram", "people with active bleeding", "limiting alcohol and treating high blood pressure"),
     ("community-acquired pneumonia", "fever, cough with sputum and chest pain", "amoxicillin",
-     "1 g three times daily for 5 days", "a chest X-ray", "people allergic to penicillin",
+     "1 g three times daily for 5 days", "a chest X-ray",
+     "people allergic to penicillin, who are given doxycycline or clarithromycin instead",
      "pneumococcal vaccination and not smoking"),
     ("shingles", "a painful blistering rash on one side of the body", "aciclovir", "800 mg five times daily for 7 days",
      "the typical rash", "people allergic to aciclovir", "the shingles vaccine"),
@@ -64,7 +65,7 @@ EN = [
      "seeing burrows on the skin", "people allergic to permethrin", "treating close contacts at the same time"),
     ("peptic ulcer caused by H. pylori", "burning pain in the upper abdomen", "omeprazole",
      "20 mg twice daily with two antibiotics for 14 days", "a urea breath test or stool antigen test",
-     "people taking rilpivirine", "not using NSAIDs when not needed"),
+     "people taking rilpivirine or nelfinavir", "not using NSAIDs when not needed"),
     ("osteoarthritis", "joint pain that is worse with use and stiffness", "paracetamol",
      "1 g up to four times daily", "the history, examination and X-ray", "people with severe liver disease",
      "keeping a healthy weight and staying active"),
@@ -88,7 +89,7 @@ EN = [
     ("constipation", "infrequent hard stools and straining", "lactulose", "15 ml twice daily",
      "the history and examination", "people with galactosemia", "eating fibre and drinking enough water"),
     ("anxiety disorder", "constant worry, restlessness and poor sleep", "sertraline", "25 mg once daily at first",
-     "a clinical interview", "people taking MAO inhibitors", "regular exercise and limiting caffeine"),
+     "a clinical interview", "people taking MAO inhibitors or pimozide", "regular exercise and limiting caffeine"),
     ("tuberculosis", "a cough for more than three weeks, night sweats and weight loss", "isoniazid",
      "300 mg once daily with other drugs for 6 months", "sputum tests and a chest X-ray",
      "people with acute liver disease", "the BCG vaccine and treating latent infection"),
@@ -126,7 +127,7 @@ EN_QUESTIONS = [
     ("How is {c} treated?", "{C} is usually treated first with {d}."),
     ("What is the usual adult dose of {d} for {c}?", "{D}: {dose}."),
     ("How is {c} diagnosed?", "{C} is diagnosed with {test}."),
-    ("Who should not take {d}?", "{D} should not be used by {avoid}."),
+    ("Who should not take {d}{for_c}?", "{D} should not be used by {avoid}."),
     ("How can {c} be prevented?", "{prevent}."),
 ]
 
@@ -158,7 +159,7 @@ ZH_QUESTIONS = [
     ("{c}怎么治疗？", "{c}一般首先用{d}治疗。"),
     ("{d}治疗{c}的成人剂量是多少？", "{d}：{dose}。"),
     ("{c}怎么诊断？", "{c}通过{test}来诊断。"),
-    ("哪些人不能用{d}？", "{avoid}不能使用{d}。"),
+    ("哪些人不能用{d}{for_c}？", "{avoid}不能使用{d}。"),
     ("怎样预防{c}？", "{prevent}。"),
 ]
 
@@ -169,10 +170,14 @@ def _capital(text: str) -> str:
 
 def records() -> list[dict]:
     rows = []
-    for table, questions in ((EN, EN_QUESTIONS), (ZH, ZH_QUESTIONS)):
+    # A drug that treats an earlier condition too is asked about for this one: no question is asked twice.
+    for table, questions, for_condition in ((EN, EN_QUESTIONS, " for {c}"), (ZH, ZH_QUESTIONS, "治疗{c}")):
+        asked = set()
         for condition, symptoms, drug, dose, test, avoid, prevent in table:
             fill = {"c": condition, "C": _capital(condition), "s": symptoms, "d": drug, "D": _capital(drug),
-                    "dose": dose, "test": test, "avoid": avoid, "prevent": _capital(prevent)}
+                    "dose": dose, "test": test, "avoid": avoid, "prevent": _capital(prevent),
+                    "for_c": for_condition.format(c=condition) if drug in asked else ""}
+            asked.add(drug)
             for question, answer in questions:
                 rows.append({"conversations": [{"from": "human", "value": question.format(**fill)},
                                                {"from": "gpt", "value": answer.format(**fill)}]})

@@ -303,3 +303,53 @@ def test_a_source_no_stage_names_is_said_to_be_untrained(tmp_path, tiny_model_di
     assert manifest["sources"]["general"]["in_no_stage"] and "in_no_stage" not in manifest["sources"]["medical"]
     rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert {r["source"] for r in rows} == {"medical"}
+
+
+def test_a_too_long_reject_keeps_the_record_as_its_file_has_it(tmp_path, tiny_model_dir):
+    """Like a malformed record's, a too-long record's reject holds the file's own text (here the ShareGPT
+    line, extra keys and all), with its file and line, so it can be fixed and fed again."""
+    short = [json.dumps({"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}]})
+             for i in range(30)]
+    long_line = json.dumps({"id": "case-7", "conversations": [{"from": "human", "value": "Explain, please."},
+                                                                {"from": "gpt", "value": "long " * 200}]})
+    medical = write_jsonl(tmp_path / "med.jsonl", short[:5] + [long_line] + short[5:])
+    pretty = tmp_path / "general.json"  # a JSON array over many lines: the element's own text, from its line
+    pretty.write_text(json.dumps([json.loads(line) for line in short[:20]] + [json.loads(long_line)], indent=2))
+    recipe = _recipe(tmp_path, tiny_model_dir, {"medical": medical, "general": pretty}, max_length=64)
+    assert main(["data", "mix", str(recipe), "--out", str(tmp_path / "mixed.jsonl")]) == 0
+    rejects = [json.loads(line) for line in (tmp_path / "mixed.rejects.jsonl").read_text().splitlines()]
+    text = pretty.read_text()
+    start, end = text.index('{\n    "id": "case-7"'), text.rindex("}") + 1  # the last element, braces included
+    assert [(r["file"], r["line"]) for r in rejects] == [(str(medical), 6), (str(pretty), text[:start].count("\n") + 1)]
+    assert all(r["reason"].startswith("longer than max_length=64") for r in rejects)
+    assert rejects[0]["raw"] == long_line
+    assert rejects[1]["raw"] == text[start:end]
+
+
+def test_inspect_table_and_warnings_count_the_same_cut_records(tmp_path, tiny_model_dir, capsys):
+    """The outside review's case: at 256 tokens every general record of the sample is left out and none is cut,
+    so no warning may speak of later answers dropped; at every length the table's shares are the warnings'
+    counts over the records, and the length asked about gets its own column."""
+    from sample_data import sample_sources
+
+    files = [s["path"] for s in sample_sources(tmp_path / "data")]
+    command = ["data", "inspect", *files, "--tokenizer", str(tiny_model_dir)]
+    for limit in (256, 512, 1000, 1024, 2048, 4096):
+        assert main(command + ["--max-length", str(limit), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        for name, s in report["sources"].items():
+            fit = s["max_length_fit"][str(limit)]
+            assert fit == {"dropped": round(s["too_long"] / s["usable"], 4),
+                           "cut": round(s["records_cut"] / s["usable"], 4)}, (limit, name)
+            assert (s["records_cut"] > 0) == (s["answers_cut"] > 0) and s["answers_cut"] >= s["records_cut"]
+            cut_warnings = [w for w in report["warnings"] if w.startswith(f"{name}: ") and "later answers" in w]
+            assert cut_warnings == ([f"{name}: {s['records_cut']} records would be cut to fit max_length={limit}, "
+                                     f"losing {s['answers_cut']} later answers"] if s["records_cut"] else [])
+        general = report["sources"]["general"]
+        if limit == 256:
+            assert general["too_long"] == general["usable"] == 32 and general["records_cut"] == 0
+        if limit == 1000:
+            assert general["records_cut"] > 0
+    assert main(command + ["--max-length", "1000"]) == 0
+    table = capsys.readouterr().out
+    assert "           256           512          1000          1024" in table

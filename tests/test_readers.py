@@ -720,3 +720,43 @@ def test_a_saved_dataset_folder_and_an_hf_dataset_are_sources(tmp_path, monkeypa
     assert len(read_source("med", f"hf:{folder}:test").conversations) == 1
     with pytest.raises(UserError, match="cannot load the dataset"):
         read_source("med", f"hf:{folder}:nosuchsplit")
+
+
+def _write_source(kind: str, folder, rows: list[dict]):
+    """rows as a source of this kind: its path."""
+    if kind == "saved":
+        import datasets
+
+        datasets.Dataset.from_list(rows).save_to_disk(str(folder / "saved"))
+        return folder / "saved"
+    path = folder / f"data.{kind}"
+    if kind == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    elif kind == "json":
+        path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    elif kind == "csv":
+        with open(path, "w", newline="", encoding="utf-8") as out:
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json", "csv", "parquet", "saved"])
+def test_original_texts_are_the_text_a_reject_keeps(tmp_path, kind):
+    """A record found unusable after reading (too long) is read again for its reject: the same text,
+    file and line that the reject of a record refused while reading holds."""
+    from medsft.data.readers import original_texts
+
+    rows = [{"instruction": f"q{i}", "input": "", "output": f"a{i}\nsecond line"} for i in range(6)]
+    rows[3]["output"] = ""  # refused while reading
+    path = _write_source(kind, tmp_path, rows)
+    records = read_source("med", path, on_bad_record="skip")
+    (reject,) = records.rejects
+    wanted = [reject.provenance, records.conversations[3].provenance]  # rows[4]
+    texts = original_texts(path, wanted)
+    assert texts[reject.provenance] == reject.raw and set(texts) == set(wanted)
+    assert '"a4' in texts[wanted[1]] and texts[wanted[1]] != reject.raw
+    assert original_texts(path, []) == {}

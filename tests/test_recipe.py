@@ -127,3 +127,15 @@ def test_pickle_only_model_needs_an_explicit_opt_in(tmp_path, capsys):
     tree = _recipe(tmp_path, model__name_or_path=str(folder))
     assert main(["train", str(_write(tmp_path, tree))]) == 2
     assert "only pickle weights (pytorch_model.bin)" in capsys.readouterr().err
+
+
+def test_the_reference_lists_every_record_format_the_reader_accepts():
+    import typing
+
+    from medsft.data.readers import FORMATS
+    from medsft.recipe import SourceConfig
+
+    field = SourceConfig.model_fields["format"]
+    assert typing.get_args(field.annotation) == ("auto", *FORMATS)  # the schema allows what the reader reads
+    row = next(line for line in field_reference().splitlines() if line.startswith("| `data.sources[].format` |"))
+    assert all(f"`{value}`" in row for value in ("auto", *FORMATS)), row

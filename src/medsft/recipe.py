@@ -178,7 +178,9 @@ class SourceConfig(_Section):
                       "saved by datasets' save_to_disk, or `hf:NAME[:SPLIT]` (datasets.load_dataset: a hub id or "
                       "a local dataset folder; split `train` by default).")
     format: Literal["auto", "alpaca", "sharegpt", "messages"] = Field(
-        "auto", description="Record layout; `auto` detects it per file."
+        "auto", description="Record layout: `alpaca` (instruction, input, output; optional system, history, tools), "
+        "`sharegpt` (conversations of from/value turns; optional system, tools), `messages` (OpenAI "
+        "role/content messages; optional tools), or `auto`: detected per file from its first recognizable record."
     )
     role: Literal["domain", "general"] = Field(
         "domain", description="What the source teaches: domain knowledge or general ability."

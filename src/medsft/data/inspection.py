@@ -68,8 +68,11 @@ def inspect_sources(sources: list[SourceRecords], count=None, encode=None, max_l
             entry["max_length_fit"] = fit(conversations)
         if encode is not None and max_length and conversations:
             rows = encode(conversations)
-            entry["too_long"] = sum(1 for n in rows["length"] if n == 0)
-            entry["answers_cut"] = sum(rows["exchanges_dropped"])
+            kept = [(n, d) for n, d in zip(rows["length"], rows["exchanges_dropped"]) if n > 0]
+            entry["too_long"] = len(conversations) - len(kept)  # left out: the first exchange does not fit
+            # cut: kept, without its later exchanges (a record left out is not counted again here)
+            entry["records_cut"] = sum(1 for _, d in kept if d)
+            entry["answers_cut"] = sum(d for _, d in kept)
         report["sources"][source.name] = entry
     report["warnings"] = _warnings(report)
     return report
@@ -103,10 +106,9 @@ def _warnings(report: dict) -> list[str]:
             notes.append(f"{name}: {s['exact_duplicates']} exact duplicates (they weigh double in training)")
         if s.get("too_long"):
             notes.append(f"{name}: {s['too_long']} records do not fit in max_length={report['max_length']} at all")
-        if s.get("answers_cut"):
-            notes.append(
-                f"{name}: {s['answers_cut']} later answers would be dropped to fit max_length={report['max_length']}"
-            )
+        if s.get("records_cut"):
+            notes.append(f"{name}: {s['records_cut']} records would be cut to fit max_length={report['max_length']}, "
+                         f"losing {s['answers_cut']} later answers")
     return notes
 
 
@@ -124,11 +126,12 @@ def format_report(report: dict) -> str:
         )
     fits = {name: s["max_length_fit"] for name, s in report["sources"].items() if "max_length_fit" in s}
     if fits:
+        limits = list(next(iter(fits.values())))
         lines += ["", "records left out / cut at each max_length (first exchange too long / later turns dropped)",
-                  f"{'source':<16}" + "".join(f"{limit:>14}" for limit in FIT_LENGTHS)]
+                  f"{'source':<16}" + "".join(f"{limit:>14}" for limit in limits)]
         for name, fit in fits.items():
             lines.append(f"{name[:15]:<16}" + "".join(
-                f"{fit[str(limit)]['dropped']:>7.1%}/{fit[str(limit)]['cut']:<6.1%}" for limit in FIT_LENGTHS))
+                f"{fit[limit]['dropped']:>7.1%}/{fit[limit]['cut']:<6.1%}" for limit in limits))
     for warning in report["warnings"]:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)
@@ -171,7 +174,7 @@ def _token_counters(tok, template_name: str | None, max_length: int | None):
             firsts.append(lengths[0] + lengths[1])
             totals.append(sum(lengths) - lengths[-1])  # the last separator is never trained
         shares = {}
-        for limit in FIT_LENGTHS:
+        for limit in sorted({*FIT_LENGTHS, *([max_length] if max_length else [])}):  # and the one asked about
             dropped = sum(1 for f in firsts if f > limit)
             cut = sum(1 for f, t in zip(firsts, totals) if f <= limit < t)
             shares[str(limit)] = {"dropped": round(dropped / len(firsts), 4), "cut": round(cut / len(firsts), 4)}

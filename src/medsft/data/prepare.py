@@ -16,7 +16,7 @@ from medsft.data.augment import AugmentSettings, augment_cached, check_settings
 from medsft.data.encode import default_cache_dir, encode_records
 from medsft.data.rewrite import RewriteSettings
 from medsft.data.mixture import StagePlan, group_by_length, in_validation, padding_efficiency, plan_stage
-from medsft.data.readers import read_source
+from medsft.data.readers import original_texts, read_source
 from medsft.data.records import Conversation, Message, Reject, has_placeholder, replace_text
 from medsft.data.templates import supervised_exchanges
 from medsft.errors import BadRecordError, UserError
@@ -184,6 +184,7 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
     train_pools: dict[str, list[int]] = {n: [] for n in names}
     val_pools: dict[str, list[int]] = {n: [] for n in names}
     too_long = Counter()
+    too_long_records: list[Conversation] = []
     augmented_too_long = Counter()
     by_name = {s.name: s for s in data.sources}
     for i, conversation in enumerate(conversations):
@@ -195,18 +196,13 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
             continue
         if lengths[i] == 0:
             too_long[conversation.source] += 1
-            rejects.append(
-                Reject(
-                    conversation.source,
-                    conversation.provenance,
-                    f"longer than max_length={data.max_length} tokens even with only its "
-                    f"{'last' if data.train_on == 'last_assistant' else 'first'} exchange",
-                    json.dumps(conversation.to_json(), ensure_ascii=False),
-                )
-            )
+            too_long_records.append(conversation)
             continue
         pool = val_pools if held_out(conversation, by_name[conversation.source], data.val_fraction) else train_pools
         pool[conversation.source].append(i)
+    rejects += _too_long_rejects(too_long_records, by_name,
+                                 f"longer than max_length={data.max_length} tokens even with only its "
+                                 f"{'last' if data.train_on == 'last_assistant' else 'first'} exchange")
 
     for stage in recipe.resolved_stages:
         _check_stage(stage, train_pools)
@@ -237,6 +233,20 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
     prepared.warnings = _warnings(prepared.manifest, data.max_length)
     prepared.augment_rejects = augment_rejects
     return prepared
+
+
+def _too_long_rejects(conversations: list[Conversation], sources: dict, reason: str) -> list[Reject]:
+    """The records max_length leaves out, as rejects holding each record's text as its file has it
+    (like a malformed record's), so it can be fixed and fed again."""
+    by_source: dict[str, list] = {}
+    for conversation in conversations:
+        by_source.setdefault(conversation.source, []).append(conversation.provenance)
+    texts = {}
+    for name, provenances in by_source.items():
+        texts.update(original_texts(sources[name].path, provenances))
+    # The normalized record only when its file no longer holds it (changed since it was read).
+    return [Reject(c.source, c.provenance, reason,
+                   texts.get(c.provenance) or json.dumps(c.to_json(), ensure_ascii=False)) for c in conversations]
 
 
 def _check_stage(stage, train_pools: dict[str, list[int]]) -> None:

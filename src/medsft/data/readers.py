@@ -87,13 +87,35 @@ def read_source(
     if dataset is not None:  # hf:NAME or a save_to_disk folder: one row per record
         label, rows = dataset
         records.files.append(label)
-        items = [_Item(n, json.dumps(row, ensure_ascii=False, default=str), row) for n, row in enumerate(rows, 1)]
-        _read_items(label, items, format, on_bad_record, records)
+        _read_items(label, _row_items(rows), format, on_bad_record, records)
         return records
     for file in data_files(path):
         records.files.append(file)
         _read_items(file, file_items(file), format, on_bad_record, records)
     return records
+
+
+def original_texts(path: str | Path, provenances: list[Provenance]) -> dict[Provenance, str]:
+    """The original text of the records at `provenances` in the source at `path`, as a reject keeps it.
+
+    For records found unusable after reading (too long for max_length): only their files are read
+    again, so the records that are kept never hold their text twice."""
+    wanted = set(provenances)
+    if not wanted:
+        return {}
+    dataset = dataset_rows(str(path))
+    if dataset is not None:
+        label, rows = dataset
+        found = [(label, _row_items(rows))]
+    else:
+        found = [(file, file_items(file)) for file in sorted({p.file for p in wanted})]
+    return {Provenance(file, item.line): item.raw for file, items in found for item in items
+            if Provenance(file, item.line) in wanted}
+
+
+def _row_items(rows: list[dict]) -> list[_Item]:
+    """A dataset's rows as records, numbered from 1; each one's text is the row as JSON."""
+    return [_Item(n, json.dumps(row, ensure_ascii=False, default=str), row) for n, row in enumerate(rows, 1)]
 
 
 def dataset_rows(path: str) -> tuple[str, list[dict]] | None:
@@ -471,10 +493,7 @@ def _parquet_items(file: str) -> list[_Item]:
     except (pyarrow.ArrowException, OSError, ValueError) as error:
         message = " ".join(str(error).split())  # pyarrow messages may span lines; a reason is one
         return [_Item(1, "", problem=f"cannot read Parquet: {message}; {REST_OF_FILE}")]
-    return [
-        _Item(number, json.dumps(row, ensure_ascii=False, default=str), row)
-        for number, row in enumerate(rows, start=1)
-    ]
+    return _row_items(rows)
 
 
 # ---------------------------------------------------------------------------------------------
