@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -611,10 +612,21 @@ def field_reference() -> str:
                 walk(nested, f"{key}." if nested is not SourceConfig and nested is not StageConfig else f"{key}[].")
                 continue
             default = "required" if info.is_required() else f"`{json.dumps(info.get_default(call_default_factory=True))}`"
-            lines.append(f"| `{key}` | {default} | {info.description or ''} |")
+            description = info.description or ""
+            choices = _choices(annotation)
+            if choices and not all(f"`{c}`" in description for c in choices):
+                description += (" " if description else "") + "One of: " + ", ".join(f"`{c}`" for c in choices) + "."
+            lines.append(f"| `{key}` | {default} | {description} |")
 
     walk(Recipe, "")
     return "| field | default | meaning |\n|---|---|---|\n" + "\n".join(lines)
+
+
+def _choices(annotation: Any) -> list[str]:
+    """The values a Literal field (or a list or optional of one) accepts."""
+    if typing.get_origin(annotation) is Literal:
+        return [str(value) for value in typing.get_args(annotation)]
+    return [choice for arg in typing.get_args(annotation) for choice in _choices(arg)]
 
 
 def _section_type(annotation: Any) -> type[BaseModel] | None:
