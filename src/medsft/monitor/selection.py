@@ -27,6 +27,18 @@ def holds_general(candidate: dict, min_general_retention: float, min_length_rati
             and (length is None or length >= min_length_ratio))
 
 
+def kept_clause(candidates: list[dict], min_general_retention: float, min_length_ratio: float) -> str:
+    """' that keep general retention >= R and length ratio >= L', naming only what was measured."""
+    kept = " and ".join(
+        f"{label} >= {minimum}" for label, key, minimum in (("general retention", "general_retention",
+                                                             min_general_retention),
+                                                            ("length ratio", "length_ratio", min_length_ratio))
+        if any(c[key] is not None for c in candidates))
+    return ((f" that keep {kept}" if kept else "")
+            + ("" if all(c["general_retention"] is not None for c in candidates) else
+               "; general retention was not measured (no general probes, or the base scored 0 on them)"))
+
+
 def select_checkpoint(history: list[dict], checkpoints: dict[tuple[str, int], str], domain_sources: list[str],
                       min_general_retention: float, min_length_ratio: float) -> dict | None:
     """Pick among evaluations that have a checkpoint. Returns the choice with its reason, or None."""
@@ -49,15 +61,8 @@ def select_checkpoint(history: list[dict], checkpoints: dict[tuple[str, int], st
     qualified = [c for c in candidates if holds_general(c, min_general_retention, min_length_ratio)]
     if qualified:
         best = max(qualified, key=lambda c: (c["domain_score"], c["step"]))
-        kept = " and ".join(
-            f"{label} >= {minimum}" for label, key, minimum in (("general retention", "general_retention",
-                                                                 min_general_retention),
-                                                                ("length ratio", "length_ratio", min_length_ratio))
-            if any(c[key] is not None for c in candidates))
         why = (f"best {best['domain_score_is']} ({best['domain_score']:.3f}) among {len(qualified)} of "
-               f"{len(candidates)} checkpoints" + (f" that keep {kept}" if kept else "")
-               + ("" if all(c["general_retention"] is not None for c in candidates) else
-                  "; general retention was not measured (no general probes, or the base scored 0 on them)"))
+               f"{len(candidates)} checkpoints" + kept_clause(candidates, min_general_retention, min_length_ratio))
     else:
         # Nothing holds: the best trade-off, with domain skill ranked (scale-free) against what is kept.
         ranked = sorted(candidates, key=lambda c: c["domain_score"])

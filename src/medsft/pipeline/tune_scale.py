@@ -17,7 +17,7 @@ from medsft.eval import names
 from medsft.eval.evaluate import evaluate, flat_scores
 from medsft.eval.generate import Chat
 from medsft.models import load_adapter, load_model
-from medsft.monitor.selection import domain_score, holds_general
+from medsft.monitor.selection import domain_score, holds_general, kept_clause
 from medsft.recipe import load_recipe
 from medsft.train import checkpoint
 
@@ -157,8 +157,7 @@ def _choose(table: list[dict], min_retention: float, min_length: float) -> tuple
     if qualified:
         best = max(qualified, key=lambda r: (r["domain_score"], r["scale"]))
         return best["scale"], (f"most domain skill ({best['domain_score']:.3f}) among the {len(qualified)} of "
-                               f"{len(table)} scales that keep general retention >= {min_retention} and "
-                               f"length ratio >= {min_length}")
+                               f"{len(table)} scales" + kept_clause(table, min_retention, min_length))
     best = max(table, key=lambda r: ((r["general_retention"] or 0) + min(r["length_ratio"] or 0, 1), r["domain_score"]))
     return best["scale"], (f"no scale keeps general retention >= {min_retention} and length ratio >= {min_length}; "
                            "this one keeps the most of both")
