@@ -50,6 +50,7 @@ def _write(tmp_path: Path, tree: dict) -> Path:
         ({"data__on_bad_record": "ignore"}, "data.on_bad_record: Input should be 'fail' or 'skip'"),
         ({"data__sources": [{"name": "medical", "path": "/nope/missing.jsonl"}]}, "data.sources.0.path: /nope/missing.jsonl: no such file"),
         ({"data__sources": [{"name": "a b", "path": "x"}]}, "must be letters, digits"),
+        ({"train__learning_rate": 1e38}, "train.learning_rate: Input should be less than or equal to 1"),
     ],
 )
 def test_recipe_errors_name_the_field(tmp_path, capsys, changes, message):

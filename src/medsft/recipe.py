@@ -276,7 +276,7 @@ class StageConfig(_Section):
     epochs: float = Field(1.0, gt=0, description="Passes over the anchor source (the one with the largest weight).")
     anchor: str | None = Field(None, description="Source that defines an epoch; default the largest weight.")
     max_steps: int | None = Field(None, ge=1, description="Cap on optimizer steps for this stage (smoke runs).")
-    learning_rate: float | None = Field(None, gt=0, description="This stage's learning rate; default train.learning_rate.")
+    learning_rate: float | None = Field(None, gt=0, le=1, description="This stage's learning rate; default train.learning_rate.")
     adaptive: AdaptiveConfig | None = Field(
         None, description="Let the monitor move the domain:general weights at each evaluation, within bounds: "
         "general retention or answer length below target raises the general share; a flat domain score while "
@@ -308,7 +308,7 @@ class OnPolicyConfig(_Section):
 
 
 class TrainConfig(_Section):
-    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate.")
     batch_size: int = Field(4, ge=1, description="Sequences per device per step.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
