@@ -105,6 +105,22 @@ def test_adaptive_order_redraws_only_the_rest_with_the_new_weights():
     assert again.order == order.order  # the same change replays to the same order
 
 
+def test_adaptive_order_of_a_stage_mixed_by_tokens_redraws_by_tokens():
+    from medsft.data.mixture import AdaptiveOrder, plan_stage
+
+    pools = {"medical": list(range(0, 300)), "general": list(range(300, 400))}
+    lengths = [10 + i % 7 for i in range(300)] + [30 + i % 11 for i in range(100)]  # general answers ~3x longer
+    plan = plan_stage("mixed", pools, lengths, {"medical": 0.5, "general": 0.5}, 2, seed=3, ratio_by="tokens")
+    order = AdaptiveOrder(plan, pools, seed=3, lengths=lengths)
+    assert abs(order.shares(0, 200, by="tokens")["general"] - 0.5) < 0.05
+    order.reweight(200, {"medical": 0.4, "general": 0.6}, number=1)
+    assert abs(order.shares(200, by="tokens")["general"] - 0.6) < 0.01  # tokens, as the stage asks
+    assert order.shares(200)["general"] < 0.45  # far from 0.6 of the records: the longer source takes fewer
+    samples = AdaptiveOrder(plan, pools, seed=3)  # no lengths: records, as before
+    samples.reweight(200, {"medical": 0.4, "general": 0.6}, number=1)
+    assert abs(samples.shares(200)["general"] - 0.6) < 0.01
+
+
 def test_the_adaptive_policy_raises_general_when_it_slips_and_lowers_it_when_domain_stalls():
     from medsft.monitor.adaptive import decide, general_share
     from medsft.recipe import AdaptiveConfig

@@ -166,36 +166,50 @@ class AdaptiveOrder:
     changes at the same positions give the same order, which is how a resumed run replays them.
     arrange(remainder, number), when given, reorders each re-drawn remainder (length grouping)."""
 
-    def __init__(self, plan: StagePlan, pools: dict[str, list[int]], seed: int, arrange=None):
+    def __init__(self, plan: StagePlan, pools: dict[str, list[int]], seed: int, arrange=None,
+                 lengths: Sequence[int] | None = None):
         self.name = plan.name
         self.arrange = arrange
         self.order = list(plan.order)
         self.pools = pools
         self.seed = seed
         self.owner = {i: source for source, indices in pools.items() for i in indices}
+        self.lengths = lengths  # tokens per record (indexed globally): needed when the stage mixes by tokens
+        self.ratio_by = plan.ratio_by if lengths is not None else "samples"
 
     def __len__(self) -> int:
         return len(self.order)
 
     def reweight(self, position: int, weights: dict[str, float], number: int) -> None:
+        """Re-draw from `position` on: the source furthest behind its share (of the records, or of the
+        tokens when the stage mixes by tokens) goes next."""
         position = max(0, min(position, len(self.order)))
         streams = {s: _Stream(self.pools[s], random.Random(f"{self.seed}:{self.name}:adaptive:{number}:{s}"))
                    for s in weights if weights[s] > 0}
         drawn = dict.fromkeys(streams, 0)
         total = sum(weights[s] for s in streams)
+        by_tokens = self.ratio_by == "tokens"
         remainder = []
         for count in range(1, len(self.order) - position + 1):
-            source = max(streams, key=lambda s: (count * weights[s] / total - drawn[s], s))
-            remainder.append(streams[source].next())
-            drawn[source] += 1
+            if by_tokens:
+                so_far = sum(drawn.values())
+                source = max(streams, key=lambda s: (so_far * weights[s] / total - drawn[s], weights[s], s))
+            else:
+                source = max(streams, key=lambda s: (count * weights[s] / total - drawn[s], s))
+            index = streams[source].next()
+            remainder.append(index)
+            drawn[source] += self.lengths[index] if by_tokens else 1
         self.order[position:] = self.arrange(remainder, number) if self.arrange else remainder
 
-    def shares(self, start: int = 0, end: int | None = None) -> dict[str, float]:
+    def shares(self, start: int = 0, end: int | None = None, by: str = "samples") -> dict[str, float]:
+        """Each source's share of the order's positions start..end, by records or (by="tokens") by tokens."""
         window = self.order[start:end]
         counts: dict[str, int] = {}
         for index in window:
-            counts[self.owner[index]] = counts.get(self.owner[index], 0) + 1
-        return {s: round(c / max(len(window), 1), 4) for s, c in sorted(counts.items())}
+            weight = self.lengths[index] if by == "tokens" and self.lengths is not None else 1
+            counts[self.owner[index]] = counts.get(self.owner[index], 0) + weight
+        total = sum(counts.values())
+        return {s: round(c / max(total, 1), 4) for s, c in sorted(counts.items())}
 
 
 def group_by_length(order: list[int], lengths: Sequence[int], batch_size: int, window_batches: int,

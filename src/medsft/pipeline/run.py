@@ -359,7 +359,8 @@ class Run:
         if stage.adaptive is not None:
             # The order starts as planned; the changes made before a resume point are replayed first.
             run.adaptive, run.mixer = stage.adaptive, AdaptiveOrder(plan, self.prepared.train_pools,
-                                                                    self.recipe.train.seed, self._arrange(stage))
+                                                                    self.recipe.train.seed, self._arrange(stage),
+                                                                    self.prepared.encoded["length"])
             run.mix_weights = dict(stage.weights)
             for change in (c for c in self.monitor.mix_changes if c["stage"] == stage.name):
                 run.mixer.reweight(change["position"], change["new"], change["number"])
@@ -386,7 +387,9 @@ class Run:
         record[stage.name] = {
             "asked": dict(stage.weights), "changes": changes,
             "realized_share_samples": trainer.run.mixer.shares(0, trained),
-            "segments": [{"from_position": a, "to_position": b, "realized_share_samples": trainer.run.mixer.shares(a, b)}
+            "realized_share_tokens": trainer.run.mixer.shares(0, trained, by="tokens"),
+            "segments": [{"from_position": a, "to_position": b, "realized_share_samples": trainer.run.mixer.shares(a, b),
+                          "realized_share_tokens": trainer.run.mixer.shares(a, b, by="tokens")}
                          for a, b in zip(bounds, bounds[1:]) if b > a]}
         checkpoint.write_json_atomic(path, record)
 
