@@ -57,6 +57,19 @@ def test_near_zero_train_loss_on_a_small_set_is_memorization():
     assert "small set (300 records)" in verdicts["medical"]["reason"]
     # The same loss on a large set is not.
     assert _verdicts(_history([(10, 1.0, 0.5), (20, 0.9, 0.01)]), train_size=5000)[0]["medical"]["verdict"] == "learning"
+    # Flagged since the first evaluation of the near-zero run, not the latest one.
+    since = _verdicts(_history([(10, 1.0, 0.5), (20, 0.9, 0.02), (30, 0.9, 0.01), (40, 0.9, 0.01)]), train_size=300)
+    assert since[0]["medical"]["since_step"] == 20
+
+
+def test_a_source_without_validation_records_meets_the_near_zero_rule():
+    history = [{"step": s, "stage": "a", "stage_step": s, "eval_loss": {"general": 2.0},
+                "train_loss": {"medical": t, "general": 2.0}, "metrics": {}} for s, t in ((3, 0.9), (6, 0.03), (9, 0.02))]
+    verdicts = memorization_verdicts(history, {"medical": 46, "general": 300})
+    assert verdicts["medical"] == {"verdict": "memorizing", "since_step": 6,
+                                   "reason": "memorizing: train loss 0.020 is near zero on a small set (46 records)"}
+    calm = memorization_verdicts(history, {"medical": 5000, "general": 300})["medical"]
+    assert calm["verdict"] == "learning" and "no validation records (split: train)" in calm["reason"]
 
 
 def _candidate_history(rows):

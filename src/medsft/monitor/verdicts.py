@@ -9,14 +9,41 @@ from __future__ import annotations
 
 def memorization_verdicts(history: list[dict], train_sizes: dict[str, int], patience: int = 3,
                           near_zero_loss: float = 0.05, small_set: int = 2000) -> dict[str, dict]:
-    """The verdict of every source with a validation loss in `history` (evaluations: step,
-    eval_loss and train_loss by source)."""
+    """The verdict of every source trained or validated in `history` (evaluations: step, eval_loss
+    and train_loss by source). A source without validation records (split: train) can only meet the
+    near-zero train loss rule."""
     verdicts = {}
-    for source in sorted({s for h in history for s in h["eval_loss"]}):
+    validated = {s for h in history for s in h["eval_loss"]}
+    for source in sorted(validated):
         points = [(h["step"], h["eval_loss"][source], h["train_loss"].get(source))
                   for h in history if source in h["eval_loss"]]
         verdicts[source] = source_verdict(points, train_sizes.get(source, 0), patience, near_zero_loss, small_set)
+    for source in sorted({s for h in history for s in h["train_loss"]} - validated):
+        points = [(h["step"], h["train_loss"][source]) for h in history if h["train_loss"].get(source) is not None]
+        if points:
+            verdicts[source] = _train_only_verdict(points, train_sizes.get(source, 0), near_zero_loss, small_set)
     return verdicts
+
+
+def _near_zero_since(points: list[tuple[int, float | None]], near_zero_loss: float) -> int:
+    """The first step of the run of evaluations, up to the last, whose train loss is under near_zero_loss."""
+    since = points[-1][0]
+    for step, loss in reversed(points):
+        if loss is None or loss >= near_zero_loss:
+            break
+        since = step
+    return since
+
+
+def _train_only_verdict(points: list[tuple[int, float]], train_size: int, near_zero_loss: float,
+                        small_set: int) -> dict:
+    train_now = points[-1][1]
+    if train_now < near_zero_loss and train_size < small_set:
+        return {"verdict": "memorizing", "since_step": _near_zero_since(points, near_zero_loss),
+                "reason": f"memorizing: train loss {train_now:.3f} is near zero on a small set ({train_size} records)"}
+    return {"verdict": "learning", "since_step": None,
+            "reason": f"train loss {points[0][1]:.3f} -> {train_now:.3f}; no validation records (split: train), so only "
+                      f"the near-zero rule applies (train loss under {near_zero_loss} on fewer than {small_set} records)"}
 
 
 def source_verdict(points: list[tuple[int, float, float | None]], train_size: int, patience: int,
@@ -34,7 +61,7 @@ def source_verdict(points: list[tuple[int, float, float | None]], train_size: in
                               f"evaluations ({points[best][1]:.3f} -> {points[-1][1]:.3f}) while train loss "
                               f"kept falling ({train_then:.3f} -> {train_now:.3f})"}
     if train_now is not None and train_now < near_zero_loss and train_size < small_set:
-        return {"verdict": "memorizing", "since_step": points[-1][0],
+        return {"verdict": "memorizing", "since_step": _near_zero_since([(p[0], p[2]) for p in points], near_zero_loss),
                 "reason": f"memorizing: train loss {train_now:.3f} is near zero on a small set ({train_size} records)"}
     return {"verdict": "learning", "since_step": None,
             "reason": f"learning: validation loss {points[0][1]:.3f} -> {points[-1][1]:.3f}"
