@@ -57,7 +57,7 @@ def test_report_loads_in_headless_chromium_without_console_errors(run_dir, tmp_p
     assert dom.count("<img") >= 6 and "Selected checkpoint" in dom
 
 
-def test_eval_compares_base_and_tuned_side_by_side(run_dir, tiny_model_dir, tmp_path, capsys):
+def test_eval_compares_base_and_tuned_side_by_side(run_dir, tiny_model_dir, tmp_path, capsys, monkeypatch):
     import json
 
     out = tmp_path / "eval.json"
@@ -73,3 +73,24 @@ def test_eval_compares_base_and_tuned_side_by_side(run_dir, tiny_model_dir, tmp_
         assert delta == pytest.approx(result["scores"][key] - result["base_scores"][key])
     assert main(["eval", "--model", str(tiny_model_dir), "--compare-base"]) == 2
     assert "--compare-base needs --adapter" in capsys.readouterr().err
+    # General probes from a file, as the monitor takes them
+    general = tmp_path / "general.jsonl"
+    general.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?", "key": str(2 * i)}) + "\n"
+                               for i in range(5)))
+    import medsft.eval.command as command
+
+    asked = []
+    real_evaluate = command.evaluate
+
+    def spy(model, chat, probe_sets, *args, **kwargs):
+        asked.extend((s.name, [p.question for p in s.probes]) for s in probe_sets)
+        return real_evaluate(model, chat, probe_sets, *args, **kwargs)
+
+    monkeypatch.setattr(command, "evaluate", spy)
+    assert main(["eval", "--model", str(tiny_model_dir), "--template", "qwen", "--general", str(general),
+                 "--max-new-tokens", "4", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert asked == [("general", [f"What is {i} plus {i}?" for i in range(5)])]
+    assert "general/accuracy" in json.loads(out.read_text())["scores"]
+    assert main(["eval", "--model", str(tiny_model_dir), "--general", str(tmp_path / "nope.jsonl")]) == 2
+    assert "--general: " in capsys.readouterr().err

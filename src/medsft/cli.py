@@ -329,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--compare-base", action="store_true", help="also score the model without the adapter")
     evaluate.add_argument("--baseline", default=None, help="a second model folder to compare against")
     evaluate.add_argument("--template", default="tokenizer", help="chat template (default: the tokenizer's)")
-    evaluate.add_argument("--general", default="builtin", choices=["builtin", "builtin-en", "builtin-zh", "none"],
-                          help="built-in general probes to use")
+    evaluate.add_argument("--general", nargs="+", default=["builtin"], metavar="SET",
+                          help="general probes: builtin, builtin-en, builtin-zh, none, or generation probe files "
+                               "(as monitor.general_probes takes them); default builtin")
     evaluate.add_argument("--probes", nargs="*", default=[], help="probe files (knowledge, choice, generation)")
     evaluate.add_argument("--max-new-tokens", type=int, default=256)
     evaluate.add_argument("--batch-size", type=int, default=16)

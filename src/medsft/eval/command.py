@@ -11,7 +11,7 @@ from medsft.errors import UserError
 from medsft.eval import names
 from medsft.eval.evaluate import evaluate, flat_scores
 from medsft.eval.generate import Chat
-from medsft.eval.sets import file_sets, general_set
+from medsft.eval.sets import BUILTIN, file_sets, general_set
 from medsft.models import load_adapter, load_model, load_tokenizer
 
 
@@ -24,7 +24,7 @@ class EvalRequest:
     baseline: str | None = None  # a second model to compare against
     compare_base: bool = False  # compare with the model without its adapter
     template: str = "tokenizer"
-    general: str = "builtin"  # builtin | builtin-en | builtin-zh | none
+    general: list[str] = field(default_factory=lambda: ["builtin"])  # builtin | builtin-en | builtin-zh | none | files
     probe_files: list[str] = field(default_factory=list)
     max_new_tokens: int = 256
     batch_size: int = 16
@@ -40,7 +40,12 @@ def run_eval(request: EvalRequest) -> dict:
     for path in request.probe_files:
         if not Path(path).is_file():
             raise UserError(f"--probes: {path}: no such file")
-    general = general_set([] if request.general == "none" else [request.general])
+    general_entries = [] if request.general == ["none"] else list(request.general)
+    for entry in general_entries:
+        if entry not in BUILTIN and not Path(entry).is_file():
+            raise UserError(f"--general: {entry}: not a built-in set ({', '.join(sorted(BUILTIN))}, none) "
+                            "and no such file")
+    general = general_set(general_entries)
     probe_sets = ([general] if general else []) + file_sets(request.probe_files)
     if not probe_sets:
         raise UserError("nothing to evaluate: no general probes and no --probes files")
