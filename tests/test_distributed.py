@@ -162,6 +162,10 @@ def test_ranks_train_on_disjoint_records_whose_mix_is_the_recipes(recorded, monk
         sources = Counter(s for rows in ranks for batch in rows if batch[0] == stage["name"] for s in batch[2])
         expected = Counter(prepared.source_index[i] for i in plan.order[:len(trained)])
         assert sources == expected
+        # the manifest's `trained` counts the records both ranks took, not one process's share nor the plan
+        assert stage["trained"]["records"] == len(trained)
+        assert {k: v for k, v in stage["trained"]["samples"].items() if v} == {
+            prepared.source_names[i]: count for i, count in sources.items()}
 
 
 @pytest.mark.slow
@@ -193,6 +197,11 @@ def test_a_killed_two_process_adaptive_run_resumes_to_the_uninterrupted_end(tmp_
     rows, expected = _metrics(tmp_path / "run"), _metrics(tmp_path / "reference" / "run")
     assert [(r["event"], r["step"]) for r in rows] == [(r["event"], r["step"]) for r in expected]
     assert [r.get("train_loss") for r in rows] == pytest.approx([r.get("train_loss") for r in expected], abs=1e-6)
+    # the manifest gives what both processes trained, the same after the resume, and mix.json's mix
+    stages = json.loads((tmp_path / "run" / "data_manifest.json").read_text())["stages"]
+    assert stages == json.loads((tmp_path / "reference" / "run" / "data_manifest.json").read_text())["stages"]
+    trained = stages[1]["trained"]["realized_share_samples"]
+    assert {k: v for k, v in trained.items() if v} == mix["realized_share_samples"]
 
 
 def test_a_user_error_in_a_multi_process_run_is_one_line_from_the_main_process(tmp_path, tiny_model_dir, capfd):

@@ -509,6 +509,8 @@ def test_a_padding_free_run_trains_like_a_padded_one(tmp_path, tiny_model_dir):
     for name in padded:
         assert packed[name] == pytest.approx(padded[name], abs=1e-5)
     assert padded_manifest["batches"] == "padded" and packed_manifest["batches"] == "padding-free"
+    for before, after in zip(padded_manifest["stages"], packed_manifest["stages"]):  # joining keeps the order
+        assert after["trained"]["samples"] == before["trained"]["samples"] and after["trained"]["records"]
     last = [e["eval_loss"] for e in padded_events if "eval_loss" in e][-1]
     assert [e["eval_loss"] for e in packed_events if "eval_loss" in e][-1] == pytest.approx(last, rel=1e-3)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -94,3 +95,35 @@ def test_eval_compares_base_and_tuned_side_by_side(run_dir, tiny_model_dir, tmp_
     assert "general/accuracy" in json.loads(out.read_text())["scores"]
     assert main(["eval", "--model", str(tiny_model_dir), "--general", str(tmp_path / "nope.jsonl")]) == 2
     assert "--general: " in capsys.readouterr().err
+
+
+def _stage(name: str, plan: dict, trained: dict | None = None, records: int = 54) -> dict:
+    stage = {"name": name, "asked_share": plan, "realized_share_samples": plan, "realized_share_tokens": plan,
+             "records": records, "steps": 6, "padding_efficiency": 0.8}
+    if trained is not None:
+        stage["trained"] = {"records": 24, "steps": 6, "realized_share_samples": trained,
+                            "realized_share_tokens": trained, "padding_efficiency": 0.9}
+    return stage
+
+
+def test_the_data_section_shows_what_each_stage_trained_beside_its_plan(tmp_path):
+    """A stage that trained another mix than planned shows both, labelled; one that trained its plan shows it
+    once, as trained; a run written before the manifest recorded `trained` shows the plan, labelled so."""
+    from medsft.report.html import mix_bars, write_report
+
+    manifest = {"sources": {"medical": {"read": 60, "rejected": 0, "train": 54, "validation": 6,
+                                        "supervised_fraction": 0.5, "answer_tokens": {"median": 20}}},
+                "stages": [_stage("capped", {"medical": 0.76, "general": 0.24}, {"medical": 0.46, "general": 0.54}),
+                           _stage("whole", {"general": 1.0}, {"general": 1.0}),
+                           _stage("old", {"medical": 0.7, "general": 0.3})]}
+    (tmp_path / "data_manifest.json").write_text(json.dumps(manifest))
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "trained: medical 46.0%, general 54.0% (planned: medical 76.0%, general 24.0%)" in page
+    assert "<td>24 of 54 planned</td>" in page and "<td>90% (padded)</td>" in page
+    assert "<td>trained: general 100.0%</td>" in page
+    assert "<td>planned: medical 70.0%, general 30.0%</td>" in page and "<td>– of 54 planned</td>" in page
+    assert mix_bars(manifest) == [
+        ("capped\ntrained", {"medical": 0.46, "general": 0.54}, False),
+        ("capped\nplanned", {"medical": 0.76, "general": 0.24}, True),
+        ("whole\ntrained", {"general": 1.0}, False),
+        ("old\nplanned", {"medical": 0.7, "general": 0.3}, True)]

@@ -99,6 +99,11 @@ def _same_as_uninterrupted(run_dir: Path, reference: Path) -> None:
     losses = [json.loads(line).get("train_loss") for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     reference_losses = [json.loads(line).get("train_loss") for line in (reference / "metrics.jsonl").read_text().splitlines()]
     assert losses == pytest.approx(reference_losses, abs=1e-6)
+    # what every stage trained, in data_manifest.json: the stages finished before the kill come from their
+    # complete.json, the one it interrupted from its replayed order
+    stages = json.loads((run_dir / "data_manifest.json").read_text())["stages"]
+    assert all("trained" in stage for stage in stages)
+    assert stages == json.loads((reference / "data_manifest.json").read_text())["stages"]
 
 
 @pytest.mark.slow
@@ -252,8 +257,17 @@ def test_adaptive_mixing_changes_the_mix_and_a_killed_run_resumes_to_the_same_en
     mix = json.loads((reference_dir / "monitor" / "mix.json").read_text())["mixed"]
     assert [c["position"] for c in mix["changes"]] == [8, 12]  # after the micro-batch already fetched
     assert [(s["from_position"], s["to_position"]) for s in mix["segments"]] == [(0, 8), (8, 12)]
+    # data_manifest.json gives the mix the stage trained (mix.json's), not the plan's
+    stage = json.loads((reference_dir / "data_manifest.json").read_text())["stages"][1]
+    trained = stage["trained"]
+    assert trained["records"] == 12 and trained["steps"] == 6
+    for key in ("realized_share_samples", "realized_share_tokens"):
+        assert {k: v for k, v in trained[key].items() if v} == mix[key]
+    assert trained["realized_share_samples"] != stage["realized_share_samples"]
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in trained["realized_share_samples"].items())
     report = (reference_dir / "report.html").read_text()
     assert "Adaptive mix changes" in report and "length ratio 1.000 &lt; 2.0" in report
+    assert f"trained: {shares} (planned: " in report
 
     recipe = with_adaptive_mix(_recipe(tmp_path, tiny_model_dir, "run"))
     _killed_run(tmp_path, recipe, "step", 11)  # after the first change, past the checkpoint at mixed step 3

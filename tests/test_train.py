@@ -75,6 +75,45 @@ def test_cli_train_writes_the_run_directory(tmp_path, tiny_model_dir, capsys):
     assert "run directory" in capsys.readouterr().out
 
 
+def test_the_manifest_and_report_give_what_a_capped_stage_trained_not_its_plan(tmp_path, tiny_model_dir):
+    """max_steps 3 x batch 2 x grad_accum 2 trains the plan's first 12 records: the manifest's `trained`
+    counts exactly those (samples and tokens per source), the uncapped stage all of its plan."""
+    from medsft.pipeline.prepare import prepare
+
+    stages = [{"name": "capped", "epochs": 2, "weights": {"medical": 0.7, "general": 0.3}, "max_steps": 3},
+              {"name": "whole", "epochs": 1, "weights": {"general": 1.0}}]
+    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir, stages=stages),
+                         ["train.batch_size=2", "train.grad_accum=2", "monitor.eval_every=100",
+                          "monitor.select.enabled=false"])
+    train(recipe, log=lambda *_: None)
+    run = Path(recipe.output_dir)
+    manifest = json.loads((run / "data_manifest.json").read_text())
+    _, _, prepared = prepare(recipe, lambda *_: None)
+    lengths = prepared.encoded["length"]
+    for stage, plan, records in zip(manifest["stages"], prepared.plans, [12, None]):
+        first = plan.order[:records]
+        samples = {name: sum(1 for i in first if prepared.source_names[prepared.source_index[i]] == name)
+                   for name in plan.samples}
+        tokens = {name: sum(lengths[i] for i in first if prepared.source_names[prepared.source_index[i]] == name)
+                  for name in plan.samples}
+        trained = stage["trained"]
+        assert trained["records"] == len(first) and trained["steps"] == stage["steps"]
+        assert trained["samples"] == samples and trained["tokens"] == tokens
+        assert trained["realized_share_samples"] == {k: round(v / len(first), 4) for k, v in samples.items()}
+        assert trained["realized_share_tokens"] == {k: round(v / sum(tokens.values()), 4) for k, v in tokens.items()}
+    capped, whole = manifest["stages"]
+    assert capped["records"] > 12 and capped["samples"] != capped["trained"]["samples"]  # the plan stays beside it
+    assert whole["trained"]["records"] == whole["records"] and whole["trained"]["samples"] == whole["samples"]
+    # complete.json keeps it for a resumed run
+    assert json.loads((run / "checkpoints" / "capped" / "complete.json").read_text())["trained"] == capped["trained"]
+
+    page = (run / "report.html").read_text(encoding="utf-8")
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in capped["trained"]["realized_share_samples"].items())
+    planned = ", ".join(f"{k} {v:.1%}" for k, v in capped["realized_share_samples"].items())
+    assert f"12 of {capped['records']} planned" in page
+    assert f"trained: {shares}" in page and f"(planned: {planned})" in page
+
+
 def test_adapter_reload_reproduces_trained_logits(tmp_path, tiny_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

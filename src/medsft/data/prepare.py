@@ -334,6 +334,34 @@ def _manifest(recipe, prepared: PreparedData, per_source: dict[str, dict], too_l
     }
 
 
+def trained_mix(order: list[int], records: int, steps: int, prepared: PreparedData, sources: list[str],
+                batch_size: int) -> dict:
+    """What a stage trained on, for its manifest entry's `trained`: the first `records` of `order` (the
+    order its batches took: the plan's, or an adaptive stage's as re-drawn), counted per source as the
+    plan is counted. sources: the plan's sources (listed even when none of their records was reached)."""
+    lengths = prepared.encoded["length"]
+    taken = order[:records]
+    samples, tokens = dict.fromkeys(sources, 0), dict.fromkeys(sources, 0)
+    for index in taken:
+        name = prepared.source_names[prepared.source_index[index]]
+        samples[name] = samples.get(name, 0) + 1
+        tokens[name] = tokens.get(name, 0) + lengths[index]
+    return {
+        "records": len(taken),
+        "steps": steps,
+        "samples": samples,
+        "tokens": tokens,
+        "realized_share_samples": _shares(samples),
+        "realized_share_tokens": _shares(tokens),
+        "padding_efficiency": round(padding_efficiency(taken, lengths, batch_size), 4),
+    }
+
+
+def _shares(counts: dict[str, int]) -> dict[str, float]:
+    total = sum(counts.values())
+    return {name: round(count / total, 4) if total else 0.0 for name, count in counts.items()}
+
+
 def _warnings(manifest: dict, max_length: int) -> list[str]:
     notes = []
     for name, s in manifest["sources"].items():

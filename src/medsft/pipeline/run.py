@@ -13,7 +13,7 @@ import transformers
 
 from medsft import distributed
 from medsft.data.mixture import AdaptiveOrder, group_by_length
-from medsft.data.prepare import write_jsonl, write_rejects
+from medsft.data.prepare import trained_mix, write_jsonl, write_rejects
 from medsft.errors import UserError
 from medsft.eval.generate import Chat, prompt_before_answer
 from medsft.eval.sets import probe_sets
@@ -297,6 +297,8 @@ class Run:
         stage, plan, point = self.recipe.resolved_stages[index], self.prepared.plans[index], self.point
         if point is not None and index < len(point.completed):  # finished before the interruption
             self._count_steps(index, point.completed[index]["steps"])
+            if "trained" in point.completed[index]:  # its stage end wrote it (runs before that did not)
+                self.prepared.manifest["stages"][index]["trained"] = point.completed[index]["trained"]
             return True
         if point is not None and point.stopped_early:  # an early stop ended the run: later stages never ran
             return False
@@ -314,18 +316,31 @@ class Run:
         save_stage_end(trainer, stage_dir)
         self._count_steps(index, trainer.state.global_step)
         stopped_early = trainer.control.should_training_stop and trainer.state.global_step < trainer.state.max_steps
-        distributed.on_main(self._seal_stage, stage, trainer, stage_dir, stopped_early)
+        distributed.on_main(self._seal_stage, index, trainer, stage_dir, stopped_early)
         if stopped_early:
             self.log(f"stopped in stage {stage.name}; later stages are skipped")
         return not stopped_early
 
-    def _seal_stage(self, stage, trainer, stage_dir: Path, stopped_early: bool) -> None:
-        """The stage's mix record and its complete.json (main process)."""
+    def _seal_stage(self, index: int, trainer, stage_dir: Path, stopped_early: bool) -> None:
+        """The stage's mix record, what it trained in data_manifest.json, and its complete.json (main process)."""
+        stage = self.recipe.resolved_stages[index]
         if trainer.run.mixer is not None:
             self._record_mix(stage, trainer)
+        trained = self._trained(index, trainer)
+        self.prepared.manifest["stages"][index]["trained"] = trained
+        checkpoint.write_json_atomic(self.run_dir / "data_manifest.json", self.prepared.manifest)
+        # complete.json keeps it for a resumed run, whose own plan cannot tell what this stage trained
         checkpoint.write_json_atomic(stage_dir / checkpoint.STAGE_COMPLETE, {
             "checkpoint": f"checkpoint-{trainer.state.global_step}", "steps": trainer.state.global_step,
-            "stopped_early": bool(stopped_early), "state": trainer.resume_state()})
+            "stopped_early": bool(stopped_early), "trained": trained, "state": trainer.resume_state()})
+
+    def _trained(self, index: int, trainer) -> dict:
+        """The records the stage's optimizer steps took: the first ones of the order its batches were cut
+        from in sequence (padded, padding-free or grouped by length alike), the plan's or the adaptive one."""
+        plan = self.prepared.plans[index]
+        order = trainer.run.mixer.order if trainer.run.mixer is not None else plan.order
+        return trained_mix(order, trainer.records_trained(), trainer.state.global_step, self.prepared,
+                           list(plan.samples), self.recipe.train.batch_size)
 
     def _choose_loss_path(self) -> None:
         """Padding-free batches and the chunked loss, where the loaded model allows them."""

@@ -78,18 +78,58 @@ def _series_plot(events: list[dict], keys: list[str], title: str, reference: dic
     return _png(fig)
 
 
+def mix_bars(manifest: dict) -> list[tuple[str, dict[str, float], bool]]:
+    """The mix chart's bars, (label, share of samples per source, planned): each stage's trained mix,
+    and its plan beside it where the two differ. A run written before the manifest recorded what was
+    trained (or a stage never reached) has the plan alone."""
+    bars = []
+    for stage in manifest["stages"]:
+        plan = stage["realized_share_samples"]
+        trained = stage.get("trained", {}).get("realized_share_samples")
+        if trained is not None:
+            bars.append((f"{stage['name']}\ntrained", trained, False))
+        if trained is None or _percent(trained) != _percent(plan):
+            bars.append((f"{stage['name']}\nplanned", plan, True))
+    return bars
+
+
 def _mix_plot(manifest: dict) -> str:
-    fig, ax = _figure("Realized data mix per stage (share of samples)")
-    stages = manifest["stages"]
-    sources = list(manifest["sources"])
-    bottom = [0.0] * len(stages)
-    for source in sources:
-        shares = [s["realized_share_samples"].get(source, 0.0) for s in stages]
-        ax.bar([s["name"] for s in stages], shares, bottom=bottom, label=source)
+    fig, ax = _figure("Data mix per stage: trained (solid), planned (hatched); share of samples")
+    bars = mix_bars(manifest)
+    bottom = [0.0] * len(bars)
+    for source in manifest["sources"]:
+        shares = [mix.get(source, 0.0) for _, mix, _ in bars]
+        drawn = ax.bar(range(len(bars)), shares, bottom=bottom, label=source)
+        for patch, (_, _, planned) in zip(drawn, bars):
+            if planned:
+                patch.set_alpha(0.45)
+                patch.set_hatch("//")
         bottom = [b + v for b, v in zip(bottom, shares)]
+    ax.set_xticks(range(len(bars)), [label for label, _, _ in bars], fontsize=7)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
     return _png(fig)
+
+
+def _percent(shares: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
+
+
+def _mix_cell(stage: dict, key: str) -> str:
+    """A stage's share by samples or tokens (`key`): what it trained on, with the plan beside it where
+    the two differ; the plan alone, said to be, for a run written before the manifest recorded both."""
+    plan = _percent(stage[key])
+    if "trained" not in stage:
+        return f"planned: {plan}"
+    trained = _percent(stage["trained"][key])
+    return f"trained: {trained}" if trained == plan else f"trained: {trained} (planned: {plan})"
+
+
+def _records_cell(stage: dict) -> str:
+    planned = stage.get("records", "–")
+    if "trained" not in stage:
+        return f"– of {planned} planned"
+    return f"{stage['trained']['records']} of {planned} planned"
 
 
 def _adaptive_plot(changes: list[dict], manifest: dict) -> str:
@@ -113,9 +153,11 @@ def _adaptive_plot(changes: list[dict], manifest: dict) -> str:
 
 
 def _batch_efficiency(manifest: dict, stage: dict) -> str:
-    """Real tokens over the tokens the batches hold: 1 without padding, else what padding leaves."""
+    """Real tokens over the tokens the batches hold: 1 without padding, else what padding leaves
+    (in the batches trained where the manifest says, else in the plan's)."""
     if manifest.get("batches") == "padding-free":
         return "100% (padding-free)"
+    stage = stage.get("trained", stage)
     return f"{stage['padding_efficiency']:.0%} (padded)" if "padding_efficiency" in stage else "–"
 
 
@@ -191,7 +233,7 @@ def write_report(run_dir: str | Path) -> Path:
             refs = {k: (reference if reference != "base" else base_scores.get(k)) for k in keys}
             plots.append((title, _series_plot(evals, keys, title + " (dashed: base)", refs)))
     if manifest["stages"]:
-        plots.append(("Data mix", _mix_plot(manifest)))
+        plots.append(("Data mix per stage: trained, and planned where it differs", _mix_plot(manifest)))
     changes = [e for e in events if e["event"] == "mix"]
     if changes:
         plots.append(("Adaptive mix", _adaptive_plot(changes, manifest)))
@@ -203,14 +245,13 @@ def write_report(run_dir: str | Path) -> Path:
     if manifest["sources"]:
         rows = [[name, s["read"], s["rejected"], s["train"], s["validation"], _fmt(s["supervised_fraction"]),
                  s["answer_tokens"]["median"]] for name, s in manifest["sources"].items()]
-        stage_rows = [[st["name"], st.get("steps", "–"), ", ".join(f"{k} {v:.1%}" for k, v in st["asked_share"].items()),
-                       ", ".join(f"{k} {v:.1%}" for k, v in st["realized_share_samples"].items()),
-                       ", ".join(f"{k} {v:.1%}" for k, v in st["realized_share_tokens"].items()),
+        stage_rows = [[st["name"], st.get("steps", "–"), _percent(st["asked_share"]), _records_cell(st),
+                       _mix_cell(st, "realized_share_samples"), _mix_cell(st, "realized_share_tokens"),
                        _batch_efficiency(manifest, st)]
                       for st in manifest["stages"]]
         sections.append("<h2>Data</h2>" + _table(
             ["source", "read", "rejected", "train", "validation", "supervised fraction", "median answer tokens"], rows)
-            + _table(["stage", "steps", "asked", "realized (samples)", "realized (tokens)",
+            + _table(["stage", "steps", "asked", "records trained", "realized (samples)", "realized (tokens)",
                       "real tokens / batch tokens"], stage_rows))
 
     if samples:
