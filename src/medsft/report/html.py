@@ -47,6 +47,7 @@ def _figure(title: str):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.2, 3.2))
+    ax.yaxis.get_major_formatter().set_useOffset(False)  # a flat series at 1 +- 1e-17 reads as 1, not as an offset
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     return fig, ax
@@ -137,6 +138,8 @@ def _adaptive_plot(changes: list[dict], manifest: dict) -> str:
     fig, ax = _figure("Adaptive mix: weights set by the controller")
     sources = sorted({k.split("/", 1)[1] for c in changes for k in c if k.startswith("mix/")})
     asked = {st["name"]: st["asked_share"] for st in manifest.get("stages", [])}
+    stage_steps = {st["name"]: (st.get("trained") or {}).get("steps") or st.get("steps") or 0
+                   for st in manifest.get("stages", [])}
     for source in sources:
         steps, values = [], []
         for change in changes:
@@ -145,7 +148,13 @@ def _adaptive_plot(changes: list[dict], manifest: dict) -> str:
                 values.append(asked[change["stage"]].get(source, 0.0))
             steps.append(change["step"])
             values.append(change.get(f"mix/{source}", 0.0))
-        ax.step(steps, values, where="post", marker="o", label=source)
+        marked = len(steps)
+        last = changes[-1]
+        end = last["step"] - last["stage_step"] + stage_steps.get(last["stage"], 0)
+        if end > steps[-1]:  # the last weights held to the stage's end (no marker there: not a change)
+            steps.append(end)
+            values.append(values[-1])
+        ax.step(steps, values, where="post", marker="o", markevery=list(range(marked)), label=source)
     ax.set_xlabel("step")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
