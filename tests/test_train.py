@@ -393,3 +393,21 @@ def test_finetune_layers_train_only_the_layers_named(tmp_path, tiny_model_dir, c
     bad = _recipe_file(tmp_path / "bad", tiny_model_dir, finetune={"method": "lora", "layers": "5-9"})
     assert main(["train", str(bad)]) == 2
     assert "finetune.layers" in capsys.readouterr().err
+
+
+def test_a_stage_max_steps_caps_and_never_extends(tmp_path, tiny_model_dir):
+    import json
+
+    from medsft.pipeline.run import train
+    from medsft.recipe import load_recipe
+
+    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir),
+                         ["monitor.probes=false", "monitor.select.enabled=false", "stages=[{name: s, weights: {medical: 1.0}, "
+                          "epochs: 1, max_steps: 1000}]", "train.batch_size=8"])
+    run = train(recipe, log=lambda *_: None).run_dir
+    manifest = json.loads((run / "data_manifest.json").read_text())
+    stage = manifest["stages"][0]
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = max(e["step"] for e in events if e["event"] == "train")
+    assert steps == stage["steps"] == -(-stage["records"] // 8) < 1000  # one pass over the stage, not 1000 steps
+    assert stage["trained"]["records"] == stage["records"]

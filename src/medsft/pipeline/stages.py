@@ -25,9 +25,17 @@ EVAL_PREFIXES = ("eval_",) + tuple(f"{group}/" for group in names.GROUPS)
 
 
 def stage_steps(recipe, stage, records: int) -> int:
-    """Optimizer steps the stage takes over `records` (its epochs are laid out in them)."""
+    """Optimizer steps the stage takes over `records` (its epochs are laid out in them): all of them,
+    or fewer under its max_steps, which caps and never extends."""
     steps = math.ceil(records / (recipe.train.batch_size * recipe.train.grad_accum * distributed.world_size()))
     return min(steps, stage.max_steps) if stage.max_steps else steps
+
+
+def _step_cap(recipe, stage, records: int) -> int:
+    """The Trainer's max_steps: the stage's max_steps where it cuts the stage short, else -1 (one pass
+    over the stage's records; the Trainer would loop over them again to reach a larger cap)."""
+    whole = math.ceil(records / (recipe.train.batch_size * recipe.train.grad_accum * distributed.world_size()))
+    return stage.max_steps if stage.max_steps and stage.max_steps < whole else -1
 
 
 def records_trained(recipe, stage, records: int) -> int:
@@ -42,7 +50,7 @@ def save_every(recipe) -> int | None:
     return recipe.train.save_steps or (recipe.monitor.eval_every if recipe.monitor.select.enabled else None)
 
 
-def training_arguments(recipe, stage, steps: int, run_dir: Path, model=None) -> TrainingArguments:
+def training_arguments(recipe, stage, steps: int, run_dir: Path, model=None, cap: int = -1) -> TrainingArguments:
     """The HF arguments of one stage, from the recipe's train section and the stage's overrides.
     model: the model to train (FSDP wraps its decoder layers)."""
     cfg = recipe.train
@@ -59,7 +67,7 @@ def training_arguments(recipe, stage, steps: int, run_dir: Path, model=None) -> 
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         num_train_epochs=1,  # the stage's epochs are already laid out in train_set, in order
-        max_steps=stage.max_steps or -1,
+        max_steps=cap,
         learning_rate=stage.learning_rate or cfg.learning_rate,
         lr_scheduler_type=cfg.scheduler,
         warmup_steps=cfg.warmup_ratio if cfg.warmup_ratio < 1 else int(cfg.warmup_ratio),
@@ -90,7 +98,8 @@ def training_arguments(recipe, stage, steps: int, run_dir: Path, model=None) -> 
 
 
 def stage_trainer(recipe, stage, model, tokenizer, train_set, run: StageRun, monitor=None) -> MedsftTrainer:
-    args = training_arguments(recipe, stage, stage_steps(recipe, stage, len(train_set)), run.run_dir, model)
+    args = training_arguments(recipe, stage, stage_steps(recipe, stage, len(train_set)), run.run_dir, model,
+                              _step_cap(recipe, stage, len(train_set)))
     if recipe.train.report_to == "tensorboard":  # transformers 5 takes the folder from the environment only
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.run_dir / "tensorboard" / stage.name)
     multiple_of = 8 if torch.cuda.is_available() else 1
