@@ -353,3 +353,15 @@ def test_inspect_table_and_warnings_count_the_same_cut_records(tmp_path, tiny_mo
     assert main(command + ["--max-length", "1000"]) == 0
     table = capsys.readouterr().out
     assert "           256           512          1000          1024" in table
+
+
+def test_a_stage_with_no_records_is_one_line_naming_why_before_training(tmp_path, tiny_model_dir, capsys):
+    sources = _big_sources(tmp_path, n_medical=100, n_general=50)
+    recipe = _recipe(tmp_path, tiny_model_dir, sources)
+    assert main(["train", str(recipe), "--set", "data.max_length=16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "no usable training records" in err and "longer than max_length=16 and left out" in err
+    assert main(["train", str(recipe), "--set", "stages.1.epochs=0.001"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "stages: 'mixed' takes no records (epochs 0.001" in err
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())  # nothing trained or written

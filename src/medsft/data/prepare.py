@@ -205,7 +205,7 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
                                  f"{'last' if data.train_on == 'last_assistant' else 'first'} exchange")
 
     for stage in recipe.resolved_stages:
-        _check_stage(stage, train_pools)
+        _check_stage(stage, train_pools, too_long, data.max_length)
     plans = [
         plan_stage(
             stage.name,
@@ -219,6 +219,10 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
         )
         for stage in recipe.resolved_stages
     ]
+    for stage, plan in zip(recipe.resolved_stages, plans):
+        if not plan.order:
+            raise UserError(f"stages: {stage.name!r} takes no records (epochs {stage.epochs:g} of its anchor source "
+                            "rounds to none); raise its epochs")
     train = recipe.train
     if train.group_by_length:
         for plan in plans:
@@ -249,12 +253,18 @@ def _too_long_rejects(conversations: list[Conversation], sources: dict, reason: 
                    texts.get(c.provenance) or json.dumps(c.to_json(), ensure_ascii=False)) for c in conversations]
 
 
-def _check_stage(stage, train_pools: dict[str, list[int]]) -> None:
+def _check_stage(stage, train_pools: dict[str, list[int]], too_long: Counter, max_length: int) -> None:
+    def why(source: str) -> str:  # the likeliest cause, when it is max_length
+        return (f" ({too_long[source]} of its records are longer than max_length={max_length} and left out; "
+                "medsft data inspect --tokenizer shows the lengths)") if too_long[source] else ""
+
     for source in stage.weights or {}:
         if not train_pools[source]:
-            raise UserError(f"stages: {stage.name!r} draws from {source!r}, which has no usable training records")
+            raise UserError(f"stages: {stage.name!r} draws from {source!r}, which has no usable training records"
+                            + why(source))
     if not any(train_pools[s] for s in stage.weights or train_pools):
-        raise UserError(f"stages: {stage.name!r} has no usable training records")
+        raise UserError(f"stages: {stage.name!r} has no usable training records"
+                        + "".join(why(s) for s in (stage.weights or train_pools) if too_long[s]))
 
 
 def _manifest(recipe, prepared: PreparedData, per_source: dict[str, dict], too_long: Counter,
