@@ -174,7 +174,15 @@ def test_sweep_trains_each_point_once_and_marks_the_pareto_front(tmp_path, tiny_
     capsys.readouterr()
     assert main(argv) == 0  # a second sweep trains nothing again
     assert capsys.readouterr().out.count("finished before, kept") == 2
+    # the same points with another recipe: refused, not passed off as this recipe's results
+    assert main([*argv, "--set", "train.batch_size=2"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run of another recipe (train.batch_size)" in err and "finished before" not in err
     assert main(["sweep", str(recipe), "--grid", "rank"]) == 2
+    assert main(["sweep", str(recipe), "--grid", "finetune.lora.rank=2,2", "--out", str(out)]) == 2
+    assert "a value is listed twice" in capsys.readouterr().err
+    assert main(["sweep", str(recipe), "--grid", "finetune.lora.rank=2", "finetune.lora.rank=4", "--out", str(out)]) == 2
+    assert "is given twice" in capsys.readouterr().err
     rows = [{"name": "a", "domain_score": 0.5, "general_retention": 0.9}, {"name": "b", "domain_score": 0.4,
             "general_retention": 0.95}, {"name": "c", "domain_score": 0.3, "general_retention": 0.9}]
     assert pareto_front(rows) == {"a", "b"}

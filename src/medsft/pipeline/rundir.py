@@ -126,15 +126,20 @@ def _check_inputs_outside(recipe, run_dir: Path) -> None:
                             "copy it out first, or use another output_dir")
 
 
-def _check_same_recipe(recipe, run_dir: Path) -> None:
+def recipe_differences(recipe, run_dir: Path, flag: str = "--resume") -> list[str]:
+    """The fields in which `recipe` differs from the run's recipe.yaml (output_dir aside)."""
     try:
         before = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as error:
-        raise UserError(f"--resume: cannot read {run_dir / 'recipe.yaml'}: {error}") from None
+        raise UserError(f"{flag}: cannot read {run_dir / 'recipe.yaml'}: {error}") from None
     now = yaml.safe_load(recipe.to_yaml())
     before.pop("output_dir", None)
     now.pop("output_dir", None)
-    changed = _differences(before, now)
+    return _differences(before, now)
+
+
+def _check_same_recipe(recipe, run_dir: Path) -> None:
+    changed = recipe_differences(recipe, run_dir)
     if changed:
         raise UserError(f"--resume: the recipe differs from the run's recipe.yaml ({', '.join(changed[:3])}"
                         f"{' ...' if len(changed) > 3 else ''}); resume with the same recipe, or --overwrite")

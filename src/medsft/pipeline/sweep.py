@@ -16,6 +16,7 @@ from pathlib import Path
 from medsft.errors import UserError
 from medsft.eval import names
 from medsft.monitor.selection import domain_score
+from medsft.pipeline.rundir import recipe_differences
 from medsft.recipe import load_recipe
 from medsft.train import checkpoint
 
@@ -27,6 +28,10 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
         choices = [v.strip() for v in values.split(",") if v.strip()]
         if not equals or not key.strip() or not choices:
             raise UserError(f"--grid {item!r}: expected KEY=V1,V2 (e.g. train.learning_rate=1e-4,2e-4)")
+        if key.strip() in grid:
+            raise UserError(f"--grid {item!r}: {key.strip()} is given twice; list its values once, comma-separated")
+        if len(set(choices)) < len(choices):
+            raise UserError(f"--grid {item!r}: a value is listed twice")
         grid[key.strip()] = choices
     if not grid:
         raise UserError("--grid: give at least one KEY=V1,V2")
@@ -48,6 +53,13 @@ def sweep(recipe_path: str | Path, grid: dict[str, list[str]], out: str | Path, 
         overrides = list(base_overrides or []) + [f"{k}={v}" for k, v in point.items()]
         overrides.append(f"output_dir={out / point_name(point)}")
         recipes.append(load_recipe(recipe_path, overrides))
+    for point, recipe in zip(points, recipes):  # a point trained before must have been this recipe
+        run_dir = Path(recipe.output_dir)
+        if (run_dir / "recipe.yaml").is_file():
+            changed = recipe_differences(recipe, run_dir, "--out")
+            if changed:
+                raise UserError(f"--out: {run_dir} holds a run of another recipe ({', '.join(changed[:3])}"
+                                f"{' ...' if len(changed) > 3 else ''}); use another --out, or remove that run")
     rows = []
     for number, (point, recipe) in enumerate(zip(points, recipes), 1):
         run_dir = Path(recipe.output_dir)
