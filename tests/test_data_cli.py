@@ -216,6 +216,14 @@ def test_preview_shows_records_as_trained_with_the_supervised_spans_marked(tmp_p
     assert "[[answer 0<|im_end|>]]" in out and "[[question" not in out and "<|im_start|>user" in out
     assert main(["data", "preview", str(recipe), "--source", "nope"]) == 2
     assert "--source: no source 'nope'" in capsys.readouterr().err
+    long = write_jsonl(tmp_path / "long.jsonl", [
+        {"messages": [{"role": "user", "content": "why " * 200}, {"role": "assistant", "content": "because"}]}]
+        + [{"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]}
+           for i in range(5)])
+    recipe = _recipe(tmp_path, tiny_model_dir, {"medical": long, "general": medical}, max_length=96)
+    assert main(["data", "preview", str(recipe), "--n", "2", "--source", "medical"]) == 0
+    out = capsys.readouterr().out
+    assert "long.jsonl:1 · 0 tokens, 0 supervised ===\n(left out: longer than data.max_length=96 tokens" in out
 
 
 def test_preview_shows_an_openai_tool_call_supervised(tmp_path, tiny_model_dir, capsys):

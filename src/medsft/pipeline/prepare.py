@@ -100,8 +100,13 @@ def preview(recipe, count: int = 3, source: str | None = None, log=print) -> str
         for i in rows:
             row = prepared.encoded[i]
             where = prepared.conversations[i].provenance
+            if row["length"] == 0:  # what training leaves out (and lists in rejects.jsonl)
+                body = (f"(left out: longer than data.max_length={recipe.data.max_length} tokens even with only its "
+                        f"{'last' if recipe.data.train_on == 'last_assistant' else 'first'} exchange)")
+            else:
+                body = marked_text(tokenizer, row["input_ids"], row["labels"])
             blocks.append(f"=== {name} · {where} · {row['length']} tokens, {row['supervised_tokens']} supervised ===\n"
-                          + marked_text(tokenizer, row["input_ids"], row["labels"]))
+                          + body)
     return "\n\n".join(blocks)
 
 
