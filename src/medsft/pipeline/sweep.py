@@ -140,19 +140,26 @@ def _plot(rows: list[dict], path: Path) -> Path:
 
     figure, axis = plt.subplots(figsize=(6, 4))
     scored = [r for r in rows if r["domain_score"] is not None]
-    for row in scored:
-        retention = row["general_retention"] if row["general_retention"] is not None else 0.0
-        axis.scatter(row["domain_score"], retention, marker="*" if row["pareto"] else "o",
+    # The general measure on the y axis: retention where the probes gave one, else the answer length ratio;
+    # a point without it is left out and counted (drawn at 0 it would read as total loss).
+    key, label = next(((k, lab) for k, lab in (("general_retention", "general retention (share of base accuracy)"),
+                                                ("length_ratio", "general answer length ratio (tuned / base)"))
+                       if any(r[k] is not None for r in scored)), (None, "no general measure"))
+    shown = [r for r in scored if key is not None and r[key] is not None]
+    for row in shown:
+        axis.scatter(row["domain_score"], row[key], marker="*" if row["pareto"] else "o",
                      s=120 if row["pareto"] else 40, color="tab:red" if row["pareto"] else "tab:blue")
-        axis.annotate(row["name"], (row["domain_score"], retention), fontsize=7, xytext=(3, 3),
+        axis.annotate(row["name"], (row["domain_score"], row[key]), fontsize=7, xytext=(3, 3),
                       textcoords="offset points")
-    front = sorted((r for r in scored if r["pareto"]), key=lambda r: r["domain_score"])
+    front = sorted((r for r in shown if r["pareto"]), key=lambda r: r["domain_score"])
     if len(front) > 1:
-        axis.plot([r["domain_score"] for r in front], [r["general_retention"] or 0.0 for r in front], "r--", lw=1,
-                  label="Pareto front")
+        axis.plot([r["domain_score"] for r in front], [r[key] for r in front], "r--", lw=1, label="Pareto front")
         axis.legend(fontsize=8)
+    if len(shown) < len(rows):
+        axis.text(0.01, 0.01, f"{len(rows) - len(shown)} of {len(rows)} points not shown: no {label.split(' (')[0]}",
+                  transform=axis.transAxes, fontsize=7, color="grey")
     axis.set_xlabel(scored[0]["domain_score_is"] if scored else "domain score")
-    axis.set_ylabel("general retention (share of base accuracy)")
+    axis.set_ylabel(label)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
