@@ -297,3 +297,11 @@ def test_a_variant_recipes_errors_come_before_the_base_is_built(tmp_path, monkey
     (tmp_path / "fine.yaml").write_text("train: {learning_rate: 0.001}\nstages: [{name: s, weights: {medical: 1}}]\n")
     with pytest.raises(AssertionError, match="base model was built"):
         runner.run_lab(["base", str(tmp_path / "fine.yaml")], out=tmp_path / "lab", cache_dir=tmp_path / "cache")
+
+
+def test_an_empty_variant_list_is_one_line(tmp_path, capsys):
+    from medsft.cli import main
+
+    assert main(["lab", "--variants", ",", "--out", str(tmp_path / "lab"), "--cache-dir", str(tmp_path / "c")]) == 2
+    assert "--variants: no variant named" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()  # nothing built

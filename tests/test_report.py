@@ -127,3 +127,13 @@ def test_the_data_section_shows_what_each_stage_trained_beside_its_plan(tmp_path
         ("capped\nplanned", {"medical": 0.76, "general": 0.24}, True),
         ("whole\ntrained", {"general": 1.0}, False),
         ("old\nplanned", {"medical": 0.7, "general": 0.3}, True)]
+
+
+def test_evaluation_plots_mark_where_a_stage_starts_not_its_first_evaluation():
+    from medsft.report.html import _stage_starts
+
+    train = [{"event": "train", "stage": "warm", "step": s} for s in (1, 4, 7)] + \
+            [{"event": "train", "stage": "mixed", "step": s} for s in (8, 11)]
+    evals = [{"event": "eval", "stage": "warm", "step": 5}, {"event": "eval", "stage": "mixed", "step": 12}]
+    assert _stage_starts(train + evals) == {"warm": 1, "mixed": 8}
+    assert _stage_starts(evals) == {"warm": 5, "mixed": 12}  # what the evaluation plots alone would say

@@ -51,7 +51,9 @@ def cmd_lab(args) -> int:
     from medsft.lab.runner import run_lab
     from medsft.lab.variants import VARIANTS
 
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else list(VARIANTS)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants is not None else list(VARIANTS)
+    if not variants:
+        raise UserError(f"--variants: no variant named (known: {', '.join(VARIANTS)}; default: all of them)")
     results = run_lab(variants, args.seeds, args.out, args.cache_dir, args.language, base=args.base)
     print_results(results, args.out)
     return 0
