@@ -150,7 +150,7 @@ def test_the_remedy_variants_set_their_remedy_and_scaled_runs_tune_scale(tmp_pat
     assert half["data"]["sources"][0]["augment"]["per_record"] == 8
     trees["mix-3-7"] = find_variant("mix-3-7")[0](context, "mix-3-7", 0)
     assert trees["mix-3-7"]["stages"][0]["anchor"] == "medical" and "augment" not in trees["mix-3-7"]["data"]["sources"][0]
-    assert find_variant("mix-0-5") is None and find_variant("mix-a-3") is None
+    assert find_variant("mix-a-3") is None
     # A recipe file as a variant keeps its sources' own settings and its monitor cadence; the lab's probes stay.
     own = tmp_path / "own.yaml"
     own.write_text("data: {sources: [{name: medical, path: m.jsonl, augment: {augmenters: [rephrase]}},\n"
@@ -305,3 +305,11 @@ def test_an_empty_variant_list_is_one_line(tmp_path, capsys):
     assert main(["lab", "--variants", ",", "--out", str(tmp_path / "lab"), "--cache-dir", str(tmp_path / "c")]) == 2
     assert "--variants: no variant named" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()  # nothing built
+
+
+def test_a_ratio_variant_without_a_medical_share_says_why():
+    from medsft.lab.variants import find_variant
+
+    with pytest.raises(UserError, match="mix-0-10: the medical share must be above 0"):
+        find_variant("mix-0-10")
+    assert find_variant("mix-1-9") is not None and find_variant("mix-a-b") is None

@@ -85,8 +85,9 @@ def _ratio(name: str) -> tuple[bool, float] | None:
     if len(parts) != 3 or parts[0] != "mix" or not all(p.isdigit() for p in parts[1:]):
         return None
     domain, general = int(parts[1]), int(parts[2])
-    if domain == 0:
-        return None
+    if domain == 0:  # the epochs are passes over the medical source: it needs a share
+        raise UserError(f"--variants: {name}: the medical share must be above 0 (mix-D-G trains D:G for 3 epochs "
+                        "over the medical source; `base` is the model without training)")
     return plain != name, round(domain / (domain + general), 6)
 
 
