@@ -179,6 +179,10 @@ def test_sweep_trains_each_point_once_and_marks_the_pareto_front(tmp_path, tiny_
     err = capsys.readouterr().err
     assert "holds a run of another recipe (train.batch_size)" in err and "finished before" not in err
     assert main(["sweep", str(recipe), "--grid", "rank"]) == 2
+    assert main(["sweep", str(recipe), "--grid", "train.learning_rate=1e-3,fast", "--out", str(out)]) == 2
+    assert "medsft: error: --grid train.learning_rate=fast: Input should be a valid number" in capsys.readouterr().err
+    assert main(["sweep", str(recipe), "--grid", "stages.5.epochs=1,2", "--out", str(out)]) == 2
+    assert "--grid stages.5.epochs=1: '5' is not an index of a list of 1" in capsys.readouterr().err
     assert main(["sweep", str(recipe), "--grid", "finetune.lora.rank=2,2", "--out", str(out)]) == 2
     assert "a value is listed twice" in capsys.readouterr().err
     assert main(["sweep", str(recipe), "--grid", "finetune.lora.rank=2", "finetune.lora.rank=4", "--out", str(out)]) == 2

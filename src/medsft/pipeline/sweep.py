@@ -38,6 +38,17 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     return grid
 
 
+def _grid_error(error: UserError, point: dict[str, str]) -> UserError:
+    """A recipe error a grid value caused, said as the --grid value it came from (not the recipe file
+    or --set)."""
+    text = str(error)
+    for key, value in point.items():
+        at = text.find(f"{key}: ")
+        if at >= 0:
+            return UserError(f"--grid {key}={value}: {text[at + len(key) + 2:]}")
+    return error
+
+
 def point_name(point: dict[str, str]) -> str:
     return "_".join(f"{key.rsplit('.', 1)[-1]}={re.sub(r'[^A-Za-z0-9.+-]', '-', value)}" for key, value in point.items())
 
@@ -52,7 +63,10 @@ def sweep(recipe_path: str | Path, grid: dict[str, list[str]], out: str | Path, 
     for point in points:  # every point is checked before the first one trains
         overrides = list(base_overrides or []) + [f"{k}={v}" for k, v in point.items()]
         overrides.append(f"output_dir={out / point_name(point)}")
-        recipes.append(load_recipe(recipe_path, overrides))
+        try:
+            recipes.append(load_recipe(recipe_path, overrides))
+        except UserError as error:
+            raise _grid_error(error, point) from None
     for point, recipe in zip(points, recipes):  # a point trained before must have been this recipe
         run_dir = Path(recipe.output_dir)
         if (run_dir / "recipe.yaml").is_file():
