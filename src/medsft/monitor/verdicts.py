@@ -35,12 +35,22 @@ def _near_zero_since(points: list[tuple[int, float | None]], near_zero_loss: flo
     return since
 
 
+def _near_zero_verdict(train: list[tuple[int, float | None]], train_size: int, near_zero_loss: float,
+                       small_set: int) -> dict | None:
+    """Memorizing by the near-zero rule (train: (step, train loss) in order), else None."""
+    train_now = train[-1][1]
+    if train_now is None or train_now >= near_zero_loss or train_size >= small_set:
+        return None
+    return {"verdict": "memorizing", "since_step": _near_zero_since(train, near_zero_loss),
+            "reason": f"memorizing: train loss {train_now:.3f} is near zero on a small set ({train_size} records)"}
+
+
 def _train_only_verdict(points: list[tuple[int, float]], train_size: int, near_zero_loss: float,
                         small_set: int) -> dict:
+    flagged = _near_zero_verdict(points, train_size, near_zero_loss, small_set)
+    if flagged:
+        return flagged
     train_now = points[-1][1]
-    if train_now < near_zero_loss and train_size < small_set:
-        return {"verdict": "memorizing", "since_step": _near_zero_since(points, near_zero_loss),
-                "reason": f"memorizing: train loss {train_now:.3f} is near zero on a small set ({train_size} records)"}
     return {"verdict": "learning", "since_step": None,
             "reason": f"train loss {points[0][1]:.3f} -> {train_now:.3f}; no validation records (split: train), so only "
                       f"the near-zero rule applies (train loss under {near_zero_loss} on fewer than {small_set} records)"}
@@ -60,9 +70,9 @@ def source_verdict(points: list[tuple[int, float, float | None]], train_size: in
                     "reason": f"memorizing since step {points[best][0]}: validation loss rose for {patience} "
                               f"evaluations ({points[best][1]:.3f} -> {points[-1][1]:.3f}) while train loss "
                               f"kept falling ({train_then:.3f} -> {train_now:.3f})"}
-    if train_now is not None and train_now < near_zero_loss and train_size < small_set:
-        return {"verdict": "memorizing", "since_step": _near_zero_since([(p[0], p[2]) for p in points], near_zero_loss),
-                "reason": f"memorizing: train loss {train_now:.3f} is near zero on a small set ({train_size} records)"}
+    flagged = _near_zero_verdict([(p[0], p[2]) for p in points], train_size, near_zero_loss, small_set)
+    if flagged:
+        return flagged
     return {"verdict": "learning", "since_step": None,
             "reason": f"learning: validation loss {points[0][1]:.3f} -> {points[-1][1]:.3f}"
                       + (f" (best {points[best][1]:.3f} at step {points[best][0]})" if best != len(points) - 1 else "")}

@@ -24,25 +24,28 @@ from medsft.train.trainer import MedsftTrainer, StageRun
 EVAL_PREFIXES = ("eval_",) + tuple(f"{group}/" for group in names.GROUPS)
 
 
+def _records_per_step(recipe) -> int:
+    """Records one optimizer step takes: batch_size x grad_accum on each process."""
+    return recipe.train.batch_size * recipe.train.grad_accum * distributed.world_size()
+
+
 def stage_steps(recipe, stage, records: int) -> int:
     """Optimizer steps the stage takes over `records` (its epochs are laid out in them): all of them,
     or fewer under its max_steps, which caps and never extends."""
-    steps = math.ceil(records / (recipe.train.batch_size * recipe.train.grad_accum * distributed.world_size()))
+    steps = math.ceil(records / _records_per_step(recipe))
     return min(steps, stage.max_steps) if stage.max_steps else steps
 
 
 def _step_cap(recipe, stage, records: int) -> int:
     """The Trainer's max_steps: the stage's max_steps where it cuts the stage short, else -1 (one pass
     over the stage's records; the Trainer would loop over them again to reach a larger cap)."""
-    whole = math.ceil(records / (recipe.train.batch_size * recipe.train.grad_accum * distributed.world_size()))
-    return stage.max_steps if stage.max_steps and stage.max_steps < whole else -1
+    return stage.max_steps if stage.max_steps and stage.max_steps < math.ceil(records / _records_per_step(recipe)) else -1
 
 
 def records_trained(recipe, stage, records: int) -> int:
     """How many of the stage's `records` (in order) it trains on: all, or as many as its max_steps take
     (a stage's batches are its records in order, batch_size x grad_accum x processes a step)."""
-    per_step = recipe.train.batch_size * recipe.train.grad_accum * distributed.world_size()
-    return min(records, stage.max_steps * per_step) if stage.max_steps else records
+    return min(records, stage.max_steps * _records_per_step(recipe)) if stage.max_steps else records
 
 
 def save_every(recipe) -> int | None:
