@@ -53,10 +53,9 @@ def _figure(title: str):
     return fig, ax
 
 
-def _stage_marks(ax, events: list[dict], starts: dict[str, int] | None = None) -> None:
+def _stage_marks(ax, starts: dict[str, int]) -> None:
     """Dotted lines where a new stage starts, so progressive training reads as such. starts: each
-    stage's first step (from every event; an evaluation plot's own first point of a stage comes later)."""
-    starts = starts or _stage_starts(events)
+    stage's first step, from every event (an evaluation plot's own first point of a stage comes later)."""
     for number, (stage, step) in enumerate(starts.items()):
         if number:
             ax.axvline(step - 0.5, color="grey", linestyle=":", linewidth=1)
@@ -72,8 +71,8 @@ def _stage_starts(events: list[dict]) -> dict[str, int]:
     return dict(sorted(starts.items(), key=lambda item: item[1]))
 
 
-def _series_plot(events: list[dict], keys: list[str], title: str, reference: dict[str, float] | None = None,
-                 starts: dict[str, int] | None = None):
+def _series_plot(events: list[dict], keys: list[str], title: str, starts: dict[str, int],
+                 reference: dict[str, float] | None = None):
     fig, ax = _figure(title)
     for key in keys:
         points = [(e["step"], e[key]) for e in events if e.get(key) is not None]
@@ -84,7 +83,7 @@ def _series_plot(events: list[dict], keys: list[str], title: str, reference: dic
     ax.set_xlabel("step")
     if ax.get_lines():  # a metric with no value yet (e.g. one eval without probes) draws no line
         ax.legend(fontsize=7)
-    _stage_marks(ax, events, starts)
+    _stage_marks(ax, starts)
     return _png(fig)
 
 
@@ -238,20 +237,19 @@ def write_report(run_dir: str | Path) -> Path:
 
     plots: list[tuple[str, str]] = []
     loss_keys = [f"train_loss/{s}" for s in sources]
+    starts = _stage_starts(train + evals)  # where each stage begins, not its first evaluation
     if train:
-        plots.append(("Train loss per source", _series_plot(train, loss_keys, "Train loss per source")))
+        plots.append(("Train loss per source", _series_plot(train, loss_keys, "Train loss per source", starts)))
     if evals:
-        starts = _stage_starts(train + evals)  # where each stage begins, not its first evaluation
         plots.append(("Validation loss per source",
-                      _series_plot(evals, [f"eval_loss/{s}" for s in sources], "Validation loss per source",
-                                   starts=starts)))
+                      _series_plot(evals, [f"eval_loss/{s}" for s in sources], "Validation loss per source", starts)))
         base_scores = (base or {}).get("scores", {})
         for suffix, title, reference in PROBE_PLOTS:
             keys = sorted({k for e in evals for k in e if k.endswith("/" + suffix)})
             if not keys:
                 continue
             refs = {k: (reference if reference != "base" else base_scores.get(k)) for k in keys}
-            plots.append((title, _series_plot(evals, keys, title + " (dashed: base)", refs, starts)))
+            plots.append((title, _series_plot(evals, keys, title + " (dashed: base)", starts, refs)))
     if manifest["stages"]:
         plots.append(("Data mix per stage: trained, and planned where it differs", _mix_plot(manifest)))
     changes = [e for e in events if e["event"] == "mix"]
