@@ -164,7 +164,7 @@ def main() -> int:
 
 def check_liger() -> list[tuple[str, float, float]]:
     """train.liger: the same LoRA model, padding-free, under bf16 autocast, with and without Liger's
-    RMSNorm, SwiGLU and RoPE kernels (models.apply_liger_kernels): losses and LoRA gradients."""
+    RMSNorm and SwiGLU kernels (models.apply_liger_kernels; not its RoPE): losses and LoRA gradients."""
     from medsft.models import add_lora, apply_liger_kernels, use_packed_attention
     from medsft.train.collate import PackedCollator
     from medsft.train.loss import token_losses

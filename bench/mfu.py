@@ -61,7 +61,7 @@ SHAPES = {
                          num_key_value_heads=3, intermediate_size=1536, tie_word_embeddings=True, kind="llama"),
 }
 LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
-                 num_key_value_heads=32, intermediate_size=11008, tie_word_embeddings=False)
+                 num_key_value_heads=32, intermediate_size=11008, tie_word_embeddings=False, kind="llama")
 LLAMA2_7B_PARAMETERS = 6_738_415_616
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets.
 GPU_PEAKS = {"H100 SXM": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.4, "A100": 312.0, "L40S": 362.0}
@@ -85,24 +85,24 @@ def flops_per_token(model, method: str, context: float) -> float:
     return (6 if method == "full" else 4) * n + attention
 
 
-def random_model(shape: dict, kind: str = "qwen2"):
-    """A random-init model of `shape` (its "kind" entry, else `kind`: qwen2 or llama) on the current device."""
+def random_model(shape: dict):
+    """A random-init model of `shape` (its "kind" entry: llama, else qwen2) on the current device."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     shape = dict(shape)
-    kind = shape.pop("kind", kind)
+    kind = shape.pop("kind", "qwen2")
     if kind == "llama":
         return LlamaForCausalLM(LlamaConfig(**shape))
     return Qwen2ForCausalLM(Qwen2Config(**shape))
 
 
-def meta_model(shape: dict, kind: str = "qwen2"):
+def meta_model(shape: dict):
     with torch.device("meta"):
-        return random_model(shape, kind)
+        return random_model(shape)
 
 
 def check_against_llama2_7b() -> bool:
-    model = meta_model(LLAMA2_7B, "llama")
+    model = meta_model(LLAMA2_7B)
     total = sum(p.numel() for p in model.parameters())
     per_token = 6 * total / 1e9
     ok = total == LLAMA2_7B_PARAMETERS

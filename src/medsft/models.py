@@ -585,7 +585,10 @@ def _rope_scaled_config(name_or_path: str, rope_scaling: dict, trust_remote_code
     """The model's config with the scaling merged into its RoPE settings (which keep their base theta)."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    return _with_rope_scaling(AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code), rope_scaling)
+
+
+def _with_rope_scaling(config, rope_scaling: dict):
     if hasattr(config, "rope_parameters"):
         config.rope_parameters = {**(config.rope_parameters or {}), **rope_scaling}
     else:  # an older remote-code config
@@ -608,8 +611,7 @@ def check_model_fit(name_or_path: str, trust_remote_code: bool = False, rope_sca
     except (OSError, ValueError, ImportError):
         return
     if rope_scaling:
-        _check_rope_scaling(name_or_path, rope_scaling, trust_remote_code)
-        config = _rope_scaled_config(name_or_path, rope_scaling, trust_remote_code)
+        config = _check_rope_scaling(config, rope_scaling)
     if lora is None and layers is None:
         return
     try:
@@ -623,21 +625,23 @@ def check_model_fit(name_or_path: str, trust_remote_code: bool = False, rope_sca
         layer_indices(layers, decoder_layers(skeleton)[1])
 
 
-def _check_rope_scaling(name_or_path: str, rope_scaling: dict, trust_remote_code: bool) -> None:
+def _check_rope_scaling(config, rope_scaling: dict):
+    """`config` with the scaling merged in, once transformers' own validation accepts it."""
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     kind = rope_scaling.get("rope_type", rope_scaling.get("type"))
     if kind not in ROPE_INIT_FUNCTIONS:
         raise UserError(f"model.rope_scaling: rope_type {kind!r} is not one of {', '.join(sorted(ROPE_INIT_FUNCTIONS))}")
-    config = _rope_scaled_config(name_or_path, rope_scaling, trust_remote_code)
+    config = _with_rope_scaling(config, rope_scaling)
     validate = getattr(config, "validate_rope", None)
     if validate is None:
-        return  # an older remote-code config: its own code reads the scaling
+        return config  # an older remote-code config: its own code reads the scaling
     try:
         validate()
     except (KeyError, ValueError, TypeError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error  # KeyError's str() quotes it
         raise UserError(f"model.rope_scaling: {message}") from None
+    return config
 
 
 def check_adapter_dir(adapter_dir: str | Path, field: str = "--adapter") -> None:
