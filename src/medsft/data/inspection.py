@@ -166,11 +166,11 @@ def _token_counters(tok, template_name: str | None, max_length: int | None):
     def fit(conversations) -> dict:
         """Per max_length, the share of records left out (first exchange too long) and cut (later
         exchanges dropped): what each setting would cost, before a run."""
+        pieces = [[p for e in template.render(c) for p in (e.prompt, e.answer, e.separator)] for c in conversations]
+        counted = iter(count([p for record in pieces for p in record]))  # one tokenizer call for them all
         firsts, totals = [], []
-        for conversation in conversations:
-            exchanges = template.render(conversation)
-            pieces = [p for e in exchanges for p in (e.prompt, e.answer, e.separator)]
-            lengths = count(pieces)
+        for record in pieces:
+            lengths = [next(counted) for _ in record]
             firsts.append(lengths[0] + lengths[1])
             totals.append(sum(lengths) - lengths[-1])  # the last separator is never trained
         shares = {}

@@ -183,7 +183,6 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
     source_index = [position[c.source] for c in conversations]
     train_pools: dict[str, list[int]] = {n: [] for n in names}
     val_pools: dict[str, list[int]] = {n: [] for n in names}
-    too_long = Counter()
     too_long_records: list[Conversation] = []
     augmented_too_long = Counter()
     by_name = {s.name: s for s in data.sources}
@@ -195,11 +194,11 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
                 train_pools[conversation.source].append(i)
             continue
         if lengths[i] == 0:
-            too_long[conversation.source] += 1
             too_long_records.append(conversation)
             continue
         pool = val_pools if held_out(conversation, by_name[conversation.source], data.val_fraction) else train_pools
         pool[conversation.source].append(i)
+    too_long = Counter(c.source for c in too_long_records)
     rejects += _too_long_rejects(too_long_records, by_name,
                                  f"longer than max_length={data.max_length} tokens even with only its "
                                  f"{'last' if data.train_on == 'last_assistant' else 'first'} exchange")

@@ -109,8 +109,8 @@ def original_texts(path: str | Path, provenances: list[Provenance]) -> dict[Prov
         found = [(label, _row_items(rows))]
     else:
         found = [(file, file_items(file)) for file in sorted({p.file for p in wanted})]
-    return {Provenance(file, item.line): item.raw for file, items in found for item in items
-            if Provenance(file, item.line) in wanted}
+    return {where: item.raw for file, items in found for item in items
+            if (where := Provenance(file, item.line)) in wanted}
 
 
 def _row_items(rows: list[dict]) -> list[_Item]:
