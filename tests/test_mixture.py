@@ -94,13 +94,13 @@ def test_adaptive_order_redraws_only_the_rest_with_the_new_weights():
     pools = {"medical": list(range(0, 300)), "general": list(range(300, 400))}
     lengths = [10] * 400
     plan = plan_stage("mixed", pools, lengths, {"medical": 0.7, "general": 0.3}, 2, seed=3)
-    order = AdaptiveOrder(plan, pools, seed=3)
+    order = AdaptiveOrder(plan, pools, seed=3, lengths=lengths)
     before = list(order.order)
     order.reweight(200, {"medical": 0.4, "general": 0.6}, number=1)
     assert order.order[:200] == before[:200] and len(order) == len(before)
     assert abs(order.shares(0, 200)["general"] - 0.3) < 0.05
     assert abs(order.shares(200)["general"] - 0.6) < 0.01  # cumulative targets: exact to a record
-    again = AdaptiveOrder(plan, pools, seed=3)
+    again = AdaptiveOrder(plan, pools, seed=3, lengths=lengths)
     again.reweight(200, {"medical": 0.4, "general": 0.6}, number=1)
     assert again.order == order.order  # the same change replays to the same order
 
@@ -116,7 +116,8 @@ def test_adaptive_order_of_a_stage_mixed_by_tokens_redraws_by_tokens():
     order.reweight(200, {"medical": 0.4, "general": 0.6}, number=1)
     assert abs(order.shares(200, by="tokens")["general"] - 0.6) < 0.01  # tokens, as the stage asks
     assert order.shares(200)["general"] < 0.45  # far from 0.6 of the records: the longer source takes fewer
-    samples = AdaptiveOrder(plan, pools, seed=3)  # no lengths: records, as before
+    by_samples = plan_stage("mixed", pools, lengths, {"medical": 0.5, "general": 0.5}, 2, seed=3)
+    samples = AdaptiveOrder(by_samples, pools, seed=3, lengths=lengths)  # a stage mixed by records re-draws by records
     samples.reweight(200, {"medical": 0.4, "general": 0.6}, number=1)
     assert abs(samples.shares(200)["general"] - 0.6) < 0.01
 

@@ -166,16 +166,16 @@ class AdaptiveOrder:
     changes at the same positions give the same order, which is how a resumed run replays them.
     arrange(remainder, number), when given, reorders each re-drawn remainder (length grouping)."""
 
-    def __init__(self, plan: StagePlan, pools: dict[str, list[int]], seed: int, arrange=None,
-                 lengths: Sequence[int] | None = None):
+    def __init__(self, plan: StagePlan, pools: dict[str, list[int]], seed: int, lengths: Sequence[int],
+                 arrange=None):
         self.name = plan.name
         self.arrange = arrange
         self.order = list(plan.order)
         self.pools = pools
         self.seed = seed
         self.owner = {i: source for source, indices in pools.items() for i in indices}
-        self.lengths = lengths  # tokens per record (indexed globally): needed when the stage mixes by tokens
-        self.ratio_by = plan.ratio_by if lengths is not None else "samples"
+        self.lengths = lengths  # tokens per record (indexed globally)
+        self.ratio_by = plan.ratio_by
 
     def __len__(self) -> int:
         return len(self.order)
@@ -206,7 +206,7 @@ class AdaptiveOrder:
         window = self.order[start:end]
         counts: dict[str, int] = {}
         for index in window:
-            weight = self.lengths[index] if by == "tokens" and self.lengths is not None else 1
+            weight = self.lengths[index] if by == "tokens" else 1
             counts[self.owner[index]] = counts.get(self.owner[index], 0) + weight
         total = sum(counts.values())
         return {s: round(c / max(total, 1), 4) for s, c in sorted(counts.items())}

@@ -311,10 +311,10 @@ class TokenizerTemplate:
 
     name = "tokenizer"
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, field: str = "model.template"):
         if not getattr(tokenizer, "chat_template", None):
             raise UserError(
-                "model.template: `tokenizer` was asked for, but this tokenizer has no chat template; "
+                f"{field}: `tokenizer` was asked for, but this tokenizer has no chat template; "
                 f"pick a built-in one ({', '.join(BUILTIN)})"
             )
         self.tokenizer = tokenizer
@@ -390,22 +390,23 @@ def detect_template(chat_template: str | None, name_or_path: str = "") -> tuple[
     return None, "the tokenizer's chat template matches no built-in family"
 
 
-def get_template(name: str, tokenizer=None, enable_thinking: bool = True):
+def get_template(name: str, tokenizer=None, enable_thinking: bool = True, field: str = "model.template"):
     """A renderer with .render(conversation, system_prompt) -> list[Exchange].
-    enable_thinking: reasoning families (qwen3) answer an empty think block, or are given it."""
+    enable_thinking: reasoning families (qwen3) answer an empty think block, or are given it.
+    field: what chose the template, named in its errors (a recipe field, or a command's flag)."""
     if name == "tokenizer":
         if tokenizer is None:
-            raise UserError("model.template: `tokenizer` needs the model's tokenizer")
-        return TokenizerTemplate(tokenizer)
+            raise UserError(f"{field}: `tokenizer` needs the model's tokenizer")
+        return TokenizerTemplate(tokenizer, field)
     if name not in BUILTIN:
-        raise UserError(f"model.template: unknown template {name!r} (known: tokenizer, {', '.join(BUILTIN)})")
+        raise UserError(f"{field}: unknown template {name!r} (known: tokenizer, {', '.join(BUILTIN)})")
     template = BUILTIN[name]
     if tokenizer is None:  # rendering text only (e.g. `data mix` previews): conventional strings
         bos, eos = "<s>", "</s>"
     else:
         bos, eos = tokenizer.bos_token or "", tokenizer.eos_token or ""
     if "{eos}" in template.end and not eos:
-        raise UserError(f"model.template: {name!r} ends answers with the EOS token, but the tokenizer has none")
+        raise UserError(f"{field}: {name!r} ends answers with the EOS token, but the tokenizer has none")
     return template.resolve(bos, eos, enable_thinking)
 
 

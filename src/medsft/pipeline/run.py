@@ -374,8 +374,8 @@ class Run:
         if stage.adaptive is not None:
             # The order starts as planned; the changes made before a resume point are replayed first.
             run.adaptive, run.mixer = stage.adaptive, AdaptiveOrder(plan, self.prepared.train_pools,
-                                                                    self.recipe.train.seed, self._arrange(stage),
-                                                                    self.prepared.encoded["length"])
+                                                                    self.recipe.train.seed,
+                                                                    self.prepared.encoded["length"], self._arrange(stage))
             run.mix_weights = dict(stage.weights)
             for change in (c for c in self.monitor.mix_changes if c["stage"] == stage.name):
                 run.mixer.reweight(change["position"], change["new"], change["number"])

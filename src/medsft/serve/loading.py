@@ -103,12 +103,8 @@ def load_for_use(source: Source, dtype=None) -> Loaded:
     from medsft.models import load_adapter, load_model, load_tokenizer
 
     tokenizer = load_tokenizer(source.base, source.trust_remote_code, source.allow_pickle_weights, field="model")
-    try:
-        template = get_template(source.template, tokenizer)
-    except UserError as error:
-        if source.run_dir is not None:  # the run's recipe chose it
-            raise
-        raise UserError(str(error).replace("model.template:", "--template:", 1)) from None  # the user's flag
+    # a run's recipe chose the template; for a plain model or adapter, --template (default `tokenizer`)
+    template = get_template(source.template, tokenizer, field="model.template" if source.run_dir else "--template")
     chat = Chat(tokenizer, template, source.system_prompt)
     model = load_model(source.base, dtype=dtype, trust_remote_code=source.trust_remote_code,
                        allow_pickle_weights=source.allow_pickle_weights, vocab_size=len(tokenizer),
