@@ -234,6 +234,7 @@ def prepare_data(recipe, tokenizer, template, local_rewriter=None, distiller=Non
         per_source[name].setdefault("augmentation", {})["too_long_left_out"] = count
     prepared.manifest = _manifest(recipe, prepared, per_source, too_long, lengths)
     prepared.warnings = _warnings(prepared.manifest, data.max_length)
+    _note_unweighted(recipe, prepared)
     prepared.augment_rejects = augment_rejects
     return prepared
 
@@ -250,6 +251,19 @@ def _too_long_rejects(conversations: list[Conversation], sources: dict, reason: 
     # The normalized record only when its file no longer holds it (changed since it was read).
     return [Reject(c.source, c.provenance, reason,
                    texts.get(c.provenance) or json.dumps(c.to_json(), ensure_ascii=False)) for c in conversations]
+
+
+def _note_unweighted(recipe, prepared) -> None:
+    """A source that no stage's weights name is never trained on: said in the log and the manifest."""
+    for source in recipe.data.sources:
+        if source.split == "validation" or any(stage.weights is None or source.name in stage.weights
+                                               for stage in recipe.resolved_stages):
+            continue
+        count = len(prepared.train_pools.get(source.name, []))
+        prepared.manifest["sources"][source.name]["in_no_stage"] = True
+        prepared.warnings.append(f"{source.name}: in no stage's weights, so none of its {count} training records is "
+                                 f"trained on (its validation split still gives eval_loss/{source.name}); name it in "
+                                 "a stage's weights, or drop the source")
 
 
 def _check_stage(stage, train_pools: dict[str, list[int]], too_long: Counter, max_length: int) -> None:

@@ -21,21 +21,7 @@ def prepare(recipe, log=print):
     template = get_template(_template_name(model, tokenizer, log), tokenizer, model.enable_thinking)
     distiller = Distiller(recipe, tokenizer, template, log) if any(s.self_distill for s in recipe.data.sources) else None
     prepared = prepare_data(recipe, tokenizer, template, _local_rewriter(model.trust_remote_code), distiller)
-    _note_unweighted(recipe, prepared)
     return tokenizer, template, prepared
-
-
-def _note_unweighted(recipe, prepared) -> None:
-    """A source that no stage's weights name is never trained on: said in the log and the manifest."""
-    for source in recipe.data.sources:
-        if source.split == "validation" or any(stage.weights is None or source.name in stage.weights
-                                               for stage in recipe.resolved_stages):
-            continue
-        count = len(prepared.train_pools.get(source.name, []))
-        prepared.manifest["sources"][source.name]["in_no_stage"] = True
-        prepared.warnings.append(f"{source.name}: in no stage's weights, so none of its {count} training records is "
-                                 f"trained on (its validation split still gives eval_loss/{source.name}); name it in "
-                                 "a stage's weights, or drop the source")
 
 
 def _template_name(model, tokenizer, log) -> str:
